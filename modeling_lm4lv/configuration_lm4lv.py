@@ -1,0 +1,136 @@
+"""LM4LV model configuration."""
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+class LM4LVConfig(PreTrainedConfig):
+    r"""
+    Configuration of an [`LM4LVForConditionalGeneration`]: a frozen causal language model (`text_config`), a frozen
+    reconstruction-faithful vision module (`vision_config`, a ViT-MAE used without masking), two linear adapters
+    between them and a few trainable task tokens per task.
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the causal LM (any model that `AutoModelForCausalLM` builds). Defaults to a LLaMA config.
+        vision_config (`dict` or `ViTMAEConfig`, *optional*):
+            Config of the ViT-MAE vision module. Its `mask_ratio` is forced to 0 (every patch is kept, in order).
+        task_names (`list[str]`, *optional*, defaults to `["denoise"]`):
+            Names of the tasks; each gets its own `task_token_length` trainable embeddings, adapters are shared.
+        task_token_length (`int`, *optional*, defaults to 10):
+            Number of task tokens per task.
+        task_token_init (`str`, *optional*, defaults to `"zeros"`):
+            Initialisation of the task tokens: `"zeros"` (the authors' choice) or `"random"` (normal, std of the
+            LLM's `initializer_range`).
+        vision_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the MSE on visual positions in `loss = text_loss + vision_loss_weight * vision_loss`.
+        image_start_text (`str`, *optional*, defaults to `"<Img>"`):
+            Plain text (tokenised like any words) that opens a run of visual tokens.
+        image_end_text (`str`, *optional*, defaults to `"</Img>"`):
+            Plain text that closes a run of visual tokens.
+        image_start_token_ids (`list[int]`, *optional*):
+            Token ids of `image_start_text` under the LLM's tokenizer; set by the processor/`from_base_models`.
+            `generate()` switches to visual mode after emitting them.
+        image_end_token_ids (`list[int]`, *optional*):
+            Token ids of `image_end_text`; forced after each run of visual tokens.
+        image_token_id (`int`, *optional*, defaults to -200):
+            Placeholder id marking visual positions in `input_ids`. Negative so it never collides with the LLM's
+            vocabulary (the LLM's embedding matrix is frozen and is never resized).
+        task_token_id (`int`, *optional*, defaults to -300):
+            Placeholder id marking task-token positions in `input_ids`.
+        text_model_name_or_path (`str`, *optional*):
+            Hub id or local folder of the base LLM; `from_pretrained` of a trainable-only checkpoint loads it.
+        vision_model_name_or_path (`str`, *optional*):
+            Hub id or local folder of the vision module (e.g. a decoder-fine-tuned ViT-MAE).
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig, ViTMAEConfig
+    >>> from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
+
+    >>> config = LM4LVConfig(
+    ...     text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                             num_attention_heads=4, num_key_value_heads=2, vocab_size=300),
+    ...     vision_config=ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+    ...                                num_attention_heads=2, intermediate_size=64, decoder_hidden_size=32,
+    ...                                decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+    ...                                decoder_intermediate_size=64),
+    ...     task_names=["denoise", "deblur"],
+    ... )
+    >>> model = LM4LVForConditionalGeneration(config)
+    >>> config.num_visual_tokens
+    17
+    ```"""
+
+    model_type = "lm4lv"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="vit_mae"),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    task_names: list[str] | None = None
+    task_token_length: int = 10
+    task_token_init: str = "zeros"
+    vision_loss_weight: float = 1.0
+    image_start_text: str = "<Img>"
+    image_end_text: str = "</Img>"
+    image_start_token_ids: list[int] | None = None
+    image_end_token_ids: list[int] | None = None
+    image_token_id: int = -200
+    task_token_id: int = -300
+    text_model_name_or_path: str | None = None
+    vision_model_name_or_path: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.task_names is None:
+            self.task_names = ["denoise"]
+        self.task_names = list(self.task_names)
+        # An MAE is used here as an autoencoder: every patch kept, in order. `random_masking` reads the ratio at
+        # every call, so it must be 0 on the config the vision module holds.
+        self.vision_config.mask_ratio = 0.0
+        self.validate_lm4lv()
+
+    def validate_lm4lv(self):
+        """Raise a `ValueError` naming the field when a value cannot work."""
+        if self.task_token_length < 1:
+            raise ValueError(f"task_token_length must be >= 1, got {self.task_token_length}")
+        if not self.task_names or len(set(self.task_names)) != len(self.task_names):
+            raise ValueError(f"task_names must be a non-empty list of distinct names, got {self.task_names}")
+        if self.task_token_init not in ("zeros", "random"):
+            raise ValueError(f"task_token_init must be 'zeros' or 'random', got {self.task_token_init!r}")
+        if self.vision_loss_weight < 0:
+            raise ValueError(f"vision_loss_weight must be >= 0, got {self.vision_loss_weight}")
+        if self.image_token_id >= 0 or self.task_token_id >= 0 or self.image_token_id == self.task_token_id:
+            raise ValueError("image_token_id and task_token_id must be distinct negative placeholder ids")
+        for name in ("hidden_size", "image_size", "patch_size"):
+            value = getattr(self.vision_config, name)
+            if not all(v > 0 for v in (value if isinstance(value, (list, tuple)) else [value])):
+                raise ValueError(f"vision_config.{name} must be positive, got {value}")
+        if self.text_config.hidden_size <= 0:
+            raise ValueError(f"text_config.hidden_size must be positive, got {self.text_config.hidden_size}")
+
+    @property
+    def vision_hidden_size(self) -> int:
+        """Width of one visual feature (the MAE encoder's hidden size)."""
+        return self.vision_config.hidden_size
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Visual tokens per image: one per patch plus the CLS token (197 for a 224x224, patch-16 MAE)."""
+        image_size = self.vision_config.image_size
+        height, width = image_size if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+        return (height // self.vision_config.patch_size) * (width // self.vision_config.patch_size) + 1
+
+    def task_index(self, task: str) -> int:
+        """Index of `task` in `task_names`, with a clear error for an unknown name."""
+        if task not in self.task_names:
+            raise ValueError(f"Unknown task {task!r}: this model has task tokens for {self.task_names}")
+        return self.task_names.index(task)
+
+
+__all__ = ["LM4LVConfig"]

@@ -1,0 +1,691 @@
+"""PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters and task tokens."""
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_lm4lv import LM4LVConfig
+from .vision import MAEVisionModule
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
+PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
+
+
+@dataclass
+class LM4LVCausalLMOutput(ModelOutput):
+    r"""
+    Output of [`LM4LVForConditionalGeneration.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            `text_loss + config.vision_loss_weight * vision_loss`.
+        text_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Next-token cross-entropy over the supervised text positions of the answer (0 if there are none).
+        vision_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            MSE between `out_adapter(hidden state)` at the position before each target visual token and the MAE
+            feature of that token (0 if there are none).
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`, *optional*):
+            LM logits at every position; only computed when `labels` is not given (training computes logits at the
+            supervised text positions alone).
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Final-layer hidden states of the LLM, after its final norm.
+    """
+
+    loss: torch.FloatTensor | None = None
+    text_loss: torch.FloatTensor | None = None
+    vision_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+@dataclass
+class LM4LVGenerateOutput(ModelOutput):
+    r"""
+    Output of [`LM4LVForConditionalGeneration.generate`].
+
+    Args:
+        sequences (`torch.LongTensor` of shape `(batch_size, prompt_length + generated_length)`):
+            Prompt and generated ids. Generated visual positions hold `config.image_token_id` (negative; the
+            processor's `batch_decode` skips them); positions after a sample finished hold the pad id.
+        visual_features (`torch.FloatTensor` of shape `(batch_size, num_visual_tokens, vision_hidden_size)`):
+            Generated MAE features of the first image of each sample; NaN for a sample that produced no image.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            The MAE decoder's reconstruction of `visual_features`, normalised like the processor's inputs; NaN
+            for a sample that produced no image.
+        has_image (`torch.BoolTensor` of shape `(batch_size,)`):
+            Whether each sample produced a complete image.
+    """
+
+    sequences: torch.LongTensor | None = None
+    visual_features: torch.FloatTensor | None = None
+    pixel_values: torch.FloatTensor | None = None
+    has_image: torch.BoolTensor | None = None
+
+
+class LM4LVPreTrainedModel(PreTrainedModel):
+    """Base class of LM4LV models: config class, weight initialisation and checkpoint conventions."""
+
+    config_class = LM4LVConfig
+    config: LM4LVConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module):
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        if isinstance(module, LM4LVForConditionalGeneration):
+            if self.config.task_token_init == "zeros":
+                nn.init.zeros_(module.task_prompt_embeddings)
+            else:
+                nn.init.normal_(module.task_prompt_embeddings, std=std)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+
+
+class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
+    r"""
+    LM4LV: a frozen causal LM that reads and writes continuous MAE features.
+
+    Sequence format (the authors' template, with `<Img>`/`</Img>` as ordinary text):
+
+        <bos>### Human: <Img>[LQ visual tokens]</Img>[task tokens]
+        ### Assistant: <Img>[HQ visual tokens]</Img>
+        ###
+
+    Visual tokens are `in_adapter(MAE features)`; the LLM's last hidden state (after its final norm) at the position
+    before each HQ visual token is mapped by `out_adapter` to a predicted MAE feature. Only `in_adapter`,
+    `out_adapter` and `task_prompt_embeddings` are trainable; the LLM and the vision module are frozen.
+
+    Args:
+        config ([`LM4LVConfig`]): Model configuration. `LM4LVForConditionalGeneration(config)` builds every part with
+            random weights; use [`from_base_models`] for pretrained parts and [`from_pretrained`] for checkpoints.
+    """
+
+    _checkpoint_conversion_mapping = {}
+
+    def __init__(self, config: LM4LVConfig):
+        super().__init__(config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.vision_model = MAEVisionModule(config.vision_config)
+        self.in_adapter = nn.Linear(config.vision_hidden_size, config.text_config.hidden_size)
+        self.out_adapter = nn.Linear(config.text_config.hidden_size, config.vision_hidden_size)
+        self.task_prompt_embeddings = nn.Parameter(
+            torch.zeros(len(config.task_names), config.task_token_length, config.text_config.hidden_size)
+        )
+        self.freeze_base_models()
+        self.post_init()
+
+    # ------------------------------------------------------------------ construction and freezing
+
+    @classmethod
+    def from_base_models(
+        cls,
+        llm: str,
+        vision: str,
+        task_names: list[str] | None = None,
+        config: LM4LVConfig | None = None,
+        dtype: torch.dtype | None = None,
+        llm_kwargs: dict | None = None,
+        **config_kwargs,
+    ) -> "LM4LVForConditionalGeneration":
+        r"""
+        Assemble an LM4LV model from a pretrained causal LM and a pretrained ViT-MAE, with fresh adapters and task
+        tokens.
+
+        Args:
+            llm (`str`): Hub id or local folder of any causal LM that `AutoModelForCausalLM` loads.
+            vision (`str`): Hub id or local folder of a ViT-MAE checkpoint (ideally with a decoder fine-tuned for
+                unmasked reconstruction).
+            task_names (`list[str]`, *optional*): Tasks to create task tokens for (ignored when `config` is given).
+            config ([`LM4LVConfig`], *optional*): Config to use (e.g. from a trainable-only checkpoint); its
+                sub-configs must match the loaded models' shapes.
+            dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM (e.g. `torch.bfloat16` on a GPU). The
+                adapters and task tokens stay in float32.
+            llm_kwargs (`dict`, *optional*): Extra arguments for the LLM's `from_pretrained` (e.g. `gguf_file`).
+            config_kwargs: Further [`LM4LVConfig`] fields (`task_token_length`, `vision_loss_weight`, ...).
+        """
+        llm_kwargs = dict(llm_kwargs or {})
+        language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **llm_kwargs)
+        vision_model = MAEVisionModule.from_pretrained(vision)
+        tokenizer = AutoTokenizer.from_pretrained(llm, **{k: v for k, v in llm_kwargs.items() if k == "gguf_file"})
+        if config is None:
+            config = LM4LVConfig(
+                text_config=language_model.config.to_dict(),
+                vision_config=vision_model.config.to_dict(),
+                task_names=task_names,
+                text_model_name_or_path=llm,
+                vision_model_name_or_path=vision,
+                **config_kwargs,
+            )
+        else:
+            check_base_model_shapes(config, language_model.config, vision_model.config)
+        config.image_start_token_ids = tokenizer.encode(config.image_start_text, add_special_tokens=False)
+        config.image_end_token_ids = tokenizer.encode(config.image_end_text, add_special_tokens=False)
+        with torch.device("meta"):
+            model = cls(config)
+        model.language_model = language_model
+        model.vision_model = vision_model
+        for module in (model.in_adapter, model.out_adapter):
+            module.to_empty(device="cpu")
+            model._init_weights(module)
+        model.task_prompt_embeddings = nn.Parameter(torch.empty_like(model.task_prompt_embeddings, device="cpu"))
+        model._init_weights(model)
+        model.freeze_base_models()
+        return model.to(language_model.device)
+
+    def freeze_base_models(self):
+        """Freeze the LLM and the vision module; only the adapters and task tokens require grad."""
+        for module in (self.language_model, self.vision_model):
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True):
+        """Set training mode on the trainable parts; the frozen LLM and vision module always stay in eval mode."""
+        super().train(mode)
+        self.language_model.eval()
+        self.vision_model.eval()
+        return self
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    @property
+    def text_backbone(self) -> nn.Module:
+        """The LLM without its LM head (returns hidden states after the final norm)."""
+        return self.language_model.base_model
+
+    # ------------------------------------------------------------------ inputs
+
+    def task_embeddings(self, task_ids: torch.LongTensor) -> torch.Tensor:
+        """Task tokens `(batch, task_token_length, hidden)` for the task index of each sample."""
+        if task_ids.min() < 0 or task_ids.max() >= len(self.config.task_names):
+            raise ValueError(f"task_ids must index task_names {self.config.task_names}, got {task_ids.tolist()}")
+        return self.task_prompt_embeddings[task_ids]
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """MAE features `(batch, num_visual_tokens, vision_hidden_size)` of normalised images, in float32."""
+        check_pixel_values(pixel_values)
+        return self.vision_model.encode(pixel_values).float()
+
+    @torch.no_grad()
+    def decode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Images (normalised like the processor's inputs) reconstructed by the MAE decoder from features."""
+        return self.vision_model.decode(features).float()
+
+    def embed_visual(self, features: torch.Tensor) -> torch.Tensor:
+        """`in_adapter` in float32, cast to the LLM's dtype."""
+        return self.in_adapter(features.float()).to(self.get_input_embeddings().weight.dtype)
+
+    def build_inputs_embeds(
+        self,
+        input_ids: torch.LongTensor,
+        visual_features: torch.Tensor | None,
+        task_ids: torch.LongTensor | None,
+    ) -> torch.Tensor:
+        """
+        Embed `input_ids`, filling the `image_token_id` placeholders in order with `in_adapter(visual_features)`
+        and the `task_token_id` placeholders with the task tokens of `task_ids`.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): Token ids with negative placeholders.
+            visual_features (`torch.Tensor` of shape `(batch, k * num_visual_tokens, vision_hidden_size)`):
+                Features for the `k` images of each sample, in the order their placeholders appear.
+            task_ids (`torch.LongTensor` of shape `(batch,)`): Task index of each sample.
+        """
+        config = self.config
+        image_mask = input_ids == config.image_token_id
+        task_mask = input_ids == config.task_token_id
+        inputs_embeds = self.get_input_embeddings()(input_ids.clamp(min=0))
+
+        expected = 0 if visual_features is None else visual_features.shape[1]
+        counts = image_mask.sum(-1)
+        if (counts != expected).any():
+            raise ValueError(
+                f"Image features and image placeholders do not match: each sample has {expected} visual features "
+                f"but the placeholder counts per sample are {counts.tolist()}"
+            )
+        if expected:
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], self.embed_visual(visual_features))
+
+        task_counts = task_mask.sum(-1)
+        if (task_counts > 0).any():
+            if task_ids is None:
+                raise ValueError("input_ids hold task-token placeholders but no task_ids were given")
+            if (task_counts != config.task_token_length).any():
+                raise ValueError(
+                    f"Each sample needs exactly {config.task_token_length} task-token placeholders, got "
+                    f"{task_counts.tolist()}"
+                )
+            task_embeds = self.task_embeddings(task_ids).to(inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds.masked_scatter(task_mask[..., None], task_embeds)
+        return inputs_embeds
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        target_pixel_values: torch.FloatTensor | None = None,
+        task_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> LM4LVCausalLMOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, seq_len)`):
+                Token ids from [`LM4LVProcessor`], with `config.image_token_id` at visual positions (first the
+                degraded image's, then, in training, the target image's) and `config.task_token_id` at task tokens.
+            attention_mask (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*): 1 for real tokens.
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`, *optional*): Degraded images.
+            target_pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`, *optional*): Clean
+                images (training); their MAE features fill the answer's placeholders and are the MSE targets.
+            task_ids (`torch.LongTensor` of shape `(batch,)`, *optional*): Index into `config.task_names`.
+            labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*): Token ids where text is supervised,
+                `config.image_token_id` where a target visual token is, -100 elsewhere.
+            position_ids (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*): Defaults to positions that
+                skip left padding.
+
+        Example:
+
+        ```python
+        >>> batch = processor(images=degraded, targets=clean, task="denoise", return_tensors="pt")
+        >>> out = model(**batch)
+        >>> out.loss.backward()
+        ```"""
+        images = [p for p in (pixel_values, target_pixel_values) if p is not None]
+        target_features = self.encode_images(target_pixel_values) if target_pixel_values is not None else None
+        visual_features = None
+        if images:
+            encoded = [self.encode_images(pixel_values)] if pixel_values is not None else []
+            encoded += [target_features] if target_features is not None else []
+            visual_features = torch.cat(encoded, dim=1)
+        inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)
+        hidden_states = self.text_backbone(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+
+        if labels is None:
+            return LM4LVCausalLMOutput(
+                logits=self.get_output_embeddings()(hidden_states).float(), last_hidden_state=hidden_states
+            )
+
+        # next-element prediction: the state at position t predicts element t + 1
+        states, next_labels = hidden_states[:, :-1], labels[:, 1:]
+        text_positions = next_labels >= 0
+        visual_positions = next_labels == self.config.image_token_id
+        text_loss = states.new_zeros((), dtype=torch.float32)
+        if text_positions.any():
+            logits = self.get_output_embeddings()(states[text_positions]).float()
+            text_loss = nn.functional.cross_entropy(logits, next_labels[text_positions])
+        vision_loss = states.new_zeros((), dtype=torch.float32)
+        if visual_positions.any():
+            if target_features is None:
+                raise ValueError("labels mark target visual tokens but no target_pixel_values were given")
+            predicted = self.out_adapter(states[visual_positions].float())
+            target = target_features.reshape(-1, target_features.shape[-1])
+            if predicted.shape != target.shape:
+                raise ValueError(
+                    f"labels mark {predicted.shape[0]} target visual tokens but the targets have {target.shape[0]}"
+                )
+            vision_loss = nn.functional.mse_loss(predicted, target)
+        loss = text_loss + self.config.vision_loss_weight * vision_loss
+        return LM4LVCausalLMOutput(
+            loss=loss, text_loss=text_loss, vision_loss=vision_loss, last_hidden_state=hidden_states
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        task_ids: torch.LongTensor | None = None,
+        max_new_tokens: int | None = None,
+        force_image_output: bool = True,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        **kwargs,
+    ) -> LM4LVGenerateOutput:
+        r"""
+        Greedy autoregressive generation of text and continuous visual tokens, with a KV cache, batched over
+        left-padded prompts.
+
+        Text is generated by default. Once a sample's text ends with `config.image_start_token_ids` (`<Img>`), the
+        next `config.num_visual_tokens` steps are visual: the last hidden state goes through `out_adapter` to a
+        predicted MAE feature, and `in_adapter(feature)` is fed back as the next input embedding. Then
+        `config.image_end_token_ids` (`</Img>`) are forced and text resumes until `eos_token_id` or
+        `max_new_tokens`.
+
+        Args:
+            input_ids, attention_mask, pixel_values, task_ids: A prompt batch from [`LM4LVProcessor`] (no targets).
+            max_new_tokens (`int`, *optional*): Generation budget. Defaults to `<Img>` + visual tokens + `</Img>` +
+                8 text tokens.
+            force_image_output (`bool`, *optional*, defaults to `True`): Start the answer with `<Img>`, as the
+                authors do for restoration prompts. With `False` the model decides.
+            eos_token_id (`int`, *optional*): Stops a sample. Defaults to the LLM's generation config.
+            pad_token_id (`int`, *optional*): Fills finished samples. Defaults to `eos_token_id` (or 0).
+
+        Returns:
+            [`LM4LVGenerateOutput`] with `sequences`, `visual_features`, `pixel_values` and `has_image`.
+        """
+        if kwargs:
+            raise TypeError(f"generate() got unexpected arguments {sorted(kwargs)}")
+        config = self.config
+        if not config.image_start_token_ids or not config.image_end_token_ids:
+            raise ValueError(
+                "config.image_start_token_ids / image_end_token_ids are not set: build the model with "
+                "from_base_models or call processor.configure_model(model) first"
+            )
+        device = input_ids.device
+        batch_size = input_ids.shape[0]
+        num_visual = config.num_visual_tokens
+        start_ids = torch.tensor(config.image_start_token_ids, device=device)
+        end_ids = torch.tensor(config.image_end_token_ids, device=device)
+        if max_new_tokens is None:
+            max_new_tokens = len(start_ids) + num_visual + len(end_ids) + 8
+        if eos_token_id is None:
+            eos_token_id = getattr(self.language_model.generation_config, "eos_token_id", None)
+            eos_token_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
+        if pad_token_id is None:
+            pad_token_id = eos_token_id if eos_token_id is not None else 0
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+
+        visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
+        inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
+        position_ids = positions_from_mask(attention_mask)
+        cache = DynamicCache(config=self.language_model.config)
+        hidden = self.text_backbone(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state[:, -1]
+        next_position = position_ids[:, -1] + 1
+
+        # per-sample state, kept as tensors: forced tokens still to emit, visual steps left, last text tokens
+        queue_width = max(len(start_ids), len(end_ids))
+        forced = torch.full((batch_size, queue_width), -1, dtype=torch.long, device=device)
+        if force_image_output:
+            forced[:, : len(start_ids)] = start_ids
+        text_tail = input_ids[:, -len(start_ids) :].clone()
+        visual_left = torch.where(
+            (text_tail == start_ids).all(-1) & ~torch.as_tensor(force_image_output, device=device), num_visual, 0
+        )
+        generated_features = torch.full(
+            (batch_size, num_visual, config.vision_hidden_size), float("nan"), device=device
+        )
+        num_features = torch.zeros(batch_size, dtype=torch.long, device=device)
+        unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)
+        rows = torch.arange(batch_size, device=device)
+        new_tokens = []
+
+        for _ in range(max_new_tokens):
+            is_visual = (visual_left > 0) & unfinished
+            has_forced = forced[:, 0] >= 0
+            if (is_visual | has_forced).all():
+                token = forced[:, 0]
+            else:
+                token = torch.where(has_forced, forced[:, 0], self.get_output_embeddings()(hidden).argmax(-1))
+            token = torch.where(is_visual, config.image_token_id, torch.where(unfinished, token, pad_token_id))
+            new_tokens.append(token)
+
+            feature = self.out_adapter(hidden.float())
+            record = is_visual & (num_features < num_visual)
+            slot = num_features.clamp(max=num_visual - 1)
+            generated_features[rows, slot] = torch.where(
+                record[:, None], feature, generated_features[rows, slot]
+            )
+            num_features = num_features + record.long()
+
+            is_text = ~is_visual & unfinished
+            forced = torch.where((is_text & has_forced)[:, None], shift_left(forced), forced)
+            visual_left = visual_left - is_visual.long()
+            image_done = is_visual & (visual_left == 0)
+            forced[image_done, : len(end_ids)] = end_ids
+            text_tail = torch.where(is_text[:, None], torch.cat([text_tail[:, 1:], token[:, None]], 1), text_tail)
+            image_starts = is_text & (text_tail == start_ids).all(-1)
+            visual_left = torch.where(image_starts, num_visual, visual_left)
+            text_tail[image_starts] = -1
+            if eos_token_id is not None:
+                unfinished = unfinished & ~(is_text & (token == eos_token_id))
+            if not unfinished.any():
+                break
+
+            step_embeds = torch.where(
+                is_visual[:, None], self.embed_visual(feature), self.get_input_embeddings()(token.clamp(min=0))
+            )
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, 1)], dim=1)
+            hidden = self.text_backbone(
+                inputs_embeds=step_embeds[:, None],
+                attention_mask=attention_mask,
+                position_ids=next_position[:, None],
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1]
+            next_position = next_position + 1
+
+        has_image = num_features == num_visual
+        pixel_values_out = torch.full(
+            (batch_size, self.config.vision_config.num_channels, *self.vision_model.image_size),
+            float("nan"),
+            device=device,
+        )
+        if has_image.any():
+            pixel_values_out[has_image] = self.decode_features(generated_features[has_image])
+        return LM4LVGenerateOutput(
+            sequences=torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1),
+            visual_features=generated_features,
+            pixel_values=pixel_values_out,
+            has_image=has_image,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters that require grad (adapters and task tokens, plus anything a user unfroze)."""
+        return {name: param.detach() for name, param in self.named_parameters() if param.requires_grad}
+
+    def save_pretrained(self, save_directory: str | os.PathLike, save_full: bool = False, **kwargs):
+        r"""
+        Save the model.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): Target folder.
+            save_full (`bool`, *optional*, defaults to `False`): With `False` (the default) write the config and
+                a safetensors file of the trainable parameters only; the config names the base LLM and vision module
+                so [`from_pretrained`] rebuilds the whole model. With `True` write every weight into the folder
+                (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`.
+            kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`.
+        """
+        if save_full:
+            return super().save_pretrained(save_directory, **kwargs)
+        os.makedirs(save_directory, exist_ok=True)
+        self.config.save_pretrained(save_directory)
+        tensors = {name: t.contiguous().cpu() for name, t in self.trainable_state_dict().items()}
+        write_atomically(
+            os.path.join(save_directory, SAFE_WEIGHTS_NAME),
+            lambda path: save_file(tensors, path, metadata={"format": "pt", "lm4lv": TRAINABLE_WEIGHTS_FORMAT}),
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
+        r"""
+        Load an LM4LV checkpoint: either trainable-only (the base LLM and vision module named in its config are
+        loaded with [`from_base_models`], then the adapters and task tokens) or full (`save_full=True`). Only
+        safetensors are read; a folder with pickle weights alone is refused.
+
+        Args:
+            pretrained_model_name_or_path: Local folder or Hub id.
+            dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM.
+            llm (`str`, *optional*), vision (`str`, *optional*): Override the base model locations named in the
+                config (e.g. local copies of the Hub ids).
+            kwargs: Passed to `PreTrainedModel.from_pretrained` for full checkpoints.
+        """
+        llm, vision = kwargs.pop("llm", None), kwargs.pop("vision", None)
+        weights_file = resolve_weights_file(pretrained_model_name_or_path, kwargs)
+        with safe_open(weights_file, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("lm4lv") != TRAINABLE_WEIGHTS_FORMAT:
+            kwargs["use_safetensors"] = True
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config = kwargs.pop("config", None) or LM4LVConfig.from_pretrained(pretrained_model_name_or_path)
+        llm = llm or config.text_model_name_or_path
+        vision = vision or config.vision_model_name_or_path
+        if not llm or not vision:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds trainable weights only, and its config names no base "
+                "LLM/vision module: pass llm=... and vision=..."
+            )
+        model = cls.from_base_models(llm, vision, config=config, dtype=kwargs.pop("dtype", None))
+        model.load_trainable_weights(weights_file)
+        return model
+
+    def load_trainable_weights(self, weights_file: str):
+        """Load a trainable-only safetensors file, checking names and shapes with a clear error on mismatch."""
+        own = dict(self.named_parameters())
+        with safe_open(weights_file, framework="pt") as handle:
+            for name in handle.keys():
+                if name not in own:
+                    raise ValueError(f"{weights_file}: unknown parameter {name!r} for this model")
+                tensor = handle.get_tensor(name)
+                if tensor.shape != own[name].shape:
+                    raise ValueError(
+                        f"{weights_file}: {name} has shape {tuple(tensor.shape)} but this model expects "
+                        f"{tuple(own[name].shape)}: the checkpoint was trained with a base LLM/vision module of "
+                        f"other hidden sizes (text {self.config.text_config.hidden_size}, vision "
+                        f"{self.config.vision_hidden_size}) or another number of tasks/task tokens"
+                    )
+                with torch.no_grad():
+                    own[name].copy_(tensor)
+            missing = set(self.trainable_state_dict()) - set(handle.keys())
+        if missing:
+            raise ValueError(f"{weights_file} lacks trainable parameters {sorted(missing)}")
+
+
+def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
+    """Position ids that start at 0 on each sample's first real token (left padding gets position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def shift_left(queue: torch.LongTensor) -> torch.LongTensor:
+    """Drop the first column of a `(batch, width)` queue and pad it with -1 on the right."""
+    return torch.cat([queue[:, 1:], queue.new_full((queue.shape[0], 1), -1)], dim=1)
+
+
+def check_pixel_values(pixel_values: torch.Tensor):
+    """Refuse NaN/inf pixels: they would silently turn every output into NaN."""
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values contain NaN or inf")
+
+
+def check_base_model_shapes(config: LM4LVConfig, text_config, vision_config):
+    """Clear error when base models do not match the shapes the adapters were built for."""
+    for what, expected, found in (
+        ("LLM hidden_size", config.text_config.hidden_size, text_config.hidden_size),
+        ("vision hidden_size", config.vision_hidden_size, vision_config.hidden_size),
+        ("vision image_size", config.vision_config.image_size, vision_config.image_size),
+        ("vision patch_size", config.vision_config.patch_size, vision_config.patch_size),
+    ):
+        if expected != found:
+            raise ValueError(
+                f"Base model mismatch: the checkpoint's config has {what}={expected} but the loaded base model "
+                f"has {found}; the adapters only fit the base models they were trained with"
+            )
+
+
+def resolve_weights_file(path: str | os.PathLike, kwargs: dict) -> str:
+    """Path of `model.safetensors` (local folder or Hub), refusing pickle-only checkpoints."""
+    path = str(path)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, SAFE_WEIGHTS_NAME)
+        if os.path.isfile(candidate):
+            return candidate
+        if os.path.isfile(os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")):
+            with open(os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")) as handle:
+                first_shard = sorted(set(json.load(handle)["weight_map"].values()))[0]
+            return os.path.join(path, first_shard)
+        pickles = [name for name in PICKLE_WEIGHTS_NAMES if os.path.exists(os.path.join(path, name))]
+        if pickles:
+            raise ValueError(
+                f"{path} holds only pickle weights ({', '.join(pickles)}); LM4LV loads safetensors only. Convert "
+                "them to safetensors with a tool you trust."
+            )
+        raise FileNotFoundError(f"{path} has no {SAFE_WEIGHTS_NAME}: missing weights")
+    from transformers.utils import cached_file
+
+    return cached_file(path, SAFE_WEIGHTS_NAME, revision=kwargs.get("revision"), token=kwargs.get("token"))
+
+
+def write_atomically(path: str, write):
+    """Call `write(tmp_path)` on a temporary file next to `path`, fsync it, then rename it onto `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(handle)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def export_remote_code(model: LM4LVForConditionalGeneration, save_directory: str | os.PathLike):
+    """
+    Write a self-contained Hub folder: every weight (`save_full=True`) plus this model's code as flat modules, with
+    `auto_map` in the config, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where this
+    package is not installed.
+    """
+    source_dir = os.path.dirname(os.path.abspath(__file__))
+    model.config.auto_map = {
+        "AutoConfig": "configuration_lm4lv.LM4LVConfig",
+        "AutoModel": "modeling_lm4lv.LM4LVForConditionalGeneration",
+    }
+    try:
+        model.save_pretrained(save_directory, save_full=True)
+    finally:
+        del model.config.auto_map
+    for name in ("configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py"):
+        shutil.copyfile(os.path.join(source_dir, name), os.path.join(save_directory, name))
+
+
+__all__ = [
+    "LM4LVPreTrainedModel",
+    "LM4LVForConditionalGeneration",
+    "LM4LVCausalLMOutput",
+    "LM4LVGenerateOutput",
+    "export_remote_code",
+]

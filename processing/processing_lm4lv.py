@@ -1,0 +1,270 @@
+"""Processor of LM4LV: tokenizer + image processor + the authors' "###" template."""
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+IGNORE_INDEX = -100
+
+
+class LM4LVProcessor(ProcessorMixin):
+    r"""
+    Builds LM4LV prompts and training examples in the authors' template:
+
+        <bos>### Human: <Img>[LQ visual tokens]</Img>[task tokens]
+        ### Assistant: <Img>[HQ visual tokens]</Img>
+        ###<eos>
+
+    Visual and task positions hold negative placeholder ids (`image_token_id`, `task_token_id`) that the model
+    replaces with embeddings; `<Img>`/`</Img>` are ordinary text. Each text piece is tokenised on its own, so the
+    answer's `<Img>` ids are exactly `image_start_token_ids`, the ids `generate()` watches for.
+
+    Args:
+        image_processor: An image processor that resizes to the vision module's input size and normalises
+            (e.g. `ViTImageProcessorPil` with ImageNet mean/std, as ViT-MAE uses).
+        tokenizer: The base LLM's tokenizer.
+        task_names (`list[str]`): Task names in the model's order (`task_ids` index this list).
+        task_token_length (`int`): Task tokens per task.
+        num_visual_tokens (`int`): Visual tokens per image (patches + CLS).
+        image_token_id (`int`), task_token_id (`int`): The model config's placeholder ids.
+        image_start_text (`str`), image_end_text (`str`): Image delimiters (`<Img>`, `</Img>`).
+        human_prefix (`str`), assistant_prefix (`str`), answer_suffix (`str`): Template pieces.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        task_names: list[str] | None = None,
+        task_token_length: int = 10,
+        num_visual_tokens: int = 197,
+        image_token_id: int = -200,
+        task_token_id: int = -300,
+        image_start_text: str = "<Img>",
+        image_end_text: str = "</Img>",
+        human_prefix: str = "### Human: ",
+        assistant_prefix: str = "\n### Assistant: ",
+        answer_suffix: str = "\n###",
+        chat_template=None,
+        **kwargs,
+    ):
+        self.task_names = list(task_names or ["denoise"])
+        self.task_token_length = task_token_length
+        self.num_visual_tokens = num_visual_tokens
+        self.image_token_id = image_token_id
+        self.task_token_id = task_token_id
+        self.image_start_text = image_start_text
+        self.image_end_text = image_end_text
+        self.human_prefix = human_prefix
+        self.assistant_prefix = assistant_prefix
+        self.answer_suffix = answer_suffix
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def from_config(cls, config, tokenizer, image_processor=None) -> "LM4LVProcessor":
+        """Processor matching an `LM4LVConfig`; defaults to a ViT-MAE image processor of the config's size."""
+        if image_processor is None:
+            from transformers import ViTImageProcessorPil
+
+            size = config.vision_config.image_size
+            height, width = size if isinstance(size, (list, tuple)) else (size, size)
+            image_processor = ViTImageProcessorPil(
+                size={"height": height, "width": width},
+                image_mean=list(IMAGENET_DEFAULT_MEAN),
+                image_std=list(IMAGENET_DEFAULT_STD),
+            )
+        return cls(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            task_names=config.task_names,
+            task_token_length=config.task_token_length,
+            num_visual_tokens=config.num_visual_tokens,
+            image_token_id=config.image_token_id,
+            task_token_id=config.task_token_id,
+            image_start_text=config.image_start_text,
+            image_end_text=config.image_end_text,
+        )
+
+    # ------------------------------------------------------------------ template
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    @property
+    def image_start_token_ids(self) -> list[int]:
+        """Token ids of `<Img>` as the answer holds them (set these on the model config)."""
+        return self._encode(self.image_start_text)
+
+    @property
+    def image_end_token_ids(self) -> list[int]:
+        """Token ids of `</Img>`."""
+        return self._encode(self.image_end_text)
+
+    def _prefix_special_ids(self) -> list[int]:
+        """Special ids the tokenizer puts before text (e.g. LLaMA's BOS; none for GPT-2 or SmolLM2)."""
+        return self.tokenizer("", add_special_tokens=True).input_ids
+
+    def _image_span(self) -> list[int]:
+        return self.image_start_token_ids + [self.image_token_id] * self.num_visual_tokens + self.image_end_token_ids
+
+    def prompt_ids(self, instruction: str = "") -> list[int]:
+        """Ids of the prompt up to and including `### Assistant: `, with an optional free-text instruction
+        before the image (none in the paper's template)."""
+        return (
+            self._prefix_special_ids()
+            + self._encode(self.human_prefix)
+            + (self._encode(instruction + " ") if instruction else [])
+            + self._image_span()
+            + [self.task_token_id] * self.task_token_length
+            + self._encode(self.assistant_prefix)
+        )
+
+    def answer_ids(self) -> list[int]:
+        """Ids of the answer `<Img>[HQ]</Img>\\n###<eos>`; all of them are supervised."""
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        return self._image_span() + self._encode(self.answer_suffix) + eos
+
+    @property
+    def pad_token_id(self) -> int:
+        """Id used for left padding (the tokenizer's pad, else EOS, else 0); masked out by `attention_mask`."""
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        return 0
+
+    # ------------------------------------------------------------------ images
+
+    @property
+    def image_mean(self) -> torch.Tensor:
+        return torch.tensor(self.image_processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+
+    @property
+    def image_std(self) -> torch.Tensor:
+        return torch.tensor(self.image_processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.image_processor.size
+        return size["height"], size["width"]
+
+    def preprocess_images(self, images) -> torch.Tensor:
+        """
+        Normalised `pixel_values` `(batch, 3, H, W)` from PIL images (RGB, resized by the image processor) or from a
+        float tensor `(batch, 3, H, W)` in [0, 1] that already has the model's input size.
+        """
+        if isinstance(images, torch.Tensor):
+            images = images if images.dim() == 4 else images[None]
+            if images.shape[1:] != (3, *self.image_size):
+                raise ValueError(
+                    f"Image tensors must have shape (batch, 3, {self.image_size[0]}, {self.image_size[1]}) to match "
+                    f"the vision config, got {tuple(images.shape)}"
+                )
+            if not torch.isfinite(images).all():
+                raise ValueError("Image tensor contains NaN or inf")
+            if images.min() < 0 or images.max() > 1:
+                raise ValueError(
+                    f"Image tensors must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]"
+                )
+            return (images.float() - self.image_mean) / self.image_std
+        images = images if isinstance(images, (list, tuple)) else [images]
+        for index, image in enumerate(images):
+            if isinstance(image, Image.Image) and image.mode != "RGB":
+                raise ValueError(
+                    f"Image {index} has mode {image.mode!r}; LM4LV expects RGB (convert with "
+                    "processing.data.load_rgb_image, which documents the policy for each mode)"
+                )
+        return self.image_processor(images, return_tensors="pt")["pixel_values"].float()
+
+    def to_unit_range(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation: images in [0, 1] (clamped)."""
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contain NaN or inf (a sample that produced no image?)")
+        return (pixel_values.float().cpu() * self.image_std + self.image_mean).clamp(0, 1)
+
+    def postprocess(self, pixel_values: torch.Tensor) -> list[Image.Image]:
+        """PIL RGB images from normalised `pixel_values` (e.g. `model.generate(...).pixel_values`)."""
+        images = (self.to_unit_range(pixel_values) * 255).round().to(torch.uint8)
+        return [Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())) for image in images]
+
+    # ------------------------------------------------------------------ batches
+
+    def task_ids(self, task, batch_size: int) -> torch.LongTensor:
+        """Task indices for a task name or a list of names (one per sample)."""
+        tasks = [task] * batch_size if isinstance(task, str) else list(task)
+        if len(tasks) != batch_size:
+            raise ValueError(f"Got {len(tasks)} task names for {batch_size} images")
+        for name in tasks:
+            if name not in self.task_names:
+                raise ValueError(f"Unknown task {name!r}: this processor knows {self.task_names}")
+        return torch.tensor([self.task_names.index(name) for name in tasks], dtype=torch.long)
+
+    def _pad_left(self, rows: list[list[int]], value: int) -> torch.LongTensor:
+        width = max(len(row) for row in rows)
+        return torch.tensor([[value] * (width - len(row)) + row for row in rows], dtype=torch.long)
+
+    def __call__(
+        self, images=None, targets=None, task=None, instructions=None, return_tensors: str = "pt", **kwargs
+    ) -> BatchFeature:
+        r"""
+        Build a prompt batch (`targets=None`, for `generate`) or a training batch (with `labels`).
+
+        Args:
+            images: Degraded images: a PIL image, a list of them, or a float tensor `(batch, 3, H, W)` in [0, 1].
+            targets: Clean images of the same kind and number (training only).
+            task (`str` or `list[str]`): Task name for all samples, or one per sample. Defaults to the only task.
+            instructions (`str` or `list[str]`, *optional*): Free text before the image, for all samples or one per
+                sample (the paper uses none). Prompts of different lengths are left-padded.
+            return_tensors (`str`): Only `"pt"` is supported.
+
+        Returns:
+            `BatchFeature` with `input_ids`, `attention_mask`, `pixel_values`, `task_ids`, and for training
+            `target_pixel_values` and `labels` (answer token ids, `image_token_id` at target visual tokens,
+            -100 elsewhere).
+        """
+        if return_tensors != "pt":
+            raise ValueError(f"Only return_tensors='pt' is supported, got {return_tensors!r}")
+        if images is None:
+            raise ValueError("LM4LVProcessor needs images")
+        if kwargs:
+            raise TypeError(f"Unexpected arguments {sorted(kwargs)}")
+        if task is None:
+            if len(self.task_names) != 1:
+                raise ValueError(f"Pass task=... (one of {self.task_names})")
+            task = self.task_names[0]
+        pixel_values = self.preprocess_images(images)
+        batch_size = pixel_values.shape[0]
+        instructions = instructions or ""
+        instructions = [instructions] * batch_size if isinstance(instructions, str) else list(instructions)
+        if len(instructions) != batch_size:
+            raise ValueError(f"Got {len(instructions)} instructions for {batch_size} images")
+        prompts = [self.prompt_ids(instruction) for instruction in instructions]
+        data = {"pixel_values": pixel_values, "task_ids": self.task_ids(task, batch_size)}
+        if targets is None:
+            data.update(
+                input_ids=self._pad_left(prompts, self.pad_token_id),
+                attention_mask=self._pad_left([[1] * len(p) for p in prompts], 0),
+            )
+            return BatchFeature(data=data)
+        target_pixel_values = self.preprocess_images(targets)
+        if target_pixel_values.shape != pixel_values.shape:
+            raise ValueError(
+                f"targets {tuple(target_pixel_values.shape)} do not match images {tuple(pixel_values.shape)}"
+            )
+        answer = self.answer_ids()
+        data.update(
+            input_ids=self._pad_left([p + answer for p in prompts], self.pad_token_id),
+            attention_mask=self._pad_left([[1] * (len(p) + len(answer)) for p in prompts], 0),
+            labels=self._pad_left([[IGNORE_INDEX] * len(p) + answer for p in prompts], IGNORE_INDEX),
+            target_pixel_values=target_pixel_values,
+        )
+        return BatchFeature(data=data)
+
+    def batch_decode(self, sequences, **kwargs) -> list[str]:
+        """Decode generated ids to text, dropping the negative visual/task placeholders."""
+        sequences = sequences.tolist() if isinstance(sequences, torch.Tensor) else sequences
+        return self.tokenizer.batch_decode([[t for t in seq if t >= 0] for seq in sequences], **kwargs)
+
+
+__all__ = ["LM4LVProcessor"]
