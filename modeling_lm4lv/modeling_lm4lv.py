@@ -559,7 +559,9 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             metadata = handle.metadata() or {}
         if metadata.get("lm4lv") != TRAINABLE_WEIGHTS_FORMAT:
             kwargs["use_safetensors"] = True
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model.freeze_base_models()  # loading replaces parameters, which resets requires_grad
+            return model
         config = kwargs.pop("config", None) or LM4LVConfig.from_pretrained(pretrained_model_name_or_path)
         llm = llm or config.text_model_name_or_path
         vision = vision or config.vision_model_name_or_path

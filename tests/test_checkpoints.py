@@ -1,0 +1,140 @@
+"""Checkpoints: trainable-only and full saves, Auto classes, remote-code export, safe loading."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import build_tiny, random_images, tiny_text_config, tiny_tokenizer
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, MAEVisionModule, export_remote_code
+from processing import LM4LVProcessor
+
+
+def save_base_models(model, tmp_path):
+    """Write the model's LLM (+ tokenizer) and MAE as ordinary local checkpoints, as from_base_models expects."""
+    llm_dir, vision_dir = tmp_path / "llm", tmp_path / "mae"
+    model.language_model.save_pretrained(llm_dir)
+    tiny_tokenizer().save_pretrained(llm_dir)
+    model.vision_model.save_pretrained(vision_dir)
+    return str(llm_dir), str(vision_dir)
+
+
+@pytest.fixture
+def trained_from_base(tmp_path):
+    reference, _ = build_tiny()
+    llm_dir, vision_dir = save_base_models(reference, tmp_path)
+    model = LM4LVForConditionalGeneration.from_base_models(llm_dir, vision_dir, task_names=["denoise"],
+                                                           task_token_length=3, task_token_init="random")
+    with torch.no_grad():  # stand-in for training
+        model.in_adapter.weight.normal_(std=0.05)
+        model.out_adapter.bias.uniform_()
+    processor = LM4LVProcessor.from_config(model.config, tiny_tokenizer())
+    return model, processor
+
+
+def test_from_base_models_uses_pretrained_weights(trained_from_base, tmp_path):
+    model, _ = trained_from_base
+    llm = AutoModelForCausalLM.from_pretrained(tmp_path / "llm")
+    assert torch.equal(model.language_model.lm_head.weight, llm.lm_head.weight)
+    mae = MAEVisionModule.from_pretrained(tmp_path / "mae")
+    assert torch.equal(model.vision_model.vit.embeddings.cls_token, mae.vit.embeddings.cls_token)
+    assert model.config.text_model_name_or_path == str(tmp_path / "llm")
+    assert model.config.image_start_token_ids == tiny_tokenizer().encode("<Img>", add_special_tokens=False)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(model.trainable_state_dict())
+
+
+def test_trainable_only_checkpoint_round_trip(trained_from_base, tmp_path):
+    model, processor = trained_from_base
+    model.save_pretrained(tmp_path / "ckpt")
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == set(model.trainable_state_dict())
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["config.json", "model.safetensors"]
+    reloaded = LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    batch = processor(images=random_images(2))
+    assert torch.equal(model.generate(**batch).pixel_values, reloaded.generate(**batch).pixel_values)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name]), name
+
+
+def test_full_checkpoint_round_trip_and_auto_classes(trained_from_base, tmp_path):
+    model, processor = trained_from_base
+    model.save_pretrained(tmp_path / "full", save_full=True)
+    assert AutoConfig.from_pretrained(tmp_path / "full").model_type == "lm4lv"
+    reloaded = AutoModel.from_pretrained(tmp_path / "full")
+    assert isinstance(reloaded, LM4LVForConditionalGeneration)
+    batch = processor(images=random_images(2))
+    assert torch.equal(model.generate(**batch).pixel_values, reloaded.generate(**batch).pixel_values)
+    assert {n for n, p in reloaded.named_parameters() if p.requires_grad} == set(model.trainable_state_dict())
+
+
+def test_processor_round_trip(trained_from_base, tmp_path):
+    _, processor = trained_from_base
+    processor.save_pretrained(tmp_path / "proc")
+    reloaded = LM4LVProcessor.from_pretrained(tmp_path / "proc")
+    images = random_images(2)
+    a, b = processor(images=images, targets=images), reloaded(images=images, targets=images)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert reloaded.task_names == processor.task_names
+
+
+def test_remote_code_export_loads_without_the_package(trained_from_base, tmp_path):
+    model, processor = trained_from_base
+    export_remote_code(model, tmp_path / "hub")
+    assert "auto_map" not in model.config.to_dict()
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_lm4lv.LM4LVForConditionalGeneration"
+    batch = processor(images=random_images(1))
+    torch.save({k: v for k, v in batch.items()}, tmp_path / "batch.pt")
+    expected = model.generate(**batch).pixel_values
+    script = f"""
+import sys
+sys.modules["modeling_lm4lv"] = None  # this package cannot be imported here
+sys.modules["processing"] = None
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(tmp_path / "hub")!r}, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+batch = torch.load({str(tmp_path / "batch.pt")!r})
+torch.save(model.generate(**batch).pixel_values, {str(tmp_path / "out.pt")!r})
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+def test_pickle_only_checkpoint_is_refused(tmp_path):
+    model, _ = build_tiny()
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="only pickle weights"):
+        LM4LVForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_missing_weights_are_reported(tmp_path):
+    model, _ = build_tiny()
+    model.config.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing weights"):
+        LM4LVForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_checkpoint_onto_other_base_model_is_refused(trained_from_base, tmp_path):
+    model, _ = trained_from_base
+    model.save_pretrained(tmp_path / "ckpt")
+    other = AutoModelForCausalLM.from_config(tiny_text_config("llama").__class__(
+        **{**tiny_text_config("llama").to_dict(), "hidden_size": 32, "intermediate_size": 64}))
+    other.save_pretrained(tmp_path / "other_llm")
+    tiny_tokenizer().save_pretrained(tmp_path / "other_llm")
+    with pytest.raises(ValueError, match="LLM hidden_size=64 but the loaded base model has 32"):
+        LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt", llm=str(tmp_path / "other_llm"))
+    # weights that do not fit the config (e.g. hand-edited config) are refused with the parameter named
+    config = LM4LVConfig.from_pretrained(tmp_path / "ckpt")
+    config.text_config.hidden_size = 32
+    config.text_config.intermediate_size = 64
+    with pytest.raises(ValueError, match=r"in_adapter\.\w+ has shape \(64,.*\) but this model expects \(32,.*other hidden sizes"):
+        LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt", llm=str(tmp_path / "other_llm"), config=config)

@@ -1,0 +1,217 @@
+"""LM4LVForConditionalGeneration: any causal LM, frozen parts, sequence format, losses, generation."""
+
+import pytest
+import torch
+from conftest import build_tiny, random_images
+from torch import nn
+
+from modeling_lm4lv.modeling_lm4lv import positions_from_mask
+
+TRAINABLE = {"task_prompt_embeddings", "in_adapter.weight", "in_adapter.bias", "out_adapter.weight", "out_adapter.bias"}
+
+
+def train_steps(model, batch, steps: int, lr: float = 1e-2):
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        out = model(**batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append((out.loss.item(), out.vision_loss.item()))
+    model.eval()
+    return losses
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "gpt2"])
+def test_any_causal_lm_trains_and_generates(kind):
+    model, processor = build_tiny(kind)
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1), task="denoise")
+    losses = train_steps(model, batch, steps=15)
+    assert losses[-1][0] < losses[0][0], losses  # total loss falls (text CE can only move a little: LLM frozen)
+    assert losses[-1][1] < 0.5 * losses[0][1], losses  # the vision MSE falls a lot
+    gen = model.generate(**processor(images=random_images(2), task="denoise"))
+    n = model.config.num_visual_tokens
+    assert gen.visual_features.shape == (2, n, model.config.vision_hidden_size)
+    assert gen.pixel_values.shape == (2, 3, 32, 32)
+    assert gen.has_image.all() and torch.isfinite(gen.pixel_values).all()
+    assert (gen.sequences == model.config.image_token_id).sum(-1).tolist() == [2 * n, 2 * n]  # LQ prompt + output
+    assert len(processor.postprocess(gen.pixel_values)) == 2
+
+
+def test_only_adapters_and_task_tokens_change(tiny):
+    model, processor = tiny
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == TRAINABLE
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    train_steps(model, batch, steps=1)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == TRAINABLE
+    assert not model.language_model.training and not model.vision_model.training
+
+
+def test_sequence_format(tiny):
+    model, processor = tiny
+    batch = processor(images=random_images(1), targets=random_images(1, seed=1))
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    config = model.config
+    n, t = config.num_visual_tokens, config.task_token_length
+    image, task = config.image_token_id, config.task_token_id
+    text = processor.tokenizer.decode([i for i in ids if i >= 0])
+    assert text == "### Human: <Img></Img>\n### Assistant: <Img></Img>\n###<|endoftext|>"
+    first_task = ids.index(task)
+    assert ids[first_task : first_task + t] == [task] * t
+    assert ids[:first_task].count(image) == n and ids[first_task:].count(image) == n  # LQ before, HQ after
+    answer_start = next(i for i, label in enumerate(labels) if label != -100)
+    assert answer_start > first_task + t
+    assert ids[answer_start:][: len(processor.image_start_token_ids)] == processor.image_start_token_ids
+    assert labels[answer_start:] == ids[answer_start:]  # the whole answer is supervised, nothing else
+
+
+def test_losses_match_manual_computation(tiny):
+    model, processor = tiny
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    out = model(**batch)
+    # independent recomputation with the LLM's own forward (hidden_states[-1] is after the final norm)
+    embeds = model.build_inputs_embeds(
+        batch["input_ids"],
+        torch.cat([model.encode_images(batch["pixel_values"]), model.encode_images(batch["target_pixel_values"])], 1),
+        batch["task_ids"],
+    )
+    llm_out = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True)
+    hidden, logits = llm_out.hidden_states[-1], llm_out.logits
+    labels = batch["labels"]
+    image = model.config.image_token_id
+    text_loss, vision_loss, count_text, count_vis = 0.0, 0.0, 0, 0
+    targets = model.encode_images(batch["target_pixel_values"])
+    for b in range(2):
+        k = 0
+        for pos in range(labels.shape[1] - 1):
+            nxt = labels[b, pos + 1].item()
+            if nxt >= 0:
+                text_loss += nn.functional.cross_entropy(logits[b, pos], torch.tensor(nxt)).item()
+                count_text += 1
+            elif nxt == image:
+                vision_loss += ((model.out_adapter(hidden[b, pos]) - targets[b, k]) ** 2).sum().item()
+                count_vis += targets.shape[-1]
+                k += 1
+        assert k == model.config.num_visual_tokens
+    assert out.text_loss.item() == pytest.approx(text_loss / count_text, rel=1e-5)
+    assert out.vision_loss.item() == pytest.approx(vision_loss / count_vis, rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.text_loss.item() + out.vision_loss.item(), rel=1e-6)
+
+
+def test_task_tokens_are_per_task():
+    model, processor = build_tiny(task_names=("denoise", "rotate"))
+    images = random_images(2)
+    batch = processor(images=images, targets=images, task=["denoise", "denoise"])
+    model(**batch).loss.backward()
+    grad = model.task_prompt_embeddings.grad
+    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() == 0
+    a = model.generate(**processor(images=images, task="denoise")).visual_features
+    b = model.generate(**processor(images=images, task="rotate")).visual_features
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="Unknown task 'derain'"):
+        processor(images=images, task="derain")
+
+
+def test_batched_left_padded_generation_equals_single():
+    model, processor = build_tiny()
+    images = random_images(4)
+    instructions = ["Remove the noise from this image.", "", "Restore the picture, please.", "the"]
+    batch = processor(images=images, instructions=instructions)
+    assert (batch["attention_mask"] == 0).any()  # really left padded
+    together = model.generate(**batch, max_new_tokens=40)
+    for i in range(4):
+        alone = model.generate(**processor(images=images[i : i + 1], instructions=instructions[i]), max_new_tokens=40)
+        assert torch.allclose(together.visual_features[i], alone.visual_features[0], atol=1e-5)
+        assert torch.allclose(together.pixel_values[i], alone.pixel_values[0], atol=1e-5)
+        generated = together.sequences[i, batch["input_ids"].shape[1] :]
+        assert torch.equal(generated, alone.sequences[0, -generated.shape[0] :])
+
+
+def recompute_reference(model, batch, steps: int):
+    """The authors' algorithm: batch size 1, forced <Img>, the whole sequence recomputed at every step."""
+    config = model.config
+    embeds = model.build_inputs_embeds(batch["input_ids"], model.encode_images(batch["pixel_values"]), batch["task_ids"])
+    for token in config.image_start_token_ids:
+        embeds = torch.cat([embeds, model.get_input_embeddings()(torch.tensor([[token]]))], 1)
+    features = []
+    for _ in range(steps):
+        hidden = model.language_model(inputs_embeds=embeds, output_hidden_states=True).hidden_states[-1][:, -1]
+        feature = model.out_adapter(hidden)
+        features.append(feature)
+        embeds = torch.cat([embeds, model.in_adapter(feature)[:, None]], 1)
+    return torch.stack(features, 1)
+
+
+@torch.no_grad()
+def test_kv_cache_matches_full_recompute():
+    model, processor = build_tiny()
+    batch = processor(images=random_images(1))
+    reference = recompute_reference(model, batch, model.config.num_visual_tokens)
+    assert model.config.num_visual_tokens == 17
+    assert torch.allclose(model.generate(**batch).visual_features, reference, atol=1e-4)
+
+
+@torch.no_grad()
+def test_kv_cache_matches_full_recompute_long_sequence_by_psnr():
+    model, processor = build_tiny(image_size=64, patch_size=4)  # 257 visual tokens
+    batch = processor(images=random_images(1, size=64))
+    reference = model.decode_features(recompute_reference(model, batch, model.config.num_visual_tokens))
+    generated = model.generate(**batch).pixel_values
+    a, b = processor.to_unit_range(generated), processor.to_unit_range(reference)
+    psnr = 10 * torch.log10(1 / ((a - b) ** 2).mean().clamp(min=1e-20))
+    assert psnr > 60, psnr
+
+
+class ScriptedHead(nn.Module):
+    """An LM head that emits a fixed token script (one token per call), to drive generate()'s state machine."""
+
+    def __init__(self, script, vocab_size):
+        super().__init__()
+        self.script, self.vocab_size, self.calls = list(script), vocab_size, 0
+
+    def forward(self, hidden):
+        token = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        logits = torch.zeros(*hidden.shape[:-1], self.vocab_size)
+        logits[..., token] = 1.0
+        return logits
+
+
+def test_generate_honours_emitted_image_start(tiny, monkeypatch):
+    model, processor = tiny
+    start, end = processor.image_start_token_ids, processor.image_end_token_ids
+    eos = processor.tokenizer.eos_token_id
+    words = processor.tokenizer.encode("the fox")
+    head = ScriptedHead(words + start + [eos], model.config.text_config.vocab_size)
+    monkeypatch.setattr(model, "get_output_embeddings", lambda: head)
+    batch = processor(images=random_images(1))
+    gen = model.generate(**batch, force_image_output=False, eos_token_id=eos, max_new_tokens=100)
+    n = model.config.num_visual_tokens
+    new = gen.sequences[0, batch["input_ids"].shape[1] :].tolist()
+    k = len(words) + len(start)
+    assert new[:k] == words + start
+    assert new[k : k + n] == [model.config.image_token_id] * n
+    assert new[k + n : k + n + len(end)] == end  # </Img> forced after exactly n visual steps
+    assert new[k + n + len(end) :] == [eos]  # then text again, until EOS
+    assert gen.has_image.all()
+
+
+def test_generate_text_only_reports_no_image(tiny, monkeypatch):
+    model, processor = tiny
+    eos = processor.tokenizer.eos_token_id
+    head = ScriptedHead(processor.tokenizer.encode("the") + [eos], model.config.text_config.vocab_size)
+    monkeypatch.setattr(model, "get_output_embeddings", lambda: head)
+    gen = model.generate(**processor(images=random_images(1)), force_image_output=False, eos_token_id=eos)
+    assert not gen.has_image.any()
+    assert torch.isnan(gen.pixel_values).all()
+    with pytest.raises(ValueError, match="NaN"):
+        processor.postprocess(gen.pixel_values)
+
+
+def test_positions_skip_left_padding():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert positions_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
