@@ -1,0 +1,1 @@
+"""LM4LV example scripts and the `lm4lv` command line."""

@@ -1,0 +1,359 @@
+"""Datasets for LM4LV: paired (degraded, clean, task) examples from any `datasets` image dataset or image folder,
+on the fly or streaming, a fixed evaluation set on disk, and the bundled default corpus.
+
+Image policy (`load_rgb_image`), applied to every image that enters a dataset:
+
+- EXIF orientation is applied (`ImageOps.exif_transpose`);
+- grayscale (`L`, `1`), palette (`P`) and CMYK images are converted to RGB (gray is replicated to three channels);
+- 16-bit and 32-bit images (`I;16`, `I`, `F`) are scaled to 8 bits by their full type range (`I;16`: /257);
+- transparency (`RGBA`, `LA`, `P` with transparency) is composited over a WHITE background;
+- unreadable, truncated or empty files raise `ImageLoadError` naming the file; dataset builders skip such files with a
+  warning that names each one, so one bad file never stops a build.
+"""
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .degradations import TASKS, degrade, pil_to_tensor, sample_seed, tensor_to_pil
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+# The scikit-image sample images we may redistribute, with their licenses (from scikit-image's `skimage.data`
+# docstrings). Images with unclear terms (e.g. the Middlebury stereo pair) are left out.
+BUNDLED_IMAGES = {
+    "astronaut.png": "Public domain (NASA Great Images database)",
+    "chelsea.png": "CC0 (photographer Stefan van der Walt)",
+    "coffee.png": "CC0 (photographer Rachel Michetti)",
+    "hubble_deep_field.jpg": "Public domain (NASA)",
+    "ihc.png": "No known copyright restrictions (immunohistochemistry, scikit-image)",
+    "retina.jpg": "CC0 1.0 Universal Public Domain Dedication",
+    "rocket.jpg": "Public domain (SpaceX)",
+    "brick.png": "CC0 (CC0Textures, Bricks25)",
+    "camera.png": "CC0 (photographer Lav Varshney)",
+    "coins.png": "No known copyright restrictions (Brooklyn Museum via scikit-image)",
+    "grass.png": "CC0 (CC0Textures)",
+    "gravel.png": "CC0 (CC0Textures, Gravel04)",
+}
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be read or converted; the message names the file."""
+
+
+def load_rgb_image(source, name: str | None = None) -> Image.Image:
+    """
+    Open an image (path, bytes, file object or PIL image) and convert it to RGB following the module's policy.
+
+    Raises:
+        ImageLoadError: for missing, empty, truncated or undecodable files, naming `name` (or the path).
+    """
+    name = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<image>")
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        else:
+            if isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
+                raise ImageLoadError(f"{name}: empty file (0 bytes)")
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            image.load()
+        image = ImageOps.exif_transpose(image)
+    except ImageLoadError:
+        raise
+    except Exception as error:  # PIL raises many types for corrupt data
+        raise ImageLoadError(f"{name}: cannot read image ({type(error).__name__}: {error})") from error
+    return to_rgb(image, name)
+
+
+def to_rgb(image: Image.Image, name: str = "<image>") -> Image.Image:
+    """Convert a PIL image of any common mode to RGB (policy in the module docstring)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else float(array.max())
+        return Image.fromarray(np.round(np.clip(array, 0, top) / top * 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except Exception as error:
+        raise ImageLoadError(f"{name}: cannot convert mode {image.mode!r} to RGB ({error})") from error
+
+
+def to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
+    """`(3, H, W)` float tensor in [0, 1]; resized (bicubic, whole image, as the paper) when `size` is given."""
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return pil_to_tensor(image)
+
+
+# ---------------------------------------------------------------------------------------------- bundled corpus
+
+
+def bundled_image_dir() -> str:
+    """Folder of scikit-image's bundled sample images."""
+    import skimage
+
+    return os.path.join(os.path.dirname(skimage.__file__), "data")
+
+
+def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2, min_std: float = 0.02):
+    r"""
+    The default corpus: crops of the scikit-image sample images in `BUNDLED_IMAGES`, with a fixed split.
+
+    Each image is downscaled by `downscale` (so a crop holds more than texture), then its left
+    `1 - validation_fraction` columns are cut into non-overlapping `crop_size` crops for training and its right
+    columns into crops for validation, so validation crops are never seen in training. Flat crops (pixel standard
+    deviation below `min_std`, e.g. the black sky around a rocket) are dropped: they teach and measure nothing.
+
+    Returns:
+        `datasets.DatasetDict` with `train` and `validation` splits; columns `image` (PIL RGB), `source`, `license`.
+    """
+    import datasets
+
+    splits = {"train": [], "validation": []}
+    for file_name, license_text in BUNDLED_IMAGES.items():
+        image = load_rgb_image(os.path.join(bundled_image_dir(), file_name))
+        if downscale > 1:
+            image = image.resize((image.width // downscale, image.height // downscale), Image.BICUBIC)
+        boundary = int(image.width * (1 - validation_fraction))
+        for split, (left, right) in (("train", (0, boundary)), ("validation", (boundary, image.width))):
+            for top in range(0, image.height - crop_size + 1, crop_size):
+                for x in range(left, right - crop_size + 1, crop_size):
+                    crop = image.crop((x, top, x + crop_size, top + crop_size))
+                    if np.asarray(crop, dtype=np.float32).std() / 255 < min_std:
+                        continue
+                    splits[split].append({"image": crop, "source": file_name, "license": license_text})
+    features = datasets.Features(
+        {"image": datasets.Image(), "source": datasets.Value("string"), "license": datasets.Value("string")}
+    )
+    return datasets.DatasetDict(
+        {split: datasets.Dataset.from_list(rows, features=features) for split, rows in splits.items()}
+    )
+
+
+# ---------------------------------------------------------------------------------------------- image folders
+
+
+def image_folder_dataset(folder: str):
+    r"""
+    A `datasets.Dataset` of every readable image under `folder` (recursively), with columns `image` (PIL RGB) and
+    `path`. Unreadable files are skipped with a warning naming each; `dataset.info.description` lists them too.
+    """
+    import datasets
+
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    rows, skipped = [], []
+    for path in paths:
+        try:
+            rows.append({"image": load_rgb_image(path), "path": path})
+        except ImageLoadError as error:
+            skipped.append(str(error))
+            warnings.warn(f"Skipping {error}", stacklevel=2)
+    if not rows:
+        raise ValueError(f"No readable images in {folder} (skipped: {skipped or 'none found'})")
+    features = datasets.Features({"image": datasets.Image(), "path": datasets.Value("string")})
+    info = datasets.DatasetInfo(
+        description=f"Images from {folder}; skipped unreadable files: {skipped}", features=features
+    )
+    return datasets.Dataset.from_list(rows, features=features, info=info)
+
+
+def load_image_dataset(name_or_path: str | None = None, split: str = "train", streaming: bool = False):
+    """The bundled corpus (None), an image folder (a local directory of images), or any `datasets` dataset."""
+    import datasets
+
+    if name_or_path is None:
+        return bundled_corpus()[split]
+    if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
+        if any(n.lower().endswith(IMAGE_EXTENSIONS) for _, _, names in os.walk(name_or_path) for n in names):
+            return image_folder_dataset(name_or_path)
+    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
+        return datasets.load_from_disk(name_or_path)
+    return datasets.load_dataset(name_or_path, split=split, streaming=streaming)
+
+
+# ---------------------------------------------------------------------------------------------- paired examples
+
+
+@dataclass
+class PairedTransform:
+    r"""
+    Turns a batch of clean images into `(degraded, clean, task)` examples, deterministically.
+
+    Used with `Dataset.with_transform` / `IterableDataset.map(..., with_indices=True)`. The task of sample `i` is
+    drawn from `tasks` by `(seed, i)` and its degradation by `(seed, i, task)`, so the same index always gives the
+    same pair.
+
+    Args:
+        tasks (`list[str]`): Task names (one, or a mixture sampled uniformly).
+        image_size (`int`): Square size the clean images are resized to.
+        seed (`int`): Global seed.
+        image_column (`str`): Column holding the images.
+        params (`dict`): Degradation parameters per task, e.g. `{"denoise": {"sigma": 25 / 255}}`.
+    """
+
+    tasks: list
+    image_size: int
+    seed: int = 0
+    image_column: str = "image"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"Unknown task(s) {unknown}; choose from {list(TASKS)}")
+
+    def task_for(self, index: int) -> str:
+        return self.tasks[sample_seed(self.seed, index, "task") % len(self.tasks)]
+
+    def __call__(self, batch: dict, indices=None) -> dict:
+        indices = batch["sample_id"] if indices is None else indices
+        clean = torch.stack(
+            [to_tensor(load_rgb_image(image, name=f"sample {i}"), self.image_size)
+             for image, i in zip(batch[self.image_column], indices)]
+        )
+        tasks = [self.task_for(int(i)) for i in indices]
+        degraded = torch.empty_like(clean)
+        for task in set(tasks):
+            rows = [k for k, t in enumerate(tasks) if t == task]
+            degraded[rows] = degrade(
+                clean[rows], task, [int(indices[k]) for k in rows], self.seed, **self.params.get(task, {})
+            )
+        return {"degraded": list(degraded), "clean": list(clean), "task": tasks, "sample_id": [int(i) for i in indices]}
+
+
+def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column: str = "image", params=None):
+    r"""
+    Paired examples computed on the fly from a `datasets.Dataset` (via `with_transform`) or an `IterableDataset`
+    (streaming, via `map(..., with_indices=True)`), never copied to disk.
+
+    Returns a dataset whose items are `{"degraded": (3, S, S) tensor, "clean": (3, S, S) tensor, "task": str,
+    "sample_id": int}`.
+    """
+    import datasets
+
+    transform = PairedTransform(tasks, image_size, seed, image_column, params or {})
+    if isinstance(dataset, datasets.IterableDataset):
+        def streaming_transform(batch, indices):
+            return transform(batch, indices)
+
+        return dataset.map(
+            streaming_transform, batched=True, with_indices=True, remove_columns=list(dataset.column_names or [])
+        )
+    if "sample_id" not in dataset.column_names:
+        dataset = dataset.add_column("sample_id", list(range(len(dataset))))
+    return dataset.with_transform(transform)
+
+
+def materialize_eval_set(dataset, tasks, image_size: int, path: str, seed: int = 1234, limit: int | None = None,
+                         image_column: str = "image", params=None):
+    r"""
+    Compute a fixed evaluation set once and save it with `save_to_disk` (lossless PNG images), so that every method
+    is scored on identical inputs. Columns: `degraded`, `clean` (images), `task`, `sample_id`.
+    """
+    import datasets
+    from tqdm.auto import tqdm
+
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    transform = PairedTransform(tasks, image_size, seed, image_column, params or {})
+    rows = []
+    for start in tqdm(range(0, count, 64), desc="Building evaluation set", unit="batch"):
+        indices = list(range(start, min(start + 64, count)))
+        out = transform({image_column: dataset[indices][image_column]}, indices)
+        for degraded, clean, task, index in zip(out["degraded"], out["clean"], out["task"], out["sample_id"]):
+            rows.append(
+                {"degraded": tensor_to_pil(degraded), "clean": tensor_to_pil(clean), "task": task, "sample_id": index}
+            )
+    features = datasets.Features(
+        {"degraded": datasets.Image(), "clean": datasets.Image(), "task": datasets.Value("string"),
+         "sample_id": datasets.Value("int64")}
+    )
+    eval_set = datasets.Dataset.from_list(rows, features=features)
+    eval_set.save_to_disk(path)
+    return eval_set
+
+
+def collate_pairs(examples: list[dict]) -> dict:
+    """Stack paired examples into `{"degraded": (B,3,S,S), "clean": (B,3,S,S), "task": [...], "sample_id": ...}`."""
+    return {
+        "degraded": torch.stack([torch.as_tensor(e["degraded"]) for e in examples]),
+        "clean": torch.stack([torch.as_tensor(e["clean"]) for e in examples]),
+        "task": [e["task"] for e in examples],
+        "sample_id": torch.tensor([e["sample_id"] for e in examples]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- dataset card
+
+
+def bundled_dataset_card(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2,
+                         min_std: float = 0.02):
+    """A `huggingface_hub.DatasetCard` for the bundled corpus: sources, licenses, split and crop settings."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    corpus = bundled_corpus(crop_size, downscale, validation_fraction, min_std)
+    rows = "\n".join(f"| {name} | {license_text} |" for name, license_text in BUNDLED_IMAGES.items())
+    data = DatasetCardData(
+        license="other",
+        license_name="public-domain-and-cc0",
+        task_categories=["image-to-image"],
+        tags=["image-restoration", "lm4lv", "low-level-vision"],
+        pretty_name="LM4LV bundled crops",
+        size_categories=["n<1K" if len(corpus["train"]) < 1000 else "1K<n<10K"],
+    )
+    content = f"""---
+{data.to_yaml()}
+---
+
+# LM4LV bundled crops
+
+Crops of {len(BUNDLED_IMAGES)} sample images shipped with scikit-image (`skimage/data`), used as LM4LV's offline
+default corpus. Each image is converted to RGB (gray replicated), downscaled by {downscale}, and cut into
+non-overlapping {crop_size}x{crop_size} crops: the left {1 - validation_fraction:.0%} of its columns give the
+`train` split ({len(corpus["train"])} crops), the right {validation_fraction:.0%} the `validation` split
+({len(corpus["validation"])} crops), so validation crops are never seen in training. Flat crops (pixel standard
+deviation below {min_std}) are dropped.
+
+Degradations are not stored: they are computed on the fly from `(seed, index, task)` (see `processing/degradations.py`).
+
+## Sources and licenses
+
+| image | license |
+| --- | --- |
+{rows}
+"""
+    return DatasetCard(content)
+
+
+__all__ = [
+    "BUNDLED_IMAGES",
+    "ImageLoadError",
+    "PairedTransform",
+    "bundled_corpus",
+    "bundled_dataset_card",
+    "collate_pairs",
+    "image_folder_dataset",
+    "load_image_dataset",
+    "load_rgb_image",
+    "materialize_eval_set",
+    "paired_dataset",
+    "to_rgb",
+    "to_tensor",
+]

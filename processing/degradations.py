@@ -1,0 +1,237 @@
+"""Degradations of the LM4LV tasks (PAPER.md), on batch tensors `(B, 3, H, W)` in [0, 1] and on PIL images.
+
+Determinism: the degraded version of sample `i` depends only on `(seed, i, task)`: every sample draws its random
+parameters and noise from its own generator, seeded from that triple, so batch composition, worker count and order
+do not matter. Within a sample everything is vectorised torch code.
+
+Choices the paper leaves open (documented here and in the README):
+
+- denoise: additive Gaussian noise, sigma ~ U[0, 50/255] on [0, 1] images, independent per pixel and channel, then
+  clipped. `sigma=` fixes it (e.g. 25/255 for fixed-sigma evaluation).
+- deblur: isotropic Gaussian blur, window size ~ uniform {1, 3, 5, 7} (1 = no blur). The paper gives no sigma; we use
+  the sigma OpenCV derives from the window size, `0.3 * ((k - 1) / 2 - 1) + 0.8` (k=3: 0.8, 5: 1.1, 7: 1.4).
+  Borders are reflected.
+- pepper: salt-and-pepper noise, fraction of corrupted pixels ~ U[0, 0.1]; a corrupted pixel is set to black or
+  white (equal odds) in all three channels.
+- derain: synthetic rain streaks, amount ~ U[0, 20], read as streaks per 1,000 pixels (a 224x224 image at amount 20
+  gets about 1,000 streaks). Streak seeds fall at random positions and are smeared by a line kernel of length
+  `streak_length` (default 10% of the image side, at least 3 pixels) at a random angle within +-30 degrees of
+  vertical (one angle per image, as in a photo of rain); each drop has a brightness ~ U[0.4, 1] (near and far
+  drops), scaled by `intensity` (0.8), added and clipped.
+- mask: the image is tiled into `mask_size` x `mask_size` (4x4) blocks and exactly `round(mask_ratio * blocks)`
+  (10%) of them, chosen at random, are set to zero.
+- rotate: rotation by 90 degrees counter-clockwise (`angle=` 90, 180 or 270); lossless. Square images only for
+  tensors, so a batch keeps its shape.
+- flip: horizontal (left-right) flip; lossless.
+- identity: the image itself ("repeat the image").
+"""
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+TASKS = ("identity", "denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip")
+RESTORATION_TASKS = ("denoise", "deblur", "pepper", "derain", "mask")
+SPATIAL_TASKS = ("rotate", "flip")
+
+
+def sample_seed(seed: int, index: int, task: str) -> int:
+    """A 63-bit seed that depends only on `(seed, index, task)`."""
+    digest = hashlib.sha256(f"{seed}:{index}:{task}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def add_gaussian_noise(image, generator, sigma=None, sigma_range=(0.0, 50 / 255)):
+    """Gaussian noise with std `sigma` (drawn from `sigma_range` when None), clipped to [0, 1]."""
+    sigma = _uniform(generator, *sigma_range) if sigma is None else sigma
+    return (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
+
+
+def gaussian_kernel_sigma(kernel_size: int) -> float:
+    """The sigma OpenCV's `getGaussianKernel` uses for a window size when none is given."""
+    return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+
+
+def gaussian_blur(image, generator, kernel_size=None, kernel_sizes=(1, 3, 5, 7), sigma=None):
+    """Gaussian blur with window `kernel_size` (drawn from `kernel_sizes` when None), reflected borders."""
+    if kernel_size is None:
+        kernel_size = kernel_sizes[torch.randint(len(kernel_sizes), (), generator=generator).item()]
+    if kernel_size % 2 == 0 or kernel_size < 1:
+        raise ValueError(f"Blur window size must be odd and positive, got {kernel_size}")
+    if kernel_size == 1:
+        return image.clone()
+    sigma = gaussian_kernel_sigma(kernel_size) if sigma is None else sigma
+    offsets = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    weights = weights / weights.sum()
+    kernel = (weights[:, None] * weights[None, :]).expand(3, 1, kernel_size, kernel_size)
+    pad = kernel_size // 2
+    padded = torch.nn.functional.pad(image[None], (pad, pad, pad, pad), mode="reflect")
+    return torch.nn.functional.conv2d(padded, kernel, groups=3)[0].clamp(0, 1)
+
+
+def salt_and_pepper(image, generator, amount=None, amount_range=(0.0, 0.1)):
+    """Set a fraction `amount` of the pixels (all channels) to 0 or 1 with equal odds."""
+    amount = _uniform(generator, *amount_range) if amount is None else amount
+    height, width = image.shape[1:]
+    corrupted = torch.rand((height, width), generator=generator) < amount
+    salt = torch.rand((height, width), generator=generator) < 0.5
+    value = salt.to(image.dtype).expand_as(image)
+    return torch.where(corrupted.expand_as(image), value, image)
+
+
+def line_kernel(length: int, angle_degrees: float) -> torch.Tensor:
+    """A normalised `(length, length)` kernel of a line through the centre, `angle_degrees` from vertical."""
+    size = length if length % 2 else length + 1
+    centre = (size - 1) / 2
+    theta = math.radians(angle_degrees)
+    steps = torch.linspace(-centre, centre, 4 * size)
+    rows = (centre + steps * math.cos(theta)).round().long().clamp(0, size - 1)
+    cols = (centre + steps * math.sin(theta)).round().long().clamp(0, size - 1)
+    kernel = torch.zeros(size, size)
+    kernel[rows, cols] = 1.0
+    return kernel / kernel.sum()
+
+
+def add_rain(
+    image,
+    generator,
+    amount=None,
+    amount_range=(0.0, 20.0),
+    streak_length=None,
+    angle_range=(-30.0, 30.0),
+    intensity=0.8,
+):
+    """Rain streaks: `amount` streaks per 1,000 pixels, smeared by a line kernel at one random angle per image."""
+    amount = _uniform(generator, *amount_range) if amount is None else amount
+    height, width = image.shape[1:]
+    length = streak_length or max(3, round(0.1 * min(height, width)))
+    angle = _uniform(generator, *angle_range)
+    falls = torch.rand((height, width), generator=generator) < amount / 1000
+    brightness = 0.4 + 0.6 * torch.rand((height, width), generator=generator)  # near and far drops differ
+    seeds = falls * brightness
+    kernel = line_kernel(length, angle)
+    pad = kernel.shape[0] // 2
+    streaks = torch.nn.functional.conv2d(seeds[None, None], kernel[None, None], padding=pad)[0, 0]
+    streaks = (streaks * kernel.shape[0]).clamp(0, 1)  # a streak pixel carries its drop's brightness, not 1/length
+    return (image + intensity * streaks).clamp(0, 1)
+
+
+def block_mask(image, generator, mask_ratio=0.1, mask_size=4):
+    """Zero exactly `round(mask_ratio * blocks)` random blocks of a `mask_size` grid."""
+    height, width = image.shape[1:]
+    rows, cols = math.ceil(height / mask_size), math.ceil(width / mask_size)
+    count = round(mask_ratio * rows * cols)
+    chosen = torch.randperm(rows * cols, generator=generator)[:count]
+    keep = torch.ones(rows * cols)
+    keep[chosen] = 0
+    keep = keep.view(rows, cols).repeat_interleave(mask_size, 0).repeat_interleave(mask_size, 1)
+    return image * keep[:height, :width]
+
+
+def rotate(image, generator=None, angle=90):
+    """Counter-clockwise rotation by a multiple of 90 degrees (lossless)."""
+    if angle % 90:
+        raise ValueError(f"rotate supports multiples of 90 degrees, got {angle}")
+    return torch.rot90(image, k=(angle // 90) % 4, dims=(1, 2))
+
+
+def horizontal_flip(image, generator=None):
+    """Left-right flip (lossless)."""
+    return torch.flip(image, dims=(2,))
+
+
+def identity(image, generator=None):
+    """The image itself."""
+    return image.clone()
+
+
+DEGRADATIONS = {
+    "identity": identity,
+    "denoise": add_gaussian_noise,
+    "deblur": gaussian_blur,
+    "pepper": salt_and_pepper,
+    "derain": add_rain,
+    "mask": block_mask,
+    "rotate": rotate,
+    "flip": horizontal_flip,
+}
+
+# Fixed strengths for pictures and fixed-strength evaluation (the paper's ranges: the "high" level is their maximum)
+STRENGTH_LEVELS = {
+    "identity": {"low": {}, "mid": {}, "high": {}},
+    "denoise": {"low": {"sigma": 10 / 255}, "mid": {"sigma": 25 / 255}, "high": {"sigma": 50 / 255}},
+    "deblur": {"low": {"kernel_size": 3}, "mid": {"kernel_size": 5}, "high": {"kernel_size": 7}},
+    "pepper": {"low": {"amount": 0.02}, "mid": {"amount": 0.05}, "high": {"amount": 0.1}},
+    "derain": {"low": {"amount": 5.0}, "mid": {"amount": 10.0}, "high": {"amount": 20.0}},
+    "mask": {"low": {"mask_ratio": 0.05}, "mid": {"mask_ratio": 0.1}, "high": {"mask_ratio": 0.2}},
+    "rotate": {"low": {"angle": 90}, "mid": {"angle": 180}, "high": {"angle": 270}},
+    "flip": {"low": {}, "mid": {}, "high": {}},
+}
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """`(3, H, W)` float tensor in [0, 1] from a PIL RGB image."""
+    if image.mode != "RGB":
+        raise ValueError(f"Degradations expect RGB images, got mode {image.mode!r}")
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """PIL RGB image from a `(3, H, W)` tensor in [0, 1] (clamped, rounded)."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def degrade(images, task: str, indices=None, seed: int = 0, **params):
+    r"""
+    Degrade images for `task`.
+
+    Args:
+        images: A float tensor `(B, 3, H, W)` in [0, 1], one `(3, H, W)` image, a PIL RGB image or a list of them.
+        task (`str`): One of `TASKS`.
+        indices (`list[int]`, *optional*): Dataset index of each sample (defaults to 0..B-1); with `seed` and
+            `task` it alone decides the randomness of that sample.
+        seed (`int`): Global seed.
+        params: Task parameters (see each function: `sigma`, `kernel_size`, `amount`, `mask_ratio`, `angle`, ...);
+            by default each is drawn from the paper's range.
+
+    Returns:
+        The degraded images, of the same kind as `images`.
+    """
+    if task not in DEGRADATIONS:
+        raise ValueError(f"Unknown task {task!r}; choose from {list(TASKS)}")
+    function = DEGRADATIONS[task]
+    if isinstance(images, Image.Image):
+        return tensor_to_pil(degrade(pil_to_tensor(images)[None], task, indices, seed, **params)[0])
+    if isinstance(images, (list, tuple)):
+        degraded = degrade(torch.stack([pil_to_tensor(image) for image in images]), task, indices, seed, **params)
+        return [tensor_to_pil(image) for image in degraded]
+    if images.dim() == 3:
+        return degrade(images[None], task, indices, seed, **params)[0]
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"Expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if task == "rotate" and images.shape[2] != images.shape[3] and params.get("angle", 90) % 180:
+        raise ValueError(f"rotate by 90/270 degrees needs square images, got {tuple(images.shape[2:])}")
+    indices = range(images.shape[0]) if indices is None else indices
+    if len(indices) != images.shape[0]:
+        raise ValueError(f"Got {len(indices)} indices for {images.shape[0]} images")
+    images = images.float().cpu()
+    outputs = []
+    for image, index in zip(images, indices):
+        generator = torch.Generator().manual_seed(sample_seed(seed, int(index), task))
+        outputs.append(function(image, generator, **params))
+    return torch.stack(outputs)
+
+
+__all__ = [
+    "TASKS", "RESTORATION_TASKS", "SPATIAL_TASKS", "DEGRADATIONS", "degrade", "sample_seed", "STRENGTH_LEVELS", "pil_to_tensor",
+    "tensor_to_pil",
+]

@@ -1,0 +1,95 @@
+"""PSNR/SSIM against scikit-image references, edge cases, and the `evaluate` scripts."""
+
+import math
+
+import evaluate
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from metrics import psnr, rgb_to_y, ssim
+
+
+def pair(height=48, width=40, seed=0, noise=12):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-noise, noise + 1, a.shape), 0, 255).astype(np.uint8)
+    return a, b
+
+
+def skimage_ssim(a, b):
+    return structural_similarity(a.astype(np.float64), b.astype(np.float64), channel_axis=-1, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False, data_range=255)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("crop", [0, 4])
+def test_against_scikit_image(seed, crop):
+    a, b = pair(seed=seed, noise=5 + 10 * seed)
+    ca, cb = (a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]) if crop else (a, b)
+    assert abs(psnr(a, b, crop_border=crop) - peak_signal_noise_ratio(cb, ca, data_range=255)) < 1e-6
+    assert abs(ssim(a, b, crop_border=crop) - skimage_ssim(ca, cb)) < 1e-4
+
+
+def test_y_channel_against_scikit_image():
+    a, b = pair(seed=7)
+    ya, yb = rgb_to_y(a.astype(np.float64)), rgb_to_y(b.astype(np.float64))
+    assert ya.min() >= 16 and ya.max() <= 235
+    expected = peak_signal_noise_ratio(yb[4:-4, 4:-4], ya[4:-4, 4:-4], data_range=255)
+    assert abs(psnr(a, b, test_y_channel=True) - expected) < 1e-6
+    ssim_y = structural_similarity(ya[4:-4, 4:-4, 0], yb[4:-4, 4:-4, 0], gaussian_weights=True, sigma=1.5,
+                                   use_sample_covariance=False, data_range=255)
+    assert abs(ssim(a, b, test_y_channel=True) - ssim_y) < 1e-4
+
+
+def test_known_value():
+    a = np.zeros((20, 20, 3), np.uint8)
+    b = a.copy()
+    b[..., 0] = 10  # MSE = 100 / 3 over all channels
+    assert psnr(a, b, crop_border=0) == pytest.approx(10 * math.log10(255**2 / (100 / 3)), abs=1e-9)
+
+
+def test_identical_constant_and_symmetric():
+    a, b = pair()
+    assert psnr(a, a) == math.inf and ssim(a, a) == pytest.approx(1.0)
+    constant = np.full((32, 32, 3), 128, np.uint8)
+    assert ssim(constant, constant) == pytest.approx(1.0)
+    assert ssim(constant, np.full_like(constant, 100)) < 1.0
+    assert psnr(a, b) == psnr(b, a) and ssim(a, b) == pytest.approx(ssim(b, a), abs=1e-12)
+
+
+def test_non_square_and_input_kinds():
+    a, b = pair(height=30, width=64)
+    expected = psnr(a, b)
+    assert psnr(Image.fromarray(a), Image.fromarray(b)) == expected
+    as_tensor = torch.from_numpy(a).permute(2, 0, 1).float() / 255
+    assert psnr(as_tensor, torch.from_numpy(b).permute(2, 0, 1).float() / 255) == pytest.approx(expected, abs=1e-9)
+    assert psnr(a.astype(np.float32) / 255, b) == pytest.approx(expected, abs=1e-9)
+
+
+def test_errors():
+    a, b = pair(height=8, width=8)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        psnr(a, b, crop_border=4)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(a, b, crop_border=0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(pair(20, 20)[0], pair(20, 24)[0])
+    with pytest.raises(ValueError, match="RGB"):
+        psnr(np.zeros((20, 20), np.uint8), np.zeros((20, 20), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        psnr(np.full((20, 20, 3), 2.0), np.zeros((20, 20, 3)))
+
+
+def test_evaluate_scripts_load_offline():
+    a, b = pair()
+    c, d = pair(seed=3)
+    psnr_metric = evaluate.load("metrics/psnr")
+    result = psnr_metric.compute(predictions=[Image.fromarray(a), c], references=[Image.fromarray(b), d])
+    assert result["scores"] == pytest.approx([psnr(a, b), psnr(c, d)], abs=1e-9)
+    assert result["psnr"] == pytest.approx((psnr(a, b) + psnr(c, d)) / 2, abs=1e-9)
+    ssim_metric = evaluate.load("metrics/ssim")
+    result = ssim_metric.compute(predictions=[a], references=[b], crop_border=0, test_y_channel=True)
+    assert result["ssim"] == pytest.approx(ssim(a, b, crop_border=0, test_y_channel=True), abs=1e-12)
