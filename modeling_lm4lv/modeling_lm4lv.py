@@ -527,10 +527,13 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
                 a safetensors file of the trainable parameters only; the config names the base LLM and vision module
                 so [`from_pretrained`] rebuilds the whole model. With `True` write every weight into the folder
                 (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`.
-            kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`.
+            kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`; otherwise only
+                `is_main_process` is read (the trainable weights are taken from the model, not from a `state_dict`).
         """
         if save_full:
             return super().save_pretrained(save_directory, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return
         os.makedirs(save_directory, exist_ok=True)
         self.config.save_pretrained(save_directory)
         tensors = {name: t.contiguous().cpu() for name, t in self.trainable_state_dict().items()}

@@ -107,13 +107,15 @@ def bundled_image_dir() -> str:
     return os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
-def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2, min_std: float = 0.02):
+def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2, min_std: float = 0.02,
+                   train_stride: int | None = None):
     r"""
     The default corpus: crops of the scikit-image sample images in `BUNDLED_IMAGES`, with a fixed split.
 
     Each image is downscaled by `downscale` (so a crop holds more than texture), then its left
     `1 - validation_fraction` columns are cut into non-overlapping `crop_size` crops for training and its right
-    columns into crops for validation, so validation crops are never seen in training. Flat crops (pixel standard
+    columns into crops for validation, so validation crops are never seen in training. `train_stride` (default
+    `crop_size`) < `crop_size` gives more, overlapping training crops. Flat crops (pixel standard
     deviation below `min_std`, e.g. the black sky around a rocket) are dropped: they teach and measure nothing.
 
     Returns:
@@ -128,8 +130,9 @@ def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction:
             image = image.resize((image.width // downscale, image.height // downscale), Image.BICUBIC)
         boundary = int(image.width * (1 - validation_fraction))
         for split, (left, right) in (("train", (0, boundary)), ("validation", (boundary, image.width))):
-            for top in range(0, image.height - crop_size + 1, crop_size):
-                for x in range(left, right - crop_size + 1, crop_size):
+            stride = (train_stride or crop_size) if split == "train" else crop_size
+            for top in range(0, image.height - crop_size + 1, stride):
+                for x in range(left, right - crop_size + 1, stride):
                     crop = image.crop((x, top, x + crop_size, top + crop_size))
                     if np.asarray(crop, dtype=np.float32).std() / 255 < min_std:
                         continue

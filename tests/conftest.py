@@ -101,3 +101,19 @@ def tiny():
 def random_images(batch: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, size, size, generator=generator)
+
+
+def save_base_models(model, folder):
+    """Write a model's LLM (+ tokenizer) and MAE as ordinary local checkpoints, as from_base_models expects."""
+    llm_dir, vision_dir = folder / "llm", folder / "mae"
+    model.language_model.save_pretrained(llm_dir)
+    tiny_tokenizer().save_pretrained(llm_dir)
+    model.vision_model.save_pretrained(vision_dir)
+    return str(llm_dir), str(vision_dir)
+
+
+@pytest.fixture(scope="session")
+def base_model_dirs(tmp_path_factory):
+    """Local folders of a tiny LLaMA (+ tokenizer) and a tiny MAE."""
+    model, _ = build_tiny()
+    return save_base_models(model, tmp_path_factory.mktemp("base"))

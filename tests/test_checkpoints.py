@@ -7,21 +7,12 @@ import sys
 
 import pytest
 import torch
-from conftest import build_tiny, random_images, tiny_text_config, tiny_tokenizer
+from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, MAEVisionModule, export_remote_code
 from processing import LM4LVProcessor
-
-
-def save_base_models(model, tmp_path):
-    """Write the model's LLM (+ tokenizer) and MAE as ordinary local checkpoints, as from_base_models expects."""
-    llm_dir, vision_dir = tmp_path / "llm", tmp_path / "mae"
-    model.language_model.save_pretrained(llm_dir)
-    tiny_tokenizer().save_pretrained(llm_dir)
-    model.vision_model.save_pretrained(vision_dir)
-    return str(llm_dir), str(vision_dir)
 
 
 @pytest.fixture

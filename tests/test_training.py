@@ -1,0 +1,142 @@
+"""Trainer integration: loss logging, trainable-only checkpoints, exact resume, run_restoration, evaluation, card."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import build_tiny
+from safetensors import safe_open
+from transformers import TrainerCallback
+
+from examples.run_restoration import parse_arguments, train
+from modeling_lm4lv import LM4LVForConditionalGeneration
+from processing.data import bundled_corpus, materialize_eval_set, paired_dataset
+from trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
+from trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
+from trainers.model_card import build_model_card, push_to_hub
+
+
+@pytest.fixture(scope="module")
+def crops():
+    return bundled_corpus()["train"].select(range(48))
+
+
+class StopAt(TrainerCallback):
+    """Simulates an interruption: stops training after `step` steps (after that step's checkpoint is saved)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def make_trainer(crops, output_dir, max_steps=6, callbacks=None):
+    model, processor = build_tiny(task_names=("denoise", "deblur"))
+    args = LM4LVTrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=max_steps, save_steps=3,
+        logging_steps=1, warmup_steps=2, learning_rate=1e-2, use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    dataset = paired_dataset(crops, ["denoise", "deblur"], 32, seed=0)
+    return LM4LVTrainer(model=model, args=args, train_dataset=dataset, data_collator=LM4LVDataCollator(processor),
+                        processing_class=processor, callbacks=callbacks)
+
+
+def test_trainer_logs_losses_and_saves_trainable_weights(crops, tmp_path):
+    trainer = make_trainer(crops, tmp_path)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 6 and all({"text_loss", "vision_loss"} <= set(entry) for entry in logs)
+    for entry in logs:
+        assert entry["loss"] == pytest.approx(entry["text_loss"] + entry["vision_loss"], rel=1e-4)
+    assert logs[-1]["vision_loss"] < logs[0]["vision_loss"]
+    with safe_open(str(tmp_path / "checkpoint-3" / "model.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == set(trainer.model.trainable_state_dict())
+    assert os.path.exists(tmp_path / "checkpoint-3" / "processor_config.json")
+
+
+def test_resume_gives_the_same_weights(crops, tmp_path):
+    full = make_trainer(crops, tmp_path / "full")
+    full.train()
+    interrupted = make_trainer(crops, tmp_path / "resumed", callbacks=[StopAt(3)])
+    interrupted.train()
+    assert interrupted.state.global_step == 3
+    resumed = make_trainer(crops, tmp_path / "resumed")
+    with torch.no_grad():  # a different starting point: the checkpoint must override it
+        for tensor in resumed.model.trainable_state_dict().values():
+            tensor.normal_()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"))
+    for name, tensor in full.model.trainable_state_dict().items():
+        assert torch.allclose(tensor, resumed.model.trainable_state_dict()[name], atol=1e-6), name
+
+
+def test_run_restoration_end_to_end(base_model_dirs, tmp_path):
+    llm, vision = base_model_dirs
+    config = {
+        "llm": llm, "vision": vision, "task": "denoise,flip", "task_token_length": 2, "output_dir": str(tmp_path / "out"),
+        "max_steps": 4, "per_device_train_batch_size": 2, "use_cpu": True, "save_steps": 2, "disable_tqdm": True,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model_args, data_args, training_args = parse_arguments([str(tmp_path / "config.json")])
+    assert training_args.learning_rate == 3e-4 and training_args.adam_beta2 == 0.95  # the paper's recipe
+    assert training_args.warmup_steps == 200 and training_args.max_grad_norm == 1.0
+    assert training_args.weight_decay == 0.0 and training_args.lr_scheduler_type == "cosine"
+    train(model_args, data_args, training_args)
+    model = LM4LVForConditionalGeneration.from_pretrained(tmp_path / "out")
+    assert model.config.task_names == ["denoise", "flip"] and model.config.task_token_length == 2
+
+
+def test_yaml_config(tmp_path):
+    (tmp_path / "c.yaml").write_text("llm: a\nvision: b\ntask: rotate\noutput_dir: o\nlearning_rate: 0.001\n")
+    model_args, data_args, training_args = parse_arguments([str(tmp_path / "c.yaml")])
+    assert (model_args.llm, data_args.task, training_args.learning_rate) == ("a", "rotate", 0.001)
+
+
+def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
+    model, processor = build_tiny(task_names=("denoise", "flip"))
+    validation = bundled_corpus()["validation"].select(range(6))
+    eval_set = materialize_eval_set(validation, ["denoise", "flip"], 32, str(tmp_path / "eval"), seed=1)
+    methods = {
+        "Input": lambda degraded, task: degraded,
+        "MAE-r": lambda degraded, task: mae_reconstruct(model, processor, degraded),
+        "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
+    }
+    results, examples = evaluate_restoration(eval_set, methods, batch_size=4, grid_samples=2)
+    assert set(results) == {"denoise", "flip"}
+    for task in results:
+        count = sum(1 for t in eval_set["task"] if t == task)
+        assert results[task]["LM4LV"]["psnr"]["count"] == count
+        assert len(examples[task]) == min(2, count) and len(examples[task][0]) == 5
+    table = results_markdown(results)
+    assert table.splitlines()[0].startswith("| Task | Input PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM")
+    gain = results["flip"]["LM4LV"]["psnr"]["mean"] - results["flip"]["MAE-r"]["psnr"]["mean"]
+    assert f"{gain:+.2f} dB" in table
+    paths = write_results(results, examples, str(tmp_path / "results"), list(methods))
+    assert json.loads(open(paths["json"]).read())["flip"]["Input"]["psnr"]["count"] > 0
+    assert os.path.getsize(paths["grid_flip"]) > 0
+
+    card = build_model_card(model, "someone/lm4lv-tiny", results)
+    assert card.data.library_name == "transformers"
+    assert "lm4lv" in card.data.tags and "denoise" in card.data.tags
+    values = {(r.task_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert values[("denoise", "psnr")] == round(results["denoise"]["LM4LV"]["psnr"]["mean"], 4)
+    assert "| denoise |" in card.text and "someone/lm4lv-tiny" in card.text
+
+    uploaded = {}
+
+    def fake_upload_folder(self, repo_id, folder_path, commit_message, **kwargs):
+        uploaded["repo"] = repo_id
+        uploaded["files"] = sorted(os.listdir(folder_path))
+        uploaded["card"] = open(os.path.join(folder_path, "README.md")).read()
+        return "https://hub.invalid/commit/1"
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kwargs: repo_id)
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", fake_upload_folder)
+    assert push_to_hub(model, processor, "someone/lm4lv-tiny", results) == "https://hub.invalid/commit/1"
+    assert uploaded["repo"] == "someone/lm4lv-tiny"
+    for name in ("README.md", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json"):
+        assert name in uploaded["files"], uploaded["files"]
+    assert "eval_results" not in uploaded["card"] or "model-index" in uploaded["card"]
+    assert "model-index" in uploaded["card"]

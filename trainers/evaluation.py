@@ -1,0 +1,134 @@
+"""Evaluation of LM4LV against the MAE-r baseline on a fixed evaluation set: tables, JSON and picture grids."""
+
+import json
+import os
+import statistics
+
+import evaluate
+import torch
+from tqdm.auto import tqdm
+
+import metrics
+from processing.data import to_tensor
+from processing.degradations import tensor_to_pil
+from processing.visualization import image_grid
+
+METRICS_DIR = os.path.dirname(os.path.abspath(metrics.__file__))
+
+
+def load_metrics():
+    """The `evaluate` PSNR and SSIM scripts of this package, loaded from disk (no network)."""
+    return evaluate.load(os.path.join(METRICS_DIR, "psnr")), evaluate.load(os.path.join(METRICS_DIR, "ssim"))
+
+
+@torch.no_grad()
+def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor:
+    """LM4LV restoration of `(B, 3, H, W)` images in [0, 1] (KV-cached batched generation); returns [0, 1] images."""
+    batch = processor(images=degraded, task=task).to(model.device)
+    generated = model.generate(**batch)
+    if not generated.has_image.all():
+        raise RuntimeError(f"{int((~generated.has_image).sum())} samples produced no image for task {task!r}")
+    return processor.to_unit_range(generated.pixel_values)
+
+
+@torch.no_grad()
+def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
+    """The MAE-r baseline: encode the degraded image and decode it with no processing in between."""
+    pixel_values = processor.preprocess_images(degraded).to(model.device)
+    return processor.to_unit_range(model.vision_model.reconstruct(pixel_values))
+
+
+def summarise(values: list[float]) -> dict:
+    finite = [v for v in values if v != float("inf")]
+    return {
+        "mean": statistics.fmean(finite) if finite else float("inf"),
+        "median": statistics.median(values),
+        "count": len(values),
+    }
+
+
+def evaluate_restoration(
+    eval_set,
+    methods: dict,
+    batch_size: int = 16,
+    crop_border: int = 4,
+    grid_samples: int = 6,
+) -> tuple[dict, dict]:
+    r"""
+    Score restoration methods on a fixed evaluation set.
+
+    Args:
+        eval_set: A dataset with `degraded`, `clean` (PIL images) and `task` columns (see
+            `processing.data.materialize_eval_set`).
+        methods (`dict[str, callable]`): Name -> `fn(degraded (B, 3, H, W) in [0, 1], task) -> restored` in [0, 1].
+            Typically `"Input"` (identity), `"MAE-r"` and `"LM4LV"`.
+        batch_size (`int`): Images per call.
+        crop_border (`int`): BasicSR crop border for PSNR/SSIM.
+        grid_samples (`int`): How many samples per task are kept for the picture grids.
+
+    Returns:
+        `(results, examples)`: `results[task][method] = {"psnr": {...}, "ssim": {...}}` with mean/median/count, and
+        `examples[task]` = rows of `[degraded, method outputs..., clean]` tensors for `image_grid`.
+    """
+    psnr_metric, ssim_metric = load_metrics()
+    results, examples = {}, {}
+    tasks = sorted(set(eval_set["task"]))
+    for task in tasks:
+        subset = eval_set.filter(lambda row: row["task"] == task)
+        scores = {name: {"psnr": [], "ssim": []} for name in methods}
+        examples[task] = []
+        for start in tqdm(range(0, len(subset), batch_size), desc=f"Evaluating {task}", unit="batch"):
+            rows = subset[start : start + batch_size]
+            degraded = torch.stack([to_tensor(image) for image in rows["degraded"]])
+            clean = torch.stack([to_tensor(image) for image in rows["clean"]])
+            outputs = {name: method(degraded, task).float().cpu() for name, method in methods.items()}
+            references = [tensor_to_pil(image) for image in clean]
+            for name, restored in outputs.items():
+                predictions = [tensor_to_pil(image) for image in restored]
+                for metric, module in (("psnr", psnr_metric), ("ssim", ssim_metric)):
+                    scores[name][metric] += module.compute(
+                        predictions=predictions, references=references, crop_border=crop_border
+                    )["scores"]
+            for i in range(min(len(degraded), grid_samples - len(examples[task]))):
+                examples[task].append([degraded[i]] + [outputs[name][i] for name in methods] + [clean[i]])
+        results[task] = {
+            name: {metric: summarise(values) for metric, values in method_scores.items()}
+            for name, method_scores in scores.items()
+        }
+    return results, examples
+
+
+def results_markdown(results: dict, baseline: str = "MAE-r", ours: str = "LM4LV") -> str:
+    """A paper-style Markdown table: tasks as rows, PSNR / SSIM per method, and the gain of `ours` over `baseline`."""
+    methods = list(next(iter(results.values())))
+    header = "| Task | " + " | ".join(f"{m} PSNR / SSIM" for m in methods)
+    has_gain = baseline in methods and ours in methods
+    header += f" | Gain ({ours} - {baseline}) |" if has_gain else " |"
+    lines = [header, "|" + " --- |" * (len(methods) + 1 + has_gain)]
+    for task, by_method in results.items():
+        cells = [f"{by_method[m]['psnr']['mean']:.2f} / {by_method[m]['ssim']['mean']:.4f}" for m in methods]
+        row = f"| {task} | " + " | ".join(cells)
+        if has_gain:
+            gain_psnr = by_method[ours]["psnr"]["mean"] - by_method[baseline]["psnr"]["mean"]
+            gain_ssim = by_method[ours]["ssim"]["mean"] - by_method[baseline]["ssim"]["mean"]
+            row += f" | {gain_psnr:+.2f} dB / {gain_ssim:+.4f}"
+        lines.append(row + " |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, examples: dict, output_dir: str, method_names: list[str]) -> dict:
+    """Write `results.json`, `results.md` and one `grid_<task>.png` per task; returns the paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {"json": os.path.join(output_dir, "results.json"), "markdown": os.path.join(output_dir, "results.md")}
+    with open(paths["json"], "w") as handle:
+        json.dump(results, handle, indent=2)
+    with open(paths["markdown"], "w") as handle:
+        handle.write(results_markdown(results) + "\n")
+    for task, rows in examples.items():
+        path = os.path.join(output_dir, f"grid_{task}.png")
+        image_grid(rows, column_labels=["degraded", *method_names, "clean"]).save(path)
+        paths[f"grid_{task}"] = path
+    return paths
+
+
+__all__ = ["evaluate_restoration", "mae_reconstruct", "restore", "results_markdown", "write_results", "load_metrics"]

@@ -1,0 +1,166 @@
+"""Training the vision module for unmasked reconstruction.
+
+The released MAE decoders reconstruct poorly when nothing is masked (they were trained with a loss on masked patches
+only). The paper fine-tunes the DECODER ONLY, encoder frozen, with L1 (`"MAE-L1"`) or L1 + 1.0 x LPIPS (`"MAE*"`).
+The same loop also trains a small MAE from scratch for the offline default: masked pre-training (`mode="masked"`,
+the MAE's own loss) and/or direct unmasked autoencoder training (`mode="autoencoder"`, encoder and decoder).
+"""
+
+import math
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from metrics import psnr, ssim
+from modeling_lm4lv import MAEVisionModule
+
+MODES = ("decoder", "autoencoder", "masked")
+
+
+def lpips_loss_fn(device):
+    """The LPIPS (VGG) perceptual loss; a clear error when the package or its backbone weights are unavailable."""
+    try:
+        import lpips
+    except Exception as error:  # ImportError, or torchvision failing to import against this torch build
+        raise RuntimeError(
+            f"LPIPS needs the optional `lpips` package and a working torchvision ({error}). Install "
+            "`pip install .[lpips]` with a matching torch/torchvision pair, or train with lpips_weight=0 (MAE-L1)."
+        ) from error
+    try:
+        return lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+    except Exception as error:
+        raise RuntimeError(
+            f"LPIPS backbone weights (VGG16 from torchvision) are not available offline ({error}). Put them in the "
+            "torch hub cache or train with lpips_weight=0 (MAE-L1)."
+        ) from error
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """[0, 1] images -> the MAE's normalised input space."""
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+def unnormalise(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
+    """The MAE's normalised space -> [0, 1] images (not clamped, so gradients flow)."""
+    mean = torch.as_tensor(mean, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
+    return pixel_values * std + mean
+
+
+def set_trainable(vision_model: MAEVisionModule, mode: str):
+    """Freeze what `mode` keeps fixed: the encoder for `decoder`, nothing otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    vision_model.requires_grad_(True)
+    if mode == "decoder":
+        vision_model.vit.requires_grad_(False)
+
+
+def reconstruction_loss(vision_model, images, mode, mean, std, lpips_fn=None, lpips_weight=0.0):
+    """L1 (+ LPIPS) of the unmasked reconstruction in [0, 1] space, or the MAE's own masked loss."""
+    pixel_values = normalise(images, mean, std)
+    if mode == "masked":
+        return vision_model(pixel_values=pixel_values).loss
+    reconstruction = unnormalise(vision_model.reconstruct(pixel_values), mean, std)
+    loss = torch.nn.functional.l1_loss(reconstruction, images)
+    if lpips_weight:
+        loss = loss + lpips_weight * lpips_fn(reconstruction * 2 - 1, images * 2 - 1).mean()
+    return loss
+
+
+def train_vision_module(
+    vision_model: MAEVisionModule,
+    images: torch.Tensor,
+    mode: str = "decoder",
+    steps: int = 1000,
+    batch_size: int = 64,
+    learning_rate: float = 1.6e-3,
+    warmup_steps: int = 100,
+    lpips_weight: float = 0.0,
+    mask_ratio: float = 0.75,
+    time_budget_s: float | None = None,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    r"""
+    Train (part of) a ViT-MAE for reconstruction; returns the loss of every step.
+
+    Args:
+        vision_model: The MAE to train in place.
+        images (`torch.Tensor` of shape `(N, 3, H, W)` in [0, 1]): Training images at the MAE's input size.
+        mode (`str`): `"decoder"` (encoder frozen, L1 [+ LPIPS]; the paper's fine-tune), `"autoencoder"` (both
+            trained unmasked) or `"masked"` (classic MAE pre-training at `mask_ratio`).
+        steps, batch_size, learning_rate, warmup_steps: AdamW (betas 0.9/0.95, the authors' values) with linear
+            warmup then cosine decay (over the time budget when that ends first).
+        lpips_weight (`float`): Weight of LPIPS in the loss (1.0 gives the paper's MAE*); needs the `lpips` extra.
+        time_budget_s (`float`, *optional*): Stop early after this many seconds.
+        mean, std: The image processor's normalisation.
+    """
+    set_trainable(vision_model, mode)
+    device = next(vision_model.parameters()).device
+    lpips_fn = lpips_loss_fn(device) if lpips_weight else None
+    parameters = [p for p in vision_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
+
+    def learning_rate_at(step: int, elapsed: float) -> float:
+        """Linear warmup, then cosine decay over the step budget or the time budget, whichever ends first."""
+        if step < warmup_steps:
+            return learning_rate * (step + 1) / warmup_steps
+        fraction = (step - warmup_steps) / max(1, steps - warmup_steps)
+        if time_budget_s:
+            fraction = max(fraction, elapsed / time_budget_s)
+        return learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
+
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=True, drop_last=len(images) > batch_size,
+                        generator=generator)
+    vision_model.config.mask_ratio = mask_ratio if mode == "masked" else 0.0
+    vision_model.train()
+    losses, start, step = [], time.time(), 0
+    try:
+        with tqdm(total=steps, desc=f"MAE training ({mode})", disable=not progress) as bar:
+            while step < steps:
+                for batch in loader:
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate_at(step, time.time() - start)
+                    loss = reconstruction_loss(vision_model, batch.to(device), mode, mean, std, lpips_fn, lpips_weight)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+                    optimizer.step()
+                    losses.append(loss.item())
+                    step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    if step >= steps or (time_budget_s and time.time() - start > time_budget_s):
+                        steps = step
+                        break
+    finally:
+        vision_model.config.mask_ratio = 0.0
+        vision_model.eval()
+        vision_model.requires_grad_(False)
+    return losses
+
+
+@torch.no_grad()
+def reconstruction_quality(vision_model, images: torch.Tensor, mean=(0.485, 0.456, 0.406),
+                           std=(0.229, 0.224, 0.225), batch_size: int = 64, crop_border: int = 4) -> dict:
+    """Mean PSNR/SSIM (BasicSR conventions) of the unmasked reconstruction of `images` (in [0, 1])."""
+    device = next(vision_model.parameters()).device
+    scores = {"psnr": [], "ssim": []}
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device)
+        reconstruction = unnormalise(vision_model.reconstruct(normalise(batch, mean, std)), mean, std).clamp(0, 1)
+        for output, target in zip(reconstruction.cpu(), batch.cpu()):
+            scores["psnr"].append(psnr(output, target, crop_border=crop_border))
+            scores["ssim"].append(ssim(output, target, crop_border=crop_border))
+    return {name: sum(values) / len(values) for name, values in scores.items()}
+
+
+__all__ = ["train_vision_module", "reconstruction_quality", "MODES"]

@@ -1,0 +1,87 @@
+"""Model cards (huggingface_hub `ModelCard`) and Hub uploads for LM4LV checkpoints."""
+
+import os
+import tempfile
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from trainers.evaluation import results_markdown
+
+TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_card.md")
+
+
+def eval_results_from(results: dict, dataset_name: str, method: str = "LM4LV") -> list[EvalResult]:
+    """`EvalResult`s (PSNR and SSIM per task) of `method` from an `evaluate_restoration` results dict."""
+    entries = []
+    for task, by_method in results.items():
+        for metric in ("psnr", "ssim"):
+            entries.append(
+                EvalResult(
+                    task_type="image-to-image",
+                    task_name=task,
+                    dataset_type=dataset_name,
+                    dataset_name=f"{dataset_name} ({task})",
+                    dataset_config=task,
+                    metric_type=metric,
+                    metric_name=f"{metric.upper()} ({task})",
+                    metric_value=round(by_method[method][metric]["mean"], 4),
+                )
+            )
+    return entries
+
+
+def build_model_card(model, repo_id: str, results: dict | None = None, dataset_name: str = "lm4lv-bundled-crops",
+                     training_summary: str = "", full_checkpoint: bool = False) -> ModelCard:
+    """Render `model_card.md` for `model` with its base models, tasks, parameter count and evaluation results."""
+    config = model.config
+    llm = config.text_model_name_or_path or config.text_config.model_type
+    vision = config.vision_model_name_or_path or config.vision_config.model_type
+    card_data = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        base_model=[llm, vision],
+        datasets=[dataset_name],
+        tags=["lm4lv", "image-restoration", "low-level-vision", "frozen-llm", *config.task_names],
+        pipeline_tag="image-to-image",
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results_from(results, dataset_name) if results else None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=TEMPLATE_PATH,
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        llm=llm,
+        vision=vision,
+        tasks=", ".join(config.task_names),
+        first_task=config.task_names[0],
+        trainable_parameters=f"{sum(t.numel() for t in model.trainable_state_dict().values()):,}",
+        num_visual_tokens=config.num_visual_tokens,
+        image_size=config.vision_config.image_size,
+        task_token_length=config.task_token_length,
+        checkpoint_kind="full (all weights in this repository)" if full_checkpoint else
+        "trainable weights only (the config names the base models, which `from_pretrained` loads)",
+        results_table=results_markdown(results) if results else "No evaluation recorded.",
+        training_summary=training_summary or "See the LM4LV repository's `examples/run_restoration.py`.",
+    )
+
+
+def push_to_hub(model, processor, repo_id: str, results: dict | None = None, full_checkpoint: bool = False,
+                private: bool = False, token: str | None = None, commit_message: str = "Upload LM4LV model",
+                **card_kwargs) -> str:
+    r"""
+    Upload config, weights (trainable-only by default, or everything with `full_checkpoint=True`), processor files
+    and the rendered model card in one commit. Returns the commit URL.
+    """
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, save_full=full_checkpoint)
+        processor.save_pretrained(folder)
+        build_model_card(model, repo_id, results, full_checkpoint=full_checkpoint, **card_kwargs).save(
+            os.path.join(folder, "README.md")
+        )
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+
+
+__all__ = ["build_model_card", "eval_results_from", "push_to_hub"]

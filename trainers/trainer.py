@@ -1,0 +1,78 @@
+"""`transformers.Trainer` for LM4LV: logs the text and vision losses apart, checkpoints trainable weights only."""
+
+import os
+
+import torch
+from transformers import Trainer, TrainingArguments
+from dataclasses import dataclass, field
+
+from modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, TRAINABLE_WEIGHTS_FORMAT
+
+
+@dataclass
+class LM4LVTrainingArguments(TrainingArguments):
+    r"""
+    `TrainingArguments` with the paper's recipe as defaults: AdamW betas (0.9, 0.95), lr 3e-4, weight decay 0,
+    200 warmup steps then cosine decay, gradient clipping 1.0. `remove_unused_columns=False` because batches carry
+    image tensors the model's signature names differently.
+    """
+
+    learning_rate: float = field(default=3e-4)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.95)
+    weight_decay: float = field(default=0.0)
+    warmup_steps: float = field(default=200)
+    lr_scheduler_type: str = field(default="cosine")
+    max_grad_norm: float = field(default=1.0)
+    remove_unused_columns: bool = field(default=False)
+    save_safetensors: bool = field(default=True)
+    report_to: str | list[str] = field(default="none")
+
+
+class LM4LVTrainer(Trainer):
+    r"""
+    A `Trainer` that
+
+    - logs `text_loss` and `vision_loss` (averaged over the logging interval) next to `loss`;
+    - saves checkpoints as trainable weights only (safetensors), with the config naming the base models;
+    - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loss_sums = {"text_loss": 0.0, "vision_loss": 0.0}
+        self._loss_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
+            self._loss_sums["text_loss"] += outputs.text_loss.detach().item()
+            self._loss_sums["vision_loss"] += outputs.vision_loss.detach().item()
+            self._loss_count += 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_count:
+            for name, total in self._loss_sums.items():
+                logs[name] = round(total / self._loss_count, 6)
+            self._loss_sums = dict.fromkeys(self._loss_sums, 0.0)
+            self._loss_count = 0
+        super().log(logs, start_time)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model if model is not None else self.model
+        weights_file = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
+        if os.path.isfile(weights_file) and _is_trainable_only(weights_file):
+            self.accelerator.unwrap_model(model).load_trainable_weights(weights_file)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def _is_trainable_only(weights_file: str) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(weights_file, framework="pt") as handle:
+        return (handle.metadata() or {}).get("lm4lv") == TRAINABLE_WEIGHTS_FORMAT
+
+
+__all__ = ["LM4LVTrainer", "LM4LVTrainingArguments"]
