@@ -266,24 +266,31 @@ def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column:
 
 
 def materialize_eval_set(dataset, tasks, image_size: int, path: str, seed: int = 1234, limit: int | None = None,
-                         image_column: str = "image", params=None):
+                         image_column: str = "image", params=None, every_task: bool = True):
     r"""
     Compute a fixed evaluation set once and save it with `save_to_disk` (lossless PNG images), so that every method
-    is scored on identical inputs. Columns: `degraded`, `clean` (images), `task`, `sample_id`.
+    is scored on identical inputs. With `every_task` (default) each of the first `limit` images is degraded once for
+    every task (the paper scores each task on the whole test set); otherwise each image gets one task of the mixture.
+    Columns: `degraded`, `clean` (images), `task`, `sample_id`.
     """
     import datasets
     from tqdm.auto import tqdm
 
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    transform = PairedTransform(tasks, image_size, seed, image_column, params or {})
+    transforms = [PairedTransform([task], image_size, seed, image_column, params or {}) for task in tasks]
+    if not every_task:
+        transforms = [PairedTransform(tasks, image_size, seed, image_column, params or {})]
     rows = []
-    for start in tqdm(range(0, count, 64), desc="Building evaluation set", unit="batch"):
-        indices = list(range(start, min(start + 64, count)))
-        out = transform({image_column: dataset[indices][image_column]}, indices)
-        for degraded, clean, task, index in zip(out["degraded"], out["clean"], out["task"], out["sample_id"]):
-            rows.append(
-                {"degraded": tensor_to_pil(degraded), "clean": tensor_to_pil(clean), "task": task, "sample_id": index}
-            )
+    for transform in transforms:
+        for start in tqdm(range(0, count, 64), desc=f"Building evaluation set {'+'.join(transform.tasks)}"):
+            indices = list(range(start, min(start + 64, count)))
+            out = transform({image_column: dataset[indices][image_column]}, indices)
+            for degraded, clean, task, index in zip(out["degraded"], out["clean"], out["task"], out["sample_id"]):
+                rows.append(
+                    {"degraded": tensor_to_pil(degraded), "clean": tensor_to_pil(clean), "task": task,
+                     "sample_id": index}
+                )
     features = datasets.Features(
         {"degraded": datasets.Image(), "clean": datasets.Image(), "task": datasets.Value("string"),
          "sample_id": datasets.Value("int64")}

@@ -140,3 +140,36 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
         assert name in uploaded["files"], uploaded["files"]
     assert "eval_results" not in uploaded["card"] or "model-index" in uploaded["card"]
     assert "model-index" in uploaded["card"]
+
+
+def run_training(command, tmp_path, name):
+    import subprocess
+    import sys
+
+    out = tmp_path / name
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    subprocess.run([*command, "--output_dir", str(out)], check=True, env=env, timeout=600,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry]
+
+
+def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
+    """2 gloo processes x batch 2 follow the same loss curve as 1 process x batch 4 (same global batch)."""
+    import sys
+
+    llm, vision = base_model_dirs
+    common = ["-m", "examples.run_restoration", "--llm", llm, "--vision", vision, "--task", "denoise",
+              "--max_steps", "4", "--save_steps", "4", "--logging_steps", "1", "--learning_rate", "1e-2",
+              "--warmup_steps", "0", "--use_cpu", "--disable_tqdm", "true", "--seed", "0", "--data_seed", "0"]
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
+                          "cpu_2proc.yaml")
+    one = run_training([sys.executable, *common, "--per_device_train_batch_size", "4"], tmp_path, "one")
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    two = run_training([launcher, "launch", "--config_file", config, *common,
+                        "--per_device_train_batch_size", "2"], tmp_path, "two")
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        # same samples per step and averaged gradients: equal up to float reduction order
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (one, two)
+        assert a["vision_loss"] == pytest.approx(b["vision_loss"], rel=1e-4), (one, two)

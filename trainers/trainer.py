@@ -2,9 +2,10 @@
 
 import os
 
+from dataclasses import dataclass, field
+
 import torch
 from transformers import Trainer, TrainingArguments
-from dataclasses import dataclass, field
 
 from modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, TRAINABLE_WEIGHTS_FORMAT
 
@@ -53,8 +54,12 @@ class LM4LVTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_count:
-            for name, total in self._loss_sums.items():
-                logs[name] = round(total / self._loss_count, 6)
+            # every process logs here (after the Trainer's own loss gather), so the parts are averaged the same way
+            means = torch.tensor([total / self._loss_count for total in self._loss_sums.values()],
+                                 device=self.args.device)
+            means = self.accelerator.reduce(means, reduction="mean")
+            for name, value in zip(self._loss_sums, means.tolist()):
+                logs[name] = round(value, 6)
             self._loss_sums = dict.fromkeys(self._loss_sums, 0.0)
             self._loss_count = 0
         super().log(logs, start_time)

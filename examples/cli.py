@@ -1,0 +1,36 @@
+"""`lm4lv` command line: demo, train, evaluate, restore, mae-finetune, degradations."""
+
+import argparse
+import sys
+
+COMMANDS = {
+    "demo": ("examples.demo", "Offline end-to-end job: SmolLM2 + a small MAE, train and evaluate vs MAE-r."),
+    "train": ("examples.run_restoration", "Train adapters + task tokens with transformers.Trainer."),
+    "evaluate": ("examples.evaluate_restoration", "Score a checkpoint against MAE-r: tables, JSON, grids."),
+    "restore": ("examples.restore", "Restore an image of any size (tiles with overlap and blending)."),
+    "mae-finetune": ("examples.run_mae_finetune", "Train a ViT-MAE (decoder only, or from scratch)."),
+    "degradations": ("examples.degradation_grid", "Write a PNG grid of every task's degradations."),
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="lm4lv",
+        description="LM4LV: a frozen LLM for low-level vision. `lm4lv COMMAND --help` explains each command.",
+        epilog="\n".join(f"  {name:<14}{help_text}" for name, (_, help_text) in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), help="what to run")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv[:1])
+    module = __import__(COMMANDS[args.command][0], fromlist=["main"])
+    sys.argv = [f"lm4lv {args.command}", *argv[1:]]
+    module.main(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
