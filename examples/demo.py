@@ -188,7 +188,7 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     timings, start = {}, time.time()
 
-    corpus = bundled_corpus(train_stride=16)
+    corpus = bundled_corpus()
     step = time.time()
     llm = prepare_smollm2(cache_dir)
     timings["LLM conversion (cached after the first run)"] = time.time() - step

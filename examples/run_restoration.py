@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 from modeling_lm4lv import LM4LVForConditionalGeneration
 from processing import LM4LVProcessor
@@ -29,6 +29,9 @@ class ModelArguments:
     task_token_length: int = field(default=10, metadata={"help": "Task tokens per task."})
     task_token_init: str = field(default="zeros", metadata={"help": "zeros (authors) or random."})
     vision_loss_weight: float = field(default=1.0, metadata={"help": "loss = CE + weight * MSE."})
+    visual_skip_connection: bool = field(
+        default=False, metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."}
+    )
     llm_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 for the frozen LLM."})
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside --llm, if the LLM is GGUF."})
     resume_weights: str | None = field(default=None, metadata={"help": "Start from a trained LM4LV checkpoint."})
@@ -73,6 +76,7 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str]):
             task_token_length=model_args.task_token_length,
             task_token_init=model_args.task_token_init,
             vision_loss_weight=model_args.vision_loss_weight,
+            visual_skip_connection=model_args.visual_skip_connection,
         )
     tokenizer = AutoTokenizer.from_pretrained(model_args.llm, **llm_kwargs)
     return model, LM4LVProcessor.from_config(model.config, tokenizer)
@@ -82,6 +86,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
           callbacks=None) -> LM4LVTrainer:
     """Build everything, train (resuming from `training_args.resume_from_checkpoint`), save the final model."""
     tasks = [t.strip() for t in data_args.task.split(",") if t.strip()]
+    set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
     model, processor = build_model_and_processor(model_args, tasks)
     images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
     train_dataset = paired_dataset(

@@ -102,21 +102,54 @@ def ssim(prediction, reference, crop_border: int = 4, test_y_channel: bool = Fal
     return float(np.mean(channels))
 
 
-__all__ = ["psnr", "ssim", "to_uint8_rgb", "rgb_to_y", "evaluate_features", "mean_over_pairs"]
+METRIC_DESCRIPTIONS = {
+    "psnr": "Peak signal-to-noise ratio in dB (BasicSR conventions: 0..255 RGB, crop_border, optional Y channel; inf "
+    "for identical images).",
+    "ssim": "Structural similarity (BasicSR conventions: Gaussian window 11 / sigma 1.5 per channel, averaged; "
+    "0..255 RGB, crop_border, optional Y channel).",
+}
+
+_INPUTS_DESCRIPTION = """
+Args:
+    predictions: RGB images (PIL, uint8 HxWx3 arrays, or float arrays in [0, 1]).
+    references: RGB images of the same shapes.
+    crop_border (int, default 4): pixels removed from each side before measuring.
+    test_y_channel (bool, default False): measure the BT.601 luma instead of RGB.
+Returns:
+    {name}: the mean over image pairs; scores: the per-pair values.
+"""
 
 
-def evaluate_features():
-    """`datasets.Features` of the `evaluate` scripts: a predicted and a reference RGB image per example."""
+def evaluate_metric_class(name: str):
+    """The `evaluate.Metric` class of the metric `name` ("psnr" or "ssim") that the scripts in metrics/ expose."""
     import datasets
+    import evaluate
 
-    return datasets.Features({"predictions": datasets.Image(), "references": datasets.Image()})
+    function = {"psnr": psnr, "ssim": ssim}[name]
+
+    class ImageQualityMetric(evaluate.Metric):
+        def _info(self):
+            return evaluate.MetricInfo(
+                description=METRIC_DESCRIPTIONS[name],
+                citation="",
+                inputs_description=_INPUTS_DESCRIPTION.format(name=name),
+                features=datasets.Features({"predictions": datasets.Image(), "references": datasets.Image()}),
+                reference_urls=["https://github.com/XPixelGroup/BasicSR/blob/master/basicsr/metrics/psnr_ssim.py"],
+            )
+
+        def _compute(self, predictions, references, crop_border=4, test_y_channel=False):
+            if len(predictions) != len(references) or not predictions:
+                raise ValueError(
+                    f"Need equally many predictions and references, got {len(predictions)} and {len(references)}"
+                )
+            scores = [
+                function(p, r, crop_border=crop_border, test_y_channel=test_y_channel)
+                for p, r in zip(predictions, references)
+            ]
+            return {name: float(np.mean(scores)), "scores": scores}
+
+    ImageQualityMetric.__name__ = ImageQualityMetric.__qualname__ = name.upper()
+    return ImageQualityMetric
 
 
-def mean_over_pairs(function, predictions, references, crop_border: int = 4, test_y_channel: bool = False) -> dict:
-    """Per-pair scores of `function` and their mean, as the `evaluate` scripts return them."""
-    if len(predictions) != len(references) or not predictions:
-        raise ValueError(f"Need equally many predictions and references, got {len(predictions)} and {len(references)}")
-    scores = [
-        function(p, r, crop_border=crop_border, test_y_channel=test_y_channel) for p, r in zip(predictions, references)
-    ]
-    return {function.__name__: float(np.mean(scores)), "scores": scores}
+__all__ = ["psnr", "ssim", "to_uint8_rgb", "rgb_to_y", "evaluate_metric_class"]

@@ -24,6 +24,11 @@ class LM4LVConfig(PreTrainedConfig):
             LLM's `initializer_range`).
         vision_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the MSE on visual positions in `loss = text_loss + vision_loss_weight * vision_loss`.
+        visual_skip_connection (`bool`, *optional*, defaults to `False`):
+            An extension beyond the paper (which names skip connections as a remedy for lost detail): each predicted
+            visual feature is `input feature + out_adapter(hidden)`, where the input feature is the degraded image's
+            feature at the same position, and `out_adapter` starts at zero, so an untrained model reproduces MAE-r.
+            Needs exactly one input image per prompt. Off by default (the paper's method).
         image_start_text (`str`, *optional*, defaults to `"<Img>"`):
             Plain text (tokenised like any words) that opens a run of visual tokens.
         image_end_text (`str`, *optional*, defaults to `"</Img>"`):
@@ -75,6 +80,7 @@ class LM4LVConfig(PreTrainedConfig):
     task_token_length: int = 10
     task_token_init: str = "zeros"
     vision_loss_weight: float = 1.0
+    visual_skip_connection: bool = False
     image_start_text: str = "<Img>"
     image_end_text: str = "</Img>"
     image_start_token_ids: list[int] | None = None

@@ -92,7 +92,10 @@ class LM4LVPreTrainedModel(PreTrainedModel):
             else:
                 nn.init.normal_(module.task_prompt_embeddings, std=std)
         elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
+            if module is getattr(self, "out_adapter", None) and self.config.visual_skip_connection:
+                nn.init.zeros_(module.weight)  # with the skip connection an untrained model reproduces MAE-r
+            else:
+                nn.init.normal_(module.weight, std=std)
             nn.init.zeros_(module.bias)
 
 
@@ -316,13 +319,10 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         >>> out = model(**batch)
         >>> out.loss.backward()
         ```"""
-        images = [p for p in (pixel_values, target_pixel_values) if p is not None]
+        input_features = self.encode_images(pixel_values) if pixel_values is not None else None
         target_features = self.encode_images(target_pixel_values) if target_pixel_values is not None else None
-        visual_features = None
-        if images:
-            encoded = [self.encode_images(pixel_values)] if pixel_values is not None else []
-            encoded += [target_features] if target_features is not None else []
-            visual_features = torch.cat(encoded, dim=1)
+        encoded = [f for f in (input_features, target_features) if f is not None]
+        visual_features = torch.cat(encoded, dim=1) if encoded else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -351,6 +351,10 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
                 raise ValueError("labels mark target visual tokens but no target_pixel_values were given")
             predicted = self.out_adapter(states[visual_positions].float())
             target = target_features.reshape(-1, target_features.shape[-1])
+            if self.config.visual_skip_connection:
+                if input_features is None or input_features.shape != target_features.shape:
+                    raise ValueError("visual_skip_connection needs one input image per target image")
+                predicted = predicted + input_features.reshape(-1, input_features.shape[-1])
             if predicted.shape != target.shape:
                 raise ValueError(
                     f"labels mark {predicted.shape[0]} target visual tokens but the targets have {target.shape[0]}"
@@ -424,6 +428,10 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
         position_ids = positions_from_mask(attention_mask)
+        if config.visual_skip_connection:
+            if visual_features is None or visual_features.shape[1] != num_visual:
+                raise ValueError("visual_skip_connection needs exactly one input image per prompt")
+            skip_features = visual_features
         cache = DynamicCache(config=self.language_model.config)
         hidden = self.text_backbone(
             inputs_embeds=inputs_embeds,
@@ -451,7 +459,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         rows = torch.arange(batch_size, device=device)
         new_tokens = []
 
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             is_visual = (visual_left > 0) & unfinished
             has_forced = forced[:, 0] >= 0
             if (is_visual | has_forced).all():
@@ -464,6 +472,8 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             feature = self.out_adapter(hidden.float())
             record = is_visual & (num_features < num_visual)
             slot = num_features.clamp(max=num_visual - 1)
+            if config.visual_skip_connection:
+                feature = feature + skip_features[rows, slot]
             generated_features[rows, slot] = torch.where(
                 record[:, None], feature, generated_features[rows, slot]
             )
@@ -480,7 +490,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             text_tail[image_starts] = -1
             if eos_token_id is not None:
                 unfinished = unfinished & ~(is_text & (token == eos_token_id))
-            if not unfinished.any():
+            if not unfinished.any() or step == max_new_tokens - 1:
                 break
 
             step_embeds = torch.where(

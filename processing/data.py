@@ -114,8 +114,8 @@ def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction:
 
     Each image is downscaled by `downscale` (so a crop holds more than texture), then its left
     `1 - validation_fraction` columns are cut into non-overlapping `crop_size` crops for training and its right
-    columns into crops for validation, so validation crops are never seen in training. `train_stride` (default
-    `crop_size`) < `crop_size` gives more, overlapping training crops. Flat crops (pixel standard
+    columns into crops for validation, so validation crops are never seen in training. Training crops overlap by
+    half (`train_stride`, default `crop_size // 2`); validation crops do not overlap. Flat crops (pixel standard
     deviation below `min_std`, e.g. the black sky around a rocket) are dropped: they teach and measure nothing.
 
     Returns:
@@ -130,7 +130,7 @@ def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction:
             image = image.resize((image.width // downscale, image.height // downscale), Image.BICUBIC)
         boundary = int(image.width * (1 - validation_fraction))
         for split, (left, right) in (("train", (0, boundary)), ("validation", (boundary, image.width))):
-            stride = (train_stride or crop_size) if split == "train" else crop_size
+            stride = (train_stride or crop_size // 2) if split == "train" else crop_size
             for top in range(0, image.height - crop_size + 1, stride):
                 for x in range(left, right - crop_size + 1, stride):
                     crop = image.crop((x, top, x + crop_size, top + crop_size))
@@ -336,9 +336,9 @@ def bundled_dataset_card(crop_size: int = 32, downscale: int = 2, validation_fra
 
 Crops of {len(BUNDLED_IMAGES)} sample images shipped with scikit-image (`skimage/data`), used as LM4LV's offline
 default corpus. Each image is converted to RGB (gray replicated), downscaled by {downscale}, and cut into
-non-overlapping {crop_size}x{crop_size} crops: the left {1 - validation_fraction:.0%} of its columns give the
-`train` split ({len(corpus["train"])} crops), the right {validation_fraction:.0%} the `validation` split
-({len(corpus["validation"])} crops), so validation crops are never seen in training. Flat crops (pixel standard
+{crop_size}x{crop_size} crops: the left {1 - validation_fraction:.0%} of its columns give the `train` split
+({len(corpus["train"])} crops, overlapping by half), the right {validation_fraction:.0%} the `validation` split
+({len(corpus["validation"])} crops, not overlapping), so validation crops are never seen in training. Flat crops (pixel standard
 deviation below {min_std}) are dropped.
 
 Degradations are not stored: they are computed on the fly from `(seed, index, task)` (see `processing/degradations.py`).

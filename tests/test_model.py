@@ -215,3 +215,18 @@ def test_generate_text_only_reports_no_image(tiny, monkeypatch):
 def test_positions_skip_left_padding():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert positions_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_visual_skip_connection_starts_at_mae_reconstruction():
+    model, processor = build_tiny()
+    model.config.visual_skip_connection = True
+    model._init_weights(model.out_adapter)
+    assert model.out_adapter.weight.abs().sum() == 0
+    batch = processor(images=random_images(2))
+    gen = model.generate(**batch)
+    features = model.encode_images(batch["pixel_values"])
+    assert torch.equal(gen.visual_features, features)
+    assert torch.allclose(gen.pixel_values, model.vision_model.reconstruct(batch["pixel_values"]), atol=1e-6)
+    train_batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    losses = train_steps(model, train_batch, steps=10, lr=1e-2)
+    assert losses[-1][1] < losses[0][1]

@@ -161,7 +161,8 @@ def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
     llm, vision = base_model_dirs
     common = ["-m", "examples.run_restoration", "--llm", llm, "--vision", vision, "--task", "denoise",
               "--max_steps", "4", "--save_steps", "4", "--logging_steps", "1", "--learning_rate", "1e-2",
-              "--warmup_steps", "0", "--use_cpu", "--disable_tqdm", "true", "--seed", "0", "--data_seed", "0"]
+              "--warmup_steps", "0", "--use_cpu", "--disable_tqdm", "true", "--seed", "0",
+              "--train_sampling_strategy", "sequential"]
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
                           "cpu_2proc.yaml")
     one = run_training([sys.executable, *common, "--per_device_train_batch_size", "4"], tmp_path, "one")

@@ -26,8 +26,6 @@ class LM4LVTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine")
     max_grad_norm: float = field(default=1.0)
     remove_unused_columns: bool = field(default=False)
-    save_safetensors: bool = field(default=True)
-    report_to: str | list[str] = field(default="none")
 
 
 class LM4LVTrainer(Trainer):

@@ -1,0 +1,71 @@
+"""The `lm4lv` command line and tiled restoration of images of any size."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny
+from PIL import Image
+
+import examples.restore as restore_module
+from examples.cli import COMMANDS, main
+from examples.restore import blend_window, restore_any_size, tile_starts
+
+
+def test_tile_starts_cover_the_image():
+    assert tile_starts(32, 32, 24) == [0]
+    assert tile_starts(70, 32, 24) == [0, 24, 38]
+    for length in (33, 64, 100):
+        starts = tile_starts(length, 32, 24)
+        covered = set()
+        for s in starts:
+            covered |= set(range(s, s + 32))
+        assert covered == set(range(length))
+    assert blend_window(32, 8).min() > 0
+
+
+@pytest.mark.parametrize("size", [(70, 50), (32, 32), (20, 12), (200, 33)])
+def test_tiling_with_an_identity_restorer_is_lossless(size, monkeypatch):
+    model, processor = build_tiny()
+    monkeypatch.setattr(restore_module, "restore", lambda model, processor, tiles, task: tiles)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    out = restore_any_size(model, processor, image, "denoise", overlap=8)
+    assert out.size == image.size
+    assert np.abs(np.asarray(out).astype(int) - np.asarray(image).astype(int)).max() <= 1
+
+
+def test_restore_with_a_model_keeps_the_size():
+    model, processor = build_tiny()
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 45, 3), dtype=np.uint8))
+    assert restore_any_size(model, processor, image, "denoise").size == (45, 40)
+    with pytest.raises(ValueError, match="resize it to 32x32"):
+        restore_any_size(build_tiny(task_names=("rotate",))[0], processor, image, "rotate")
+
+
+def test_restore_command(tmp_path, base_model_dirs):
+    from modeling_lm4lv import LM4LVForConditionalGeneration
+    from processing import LM4LVProcessor
+    from conftest import tiny_tokenizer
+
+    llm, vision = base_model_dirs
+    model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_names=["denoise"], task_token_length=3)
+    model.save_pretrained(tmp_path / "ckpt")
+    LM4LVProcessor.from_config(model.config, tiny_tokenizer()).save_pretrained(tmp_path / "ckpt")
+    Image.new("LA", (50, 37), (120, 255)).save(tmp_path / "in.png")  # gray + alpha: converted to RGB
+    main(["restore", "--model", str(tmp_path / "ckpt"), "--task", "denoise", str(tmp_path / "in.png"),
+          "-o", str(tmp_path / "out.png")])
+    assert Image.open(tmp_path / "out.png").size == (50, 37)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: lm4lv" in capsys.readouterr().out
+
+
+def test_top_level_help(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in COMMANDS)
