@@ -42,19 +42,36 @@ def test_restore_with_a_model_keeps_the_size():
         restore_any_size(build_tiny(task_names=("rotate",))[0], processor, image, "rotate")
 
 
-def test_restore_command(tmp_path, base_model_dirs):
-    from modeling_lm4lv import LM4LVForConditionalGeneration
-    from processing import LM4LVProcessor
+@pytest.fixture(scope="module")
+def checkpoint_dir(base_model_dirs, tmp_path_factory):
+    """A trainable-only checkpoint with its processor, as `lm4lv train` writes it."""
     from conftest import tiny_tokenizer
 
+    from modeling_lm4lv import LM4LVForConditionalGeneration
+    from processing import LM4LVProcessor
+
     llm, vision = base_model_dirs
-    model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_names=["denoise"], task_token_length=3)
-    model.save_pretrained(tmp_path / "ckpt")
-    LM4LVProcessor.from_config(model.config, tiny_tokenizer()).save_pretrained(tmp_path / "ckpt")
+    folder = tmp_path_factory.mktemp("ckpt")
+    model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_names=["denoise", "flip"],
+                                                           task_token_length=3)
+    model.save_pretrained(folder)
+    LM4LVProcessor.from_config(model.config, tiny_tokenizer()).save_pretrained(folder)
+    return str(folder)
+
+
+def test_restore_command(tmp_path, checkpoint_dir):
     Image.new("LA", (50, 37), (120, 255)).save(tmp_path / "in.png")  # gray + alpha: converted to RGB
-    main(["restore", "--model", str(tmp_path / "ckpt"), "--task", "denoise", str(tmp_path / "in.png"),
+    main(["restore", "--model", checkpoint_dir, "--task", "denoise", str(tmp_path / "in.png"),
           "-o", str(tmp_path / "out.png")])
     assert Image.open(tmp_path / "out.png").size == (50, 37)
+
+
+def test_evaluate_command(tmp_path, checkpoint_dir, capsys):
+    main(["evaluate", "--model", checkpoint_dir, "--num_samples", "3", "--output_dir", str(tmp_path)])
+    table = (tmp_path / "results.md").read_text()
+    assert "| denoise |" in table and "| flip |" in table  # every task scored on the same 3 images
+    assert (tmp_path / "grid_flip.png").exists() and (tmp_path / "results.json").exists()
+    assert "Gain (LM4LV - MAE-r)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
