@@ -197,9 +197,11 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             module.eval()
 
     def train(self, mode: bool = True):
-        """Set training mode on the trainable parts; the frozen LLM and vision module always stay in eval mode."""
+        """Set training mode on the trainable parts. The frozen vision module always stays in eval mode, and so does
+        the frozen LLM unless activation (gradient) checkpointing is on (transformers only checkpoints layers in training mode;
+        the LLM's own dropout, if it has any, is then active too)."""
         super().train(mode)
-        self.language_model.eval()
+        self.language_model.train(mode and self.language_model.is_activation_checkpointing)
         self.vision_model.eval()
         return self
 
@@ -319,8 +321,15 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         >>> out = model(**batch)
         >>> out.loss.backward()
         ```"""
-        input_features = self.encode_images(pixel_values) if pixel_values is not None else None
-        target_features = self.encode_images(target_pixel_values) if target_pixel_values is not None else None
+        input_features = target_features = None
+        if pixel_values is not None and target_pixel_values is not None:  # one vision pass for both images
+            input_features, target_features = self.encode_images(
+                torch.cat([pixel_values, target_pixel_values])
+            ).split(pixel_values.shape[0])
+        elif pixel_values is not None:
+            input_features = self.encode_images(pixel_values)
+        elif target_pixel_values is not None:
+            target_features = self.encode_images(target_pixel_values)
         encoded = [f for f in (input_features, target_features) if f is not None]
         visual_features = torch.cat(encoded, dim=1) if encoded else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
@@ -428,6 +437,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
         position_ids = positions_from_mask(attention_mask)
+        skip_features = None
         if config.visual_skip_connection:
             if visual_features is None or visual_features.shape[1] != num_visual:
                 raise ValueError("visual_skip_connection needs exactly one input image per prompt")
@@ -459,47 +469,48 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         rows = torch.arange(batch_size, device=device)
         new_tokens = []
 
+        image_tokens = torch.full((batch_size,), config.image_token_id, device=device)
+        prompt_length = attention_mask.shape[1]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, max_new_tokens)], dim=1)
+
         for step in range(max_new_tokens):
             is_visual = (visual_left > 0) & unfinished
-            has_forced = forced[:, 0] >= 0
-            if (is_visual | has_forced).all():
-                token = forced[:, 0]
+            recording = is_visual & (num_features < num_visual)
+            if bool(recording.all()):
+                # fast path (every sample inside its first image): no text bookkeeping
+                token = image_tokens
+                feature = self.out_adapter(hidden.float())
+                if config.visual_skip_connection:
+                    feature = feature + skip_features[rows, num_features]
+                generated_features[rows, num_features] = feature
+                num_features = num_features + 1
+                visual_left = visual_left - 1
+                image_done = visual_left == 0
+                if bool(image_done.any()):
+                    forced[image_done, : len(end_ids)] = end_ids
+                step_embeds = self.embed_visual(feature)
             else:
-                token = torch.where(has_forced, forced[:, 0], self.get_output_embeddings()(hidden).argmax(-1))
-            token = torch.where(is_visual, config.image_token_id, torch.where(unfinished, token, pad_token_id))
+                token, step_embeds = self._generation_step(
+                    hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
+                    num_features, generated_features,
+                )
+                num_features = num_features + recording.long()
+                is_text = ~is_visual & unfinished
+                forced = torch.where((is_text & (forced[:, 0] >= 0))[:, None], shift_left(forced), forced)
+                visual_left = visual_left - is_visual.long()
+                forced[is_visual & (visual_left == 0), : len(end_ids)] = end_ids
+                text_tail = torch.where(is_text[:, None], torch.cat([text_tail[:, 1:], token[:, None]], 1), text_tail)
+                image_starts = is_text & (text_tail == start_ids).all(-1)
+                visual_left = torch.where(image_starts, num_visual, visual_left)
+                text_tail[image_starts] = -1
+                if eos_token_id is not None:
+                    unfinished = unfinished & ~(is_text & (token == eos_token_id))
             new_tokens.append(token)
-
-            feature = self.out_adapter(hidden.float())
-            record = is_visual & (num_features < num_visual)
-            slot = num_features.clamp(max=num_visual - 1)
-            if config.visual_skip_connection:
-                feature = feature + skip_features[rows, slot]
-            generated_features[rows, slot] = torch.where(
-                record[:, None], feature, generated_features[rows, slot]
-            )
-            num_features = num_features + record.long()
-
-            is_text = ~is_visual & unfinished
-            forced = torch.where((is_text & has_forced)[:, None], shift_left(forced), forced)
-            visual_left = visual_left - is_visual.long()
-            image_done = is_visual & (visual_left == 0)
-            forced[image_done, : len(end_ids)] = end_ids
-            text_tail = torch.where(is_text[:, None], torch.cat([text_tail[:, 1:], token[:, None]], 1), text_tail)
-            image_starts = is_text & (text_tail == start_ids).all(-1)
-            visual_left = torch.where(image_starts, num_visual, visual_left)
-            text_tail[image_starts] = -1
-            if eos_token_id is not None:
-                unfinished = unfinished & ~(is_text & (token == eos_token_id))
-            if not unfinished.any() or step == max_new_tokens - 1:
+            if step == max_new_tokens - 1 or not bool(unfinished.any()):
                 break
-
-            step_embeds = torch.where(
-                is_visual[:, None], self.embed_visual(feature), self.get_input_embeddings()(token.clamp(min=0))
-            )
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, 1)], dim=1)
             hidden = self.text_backbone(
                 inputs_embeds=step_embeds[:, None],
-                attention_mask=attention_mask,
+                attention_mask=attention_mask[:, : prompt_length + step + 1],
                 position_ids=next_position[:, None],
                 cache=cache,
                 use_cache=True,
@@ -520,6 +531,28 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             pixel_values=pixel_values_out,
             has_image=has_image,
         )
+
+    def _generation_step(self, hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
+                         num_features, generated_features):
+        """One step of `generate` for a batch that mixes text and visual samples: the emitted token (the
+        `image_token_id` placeholder for visual samples) and the next input embedding; the predicted features of
+        recording samples are written into `generated_features` in place."""
+        config = self.config
+        has_forced = forced[:, 0] >= 0
+        if bool((is_visual | has_forced).all()):
+            token = forced[:, 0]
+        else:
+            token = torch.where(has_forced, forced[:, 0], self.get_output_embeddings()(hidden).argmax(-1))
+        token = torch.where(is_visual, config.image_token_id, torch.where(unfinished, token, pad_token_id))
+        feature = self.out_adapter(hidden.float())
+        slot = num_features.clamp(max=config.num_visual_tokens - 1)
+        if skip_features is not None:
+            feature = feature + skip_features[rows, slot]
+        generated_features[rows, slot] = torch.where(recording[:, None], feature, generated_features[rows, slot])
+        step_embeds = torch.where(
+            is_visual[:, None], self.embed_visual(feature), self.get_input_embeddings()(token.clamp(min=0))
+        )
+        return token, step_embeds
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -230,3 +230,22 @@ def test_visual_skip_connection_starts_at_mae_reconstruction():
     train_batch = processor(images=random_images(2), targets=random_images(2, seed=1))
     losses = train_steps(model, train_batch, steps=10, lr=1e-2)
     assert losses[-1][1] < losses[0][1]
+
+
+def test_gradient_checkpointing_reaches_the_frozen_llm():
+    model, processor = build_tiny()
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    model.train()
+    assert not model.language_model.training  # frozen LLM stays in eval mode by default
+    reference = model(**batch).loss
+    reference.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    model.language_model.activation_checkpointing_enable({"use_reentrant": False})
+    model.train()
+    assert model.language_model.training and not model.vision_model.training
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.allclose(loss, reference, atol=1e-6)
+    for name, grad in grads.items():
+        assert torch.allclose(model.get_parameter(name).grad, grad, atol=1e-6), name
