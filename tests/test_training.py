@@ -222,3 +222,54 @@ def test_lpips_unavailable_is_a_clear_error(monkeypatch):
     model, _ = build_tiny()
     with pytest.raises(RuntimeError, match="LPIPS needs the optional `lpips` package.*lpips_weight=0"):
         train_vision_module(model.vision_model, torch.rand(4, 3, 32, 32), lpips_weight=1.0, steps=1)
+
+
+KILLED_RUN = """
+import pathlib, sys, time
+sys.path.insert(0, {tests!r})
+from test_training import make_trainer
+from processing.data import bundled_corpus
+from trainers import LM4LVTrainer
+
+out = pathlib.Path({out!r})
+original = LM4LVTrainer._save_optimizer_and_scheduler
+
+def slow_save(self, output_dir):  # the step-6 checkpoint hangs halfway (weights written, optimizer not yet)
+    if self.state.global_step == 6:
+        (out / "saving").touch()
+        time.sleep(600)
+    return original(self, output_dir)
+
+LM4LVTrainer._save_optimizer_and_scheduler = slow_save
+make_trainer(bundled_corpus()["train"].select(range(48)), out).train()
+"""
+
+
+def test_sigkill_mid_save_keeps_previous_checkpoint_and_resume_matches(crops, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    out.mkdir()
+    script = KILLED_RUN.format(tests=os.path.dirname(os.path.abspath(__file__)), out=str(out))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "saving").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before the hanging save"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-3"]
+    assert (out / LM4LVTrainer.staging_dir_name / "checkpoint-6" / "model.safetensors").exists()  # half-written
+    fresh, _ = build_tiny(task_names=("denoise", "deblur"))
+    fresh.load_trainable_weights(str(out / "checkpoint-3" / "model.safetensors"))  # still complete and loadable
+
+    resumed = make_trainer(crops, out)
+    resumed.train(resume_from_checkpoint=True)  # picks checkpoint-3, never the staging folder
+    full = make_trainer(crops, tmp_path / "full")
+    full.train()
+    for name, tensor in full.model.trainable_state_dict().items():
+        assert torch.allclose(tensor, resumed.model.trainable_state_dict()[name], atol=1e-6), name
+    assert not (out / LM4LVTrainer.staging_dir_name).exists()

@@ -1,11 +1,13 @@
 """`transformers.Trainer` for LM4LV: logs the text and vision losses apart, checkpoints trainable weights only."""
 
 import os
+import shutil
 
 from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, TRAINABLE_WEIGHTS_FORMAT
 
@@ -34,8 +36,13 @@ class LM4LVTrainer(Trainer):
 
     - logs `text_loss` and `vision_loss` (averaged over the logging interval) next to `loss`;
     - saves checkpoints as trainable weights only (safetensors), with the config naming the base models;
-    - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly.
+    - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly;
+    - writes each checkpoint atomically: everything goes to a staging folder that is renamed to `checkpoint-N` once
+      complete, so a run killed mid-save leaves the previous checkpoints intact and `resume_from_checkpoint=True`
+      never picks a half-written one.
     """
+
+    staging_dir_name = ".checkpoint-staging"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -61,6 +68,29 @@ class LM4LVTrainer(Trainer):
             self._loss_sums = dict.fromkeys(self._loss_sums, 0.0)
             self._loss_count = 0
         super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, self.staging_dir_name)
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        output_dir, save_total_limit = self.args.output_dir, self.args.save_total_limit
+        self.args.output_dir, self.args.save_total_limit = staging, None  # the parent writes into the staging folder
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir, self.args.save_total_limit = output_dir, save_total_limit
+        if not self.args.should_save:
+            return
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final = os.path.join(run_dir, name)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(os.path.join(staging, name), final)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging):
+            self.state.best_model_checkpoint = final
+        rotate_checkpoints(output_dir=run_dir, save_total_limit=save_total_limit,
+                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = model if model is not None else self.model
