@@ -273,3 +273,41 @@ def test_sigkill_mid_save_keeps_previous_checkpoint_and_resume_matches(crops, tm
     for name, tensor in full.model.trainable_state_dict().items():
         assert torch.allclose(tensor, resumed.model.trainable_state_dict()[name], atol=1e-6), name
     assert not (out / LM4LVTrainer.staging_dir_name).exists()
+
+
+FAILING_WORKER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_training import make_trainer
+from processing.data import bundled_corpus
+
+trainer = make_trainer(bundled_corpus()["train"].select(range(48)), {out!r}, max_steps=20)
+collate = trainer.data_collator
+calls = []
+
+def failing_collator(examples):
+    calls.append(1)
+    if os.environ.get("RANK") == "1" and len(calls) == 3:
+        raise RuntimeError("worker 1 hit a corrupt batch")
+    return collate(examples)
+
+trainer.data_collator = failing_collator
+trainer.train()
+"""
+
+
+def test_two_process_training_fails_fast_when_one_worker_raises(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "failing_worker.py"
+    script.write_text(FAILING_WORKER.format(tests=os.path.dirname(os.path.abspath(__file__)),
+                                            out=str(tmp_path / "out")))
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
+                          "cpu_2proc.yaml")
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([launcher, "launch", "--config_file", config, str(script)], env=env, timeout=300,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "worker 1 hit a corrupt batch" in result.stdout + result.stderr
