@@ -124,7 +124,8 @@ def train_vision_module(
     vision_model.train()
     losses, start, step = [], time.time(), 0
     try:
-        with tqdm(total=steps, desc=f"MAE training ({mode})", disable=not progress) as bar:
+        total = None if time_budget_s else steps  # a time budget ends training at an unknown step
+        with tqdm(total=total, desc=f"MAE training ({mode})", disable=not progress) as bar:
             while step < steps:
                 for batch in loader:
                     for group in optimizer.param_groups:
