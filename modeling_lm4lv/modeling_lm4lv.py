@@ -601,9 +601,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         """
         llm, vision = kwargs.pop("llm", None), kwargs.pop("vision", None)
         weights_file = resolve_weights_file(pretrained_model_name_or_path, kwargs)
-        with safe_open(weights_file, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        if metadata.get("lm4lv") != TRAINABLE_WEIGHTS_FORMAT:
+        if not is_trainable_only(weights_file):
             kwargs["use_safetensors"] = True
             model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
             model.freeze_base_models()  # loading replaces parameters, which resets requires_grad
@@ -640,6 +638,12 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             missing = set(self.trainable_state_dict()) - set(handle.keys())
         if missing:
             raise ValueError(f"{weights_file} lacks trainable parameters {sorted(missing)}")
+
+
+def is_trainable_only(weights_file: str) -> bool:
+    """Whether a safetensors file is an LM4LV trainable-only checkpoint (adapters and task tokens)."""
+    with safe_open(weights_file, framework="pt") as handle:
+        return (handle.metadata() or {}).get("lm4lv") == TRAINABLE_WEIGHTS_FORMAT
 
 
 def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:

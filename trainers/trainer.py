@@ -9,7 +9,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, TRAINABLE_WEIGHTS_FORMAT
+from modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, is_trainable_only
 
 
 @dataclass
@@ -95,17 +95,10 @@ class LM4LVTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = model if model is not None else self.model
         weights_file = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
-        if os.path.isfile(weights_file) and _is_trainable_only(weights_file):
+        if os.path.isfile(weights_file) and is_trainable_only(weights_file):
             self.accelerator.unwrap_model(model).load_trainable_weights(weights_file)
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-
-def _is_trainable_only(weights_file: str) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(weights_file, framework="pt") as handle:
-        return (handle.metadata() or {}).get("lm4lv") == TRAINABLE_WEIGHTS_FORMAT
 
 
 __all__ = ["LM4LVTrainer", "LM4LVTrainingArguments"]
