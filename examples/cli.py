@@ -1,4 +1,4 @@
-"""`lm4lv` command line: demo, train, evaluate, restore, mae-finetune, degradations."""
+"""`lm4lv` command line: demo, train, evaluate, ablate, restore, mae-finetune, degradations."""
 
 import argparse
 import sys
@@ -7,6 +7,7 @@ COMMANDS = {
     "demo": ("examples.demo", "Offline end-to-end job: SmolLM2 + a small MAE, train and evaluate vs MAE-r."),
     "train": ("examples.run_restoration", "Train adapters + task tokens with transformers.Trainer."),
     "evaluate": ("examples.evaluate_restoration", "Score a checkpoint against MAE-r: tables, JSON, grids."),
+    "ablate": ("examples.run_ablation", "The paper's baselines and ablations x tasks: one comparison table."),
     "restore": ("examples.restore", "Restore an image of any size (tiles with overlap and blending)."),
     "mae-finetune": ("examples.run_mae_finetune", "Train a ViT-MAE (decoder only, or from scratch)."),
     "degradations": ("examples.degradation_grid", "Write a PNG grid of every task's degradations."),

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, ViTMAEConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, ViTMAEConfig
 
-from examples.run_restoration import DataArguments, ModelArguments, train
+from examples.run_restoration import DataArguments, ModelArguments, random_init_llm, train, write_folder_atomically
 from modeling_lm4lv import MAEVisionModule
 from processing.data import bundled_corpus, materialize_eval_set, to_tensor
 from trainers import LM4LVTrainingArguments
@@ -73,12 +73,11 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
-def write_folder_atomically(path: str, write):
-    """Call `write(tmp_folder)`, then rename the folder onto `path`: a killed run never leaves half a cache."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    os.replace(tmp, path)
+def default_cache_dir() -> str:
+    """`$LM4LV_CACHE`, else `~/.cache/lm4lv` (created): where the offline default's converted and trained models live."""
+    cache_dir = os.environ.get("LM4LV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm4lv")
+    os.makedirs(cache_dir, exist_ok=True)
+    return cache_dir
 
 
 def prepare_smollm2(cache_dir: str) -> str:
@@ -143,21 +142,6 @@ def prepare_mae(cache_dir: str, minutes: float, corpus_train, corpus_validation)
     return target, info
 
 
-def prepare_random_llm(cache_dir: str, llm_path: str) -> str:
-    """A LLaMA of SmolLM2's shape with random weights (seed 0), and SmolLM2's tokenizer."""
-    target = os.path.join(cache_dir, "smollm2-135m-random-init")
-    if os.path.exists(os.path.join(target, "model.safetensors")):
-        return target
-
-    def write(folder):
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(llm_path)).save_pretrained(folder)
-        AutoTokenizer.from_pretrained(llm_path).save_pretrained(folder)
-
-    write_folder_atomically(target, write)
-    return target
-
-
 def train_lm4lv(llm: str, vision: str, output_dir: str, minutes: float, profile: Profile) -> dict:
     """Train LM4LV on denoising for a time budget; returns the trainer and a summary."""
     model_args = ModelArguments(llm=llm, vision=vision)
@@ -182,8 +166,7 @@ def estimate_steps(minutes: float, seconds_per_step: float = 0.8) -> int:
 def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", cache_dir: str | None = None) -> str:
     """Run the whole job; returns the path of `report.md`."""
     profile = PROFILES[profile_name]
-    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "lm4lv")
-    os.makedirs(cache_dir, exist_ok=True)
+    cache_dir = cache_dir or default_cache_dir()
     os.makedirs(output_dir, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     timings, start = {}, time.time()
@@ -212,7 +195,7 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     trainer, lm4lv_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_minutes, profile)
     timings["LM4LV training"] = time.time() - step
     step = time.time()
-    random_llm = prepare_random_llm(cache_dir, llm)
+    random_llm = random_init_llm(llm, os.path.join(cache_dir, "smollm2-135m-random-init"))
     random_trainer, random_info = train_lm4lv(random_llm, vision, os.path.join(output_dir, "random_llm"),
                                               profile.random_llm_minutes, profile)
     timings["random-init LLM training"] = time.time() - step

@@ -11,10 +11,16 @@ import os
 
 import datasets
 
-from modeling_lm4lv import LM4LVForConditionalGeneration
 from processing import LM4LVProcessor
 from processing.data import load_image_dataset, materialize_eval_set
-from trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
+from trainers.evaluation import (
+    evaluate_restoration,
+    load_restoration_model,
+    mae_reconstruct,
+    restore,
+    results_markdown,
+    write_results,
+)
 
 
 def main(argv=None):
@@ -32,7 +38,7 @@ def main(argv=None):
     parser.add_argument("--vision", default=None, help="Override the vision module location.")
     args = parser.parse_args(argv)
 
-    model = LM4LVForConditionalGeneration.from_pretrained(args.model, llm=args.llm, vision=args.vision).eval()
+    model = load_restoration_model(args.model, llm=args.llm, vision=args.vision).eval()
     processor = LM4LVProcessor.from_pretrained(args.model)
     tasks = args.task.split(",") if args.task else model.config.task_names
     if args.eval_set:

@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_lm4lv import LM4LVConfig
+from .configuration_lm4lv import DiffusersAutoencoderConfig, LM4LVConfig
 from .modeling_lm4lv import (
     LM4LVCausalLMOutput,
     LM4LVForConditionalGeneration,
@@ -10,10 +10,14 @@ from .modeling_lm4lv import (
     LM4LVPreTrainedModel,
     export_remote_code,
 )
-from .vision import MAEVisionModule
+from .modeling_experts import LM4LVExpertConfig, LM4LVExpertModel
+from .vision import DiffusersVisionModule, MAEVisionModule, load_vision_module, vision_module_from_config
 
 AutoConfig.register("lm4lv", LM4LVConfig, exist_ok=True)
+AutoConfig.register("lm4lv_diffusers_autoencoder", DiffusersAutoencoderConfig, exist_ok=True)
+AutoConfig.register("lm4lv_expert", LM4LVExpertConfig, exist_ok=True)
 AutoModel.register(LM4LVConfig, LM4LVForConditionalGeneration, exist_ok=True)
+AutoModel.register(LM4LVExpertConfig, LM4LVExpertModel, exist_ok=True)
 
 __all__ = [
     "LM4LVConfig",
@@ -21,6 +25,12 @@ __all__ = [
     "LM4LVPreTrainedModel",
     "LM4LVCausalLMOutput",
     "LM4LVGenerateOutput",
+    "LM4LVExpertConfig",
+    "LM4LVExpertModel",
     "MAEVisionModule",
+    "DiffusersAutoencoderConfig",
+    "DiffusersVisionModule",
+    "load_vision_module",
+    "vision_module_from_config",
     "export_remote_code",
 ]

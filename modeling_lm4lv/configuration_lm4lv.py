@@ -13,15 +13,20 @@ class LM4LVConfig(PreTrainedConfig):
     Args:
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Config of the causal LM (any model that `AutoModelForCausalLM` builds). Defaults to a LLaMA config.
-        vision_config (`dict` or `ViTMAEConfig`, *optional*):
-            Config of the ViT-MAE vision module. Its `mask_ratio` is forced to 0 (every patch is kept, in order).
+        vision_config (`dict`, `ViTMAEConfig` or [`DiffusersAutoencoderConfig`], *optional*):
+            Config of the vision module: a ViT-MAE (the default; its `mask_ratio` is forced to 0, every patch is
+            kept, in order) or a diffusers autoencoder.
         task_names (`list[str]`, *optional*, defaults to `["denoise"]`):
             Names of the tasks; each gets its own `task_token_length` trainable embeddings, adapters are shared.
         task_token_length (`int`, *optional*, defaults to 10):
             Number of task tokens per task.
         task_token_init (`str`, *optional*, defaults to `"zeros"`):
-            Initialisation of the task tokens: `"zeros"` (the authors' choice) or `"random"` (normal, std of the
-            LLM's `initializer_range`).
+            Initialisation of the task tokens: `"zeros"` (the authors' choice), `"random"` (normal, std of the
+            LLM's `initializer_range`) or `"text"` (the LLM's embeddings of `task_token_init_text`, repeated or cut to
+            `task_token_length`, like peft's `PromptTuningInit.TEXT`; applied by `from_base_models`, which has the
+            tokenizer).
+        task_token_init_text (`str`, *optional*):
+            The text for `task_token_init="text"`, e.g. `"remove the noise from this image"`.
         vision_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the MSE on visual positions in `loss = text_loss + vision_loss_weight * vision_loss`.
         visual_skip_connection (`bool`, *optional*, defaults to `False`):
@@ -29,6 +34,18 @@ class LM4LVConfig(PreTrainedConfig):
             visual feature is `input feature + out_adapter(hidden)`, where the input feature is the degraded image's
             feature at the same position, and `out_adapter` starts at zero, so an untrained model reproduces MAE-r.
             Needs exactly one input image per prompt. Off by default (the paper's method).
+        generation_mode (`str`, *optional*, defaults to `"autoregressive"`):
+            `"autoregressive"` (the paper's method) or `"parallel"`, the paper's "ViT-LLM" ablation: the prompt (degraded
+            image and task tokens, no answer) goes through the LLM in ONE forward pass with no causal mask and no
+            positional information (all position ids 0, i.e. a rotation by angle 0 for rotary models), and the
+            restored features are read at the degraded image's own positions.
+        lora_r (`int`, *optional*, defaults to 0):
+            Rank of optional LoRA adapters on the LLM (through peft); 0 (the paper) keeps the LLM entirely frozen.
+        lora_alpha (`int`, *optional*, defaults to 16):
+            LoRA scaling numerator (`scale = lora_alpha / lora_r`).
+        lora_target_modules (`list[str]`, *optional*):
+            Module names that get LoRA adapters; default: peft's choice for the LLM's architecture (e.g. `q_proj`
+            and `v_proj` for LLaMA).
         image_start_text (`str`, *optional*, defaults to `"<Img>"`):
             Plain text (tokenised like any words) that opens a run of visual tokens.
         image_end_text (`str`, *optional*, defaults to `"</Img>"`):
@@ -79,8 +96,13 @@ class LM4LVConfig(PreTrainedConfig):
     task_names: list[str] | None = None
     task_token_length: int = 10
     task_token_init: str = "zeros"
+    task_token_init_text: str | None = None
     vision_loss_weight: float = 1.0
     visual_skip_connection: bool = False
+    generation_mode: str = "autoregressive"
+    lora_r: int = 0
+    lora_alpha: int = 16
+    lora_target_modules: list[str] | None = None
     image_start_text: str = "<Img>"
     image_end_text: str = "</Img>"
     image_start_token_ids: list[int] | None = None
@@ -98,7 +120,8 @@ class LM4LVConfig(PreTrainedConfig):
         self.task_names = list(self.task_names)
         # An MAE is used here as an autoencoder: every patch kept, in order. `random_masking` reads the ratio at
         # every call, so it must be 0 on the config the vision module holds.
-        self.vision_config.mask_ratio = 0.0
+        if self.vision_config.model_type == "vit_mae":
+            self.vision_config.mask_ratio = 0.0
         self.validate_lm4lv()
 
     def validate_lm4lv(self):
@@ -107,8 +130,14 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"task_token_length must be >= 1, got {self.task_token_length}")
         if not self.task_names or len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names must be a non-empty list of distinct names, got {self.task_names}")
-        if self.task_token_init not in ("zeros", "random"):
-            raise ValueError(f"task_token_init must be 'zeros' or 'random', got {self.task_token_init!r}")
+        if self.task_token_init not in ("zeros", "random", "text"):
+            raise ValueError(f"task_token_init must be 'zeros', 'random' or 'text', got {self.task_token_init!r}")
+        if self.task_token_init == "text" and not self.task_token_init_text:
+            raise ValueError("task_token_init='text' needs task_token_init_text")
+        if self.generation_mode not in ("autoregressive", "parallel"):
+            raise ValueError(f"generation_mode must be 'autoregressive' or 'parallel', got {self.generation_mode!r}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.vision_loss_weight < 0:
             raise ValueError(f"vision_loss_weight must be >= 0, got {self.vision_loss_weight}")
         if self.image_token_id >= 0 or self.task_token_id >= 0 or self.image_token_id == self.task_token_id:
@@ -127,7 +156,10 @@ class LM4LVConfig(PreTrainedConfig):
 
     @property
     def num_visual_tokens(self) -> int:
-        """Visual tokens per image: one per patch plus the CLS token (197 for a 224x224, patch-16 MAE)."""
+        """Visual tokens per image: for a ViT-MAE one per patch plus the CLS token (197 for a 224x224, patch-16 MAE);
+        other vision configs say it themselves."""
+        if hasattr(self.vision_config, "num_visual_tokens"):
+            return self.vision_config.num_visual_tokens
         image_size = self.vision_config.image_size
         height, width = image_size if isinstance(image_size, (list, tuple)) else (image_size, image_size)
         return (height // self.vision_config.patch_size) * (width // self.vision_config.patch_size) + 1
@@ -139,4 +171,52 @@ class LM4LVConfig(PreTrainedConfig):
         return self.task_names.index(task)
 
 
-__all__ = ["LM4LVConfig"]
+class DiffusersAutoencoderConfig(PreTrainedConfig):
+    r"""
+    Config of a vision module built from a diffusers autoencoder (`AutoencoderKL` or `VQModel`): the encoder's
+    latent at each spatial position is one visual token (no CLS token), the decoder turns latents back into pixels.
+
+    Args:
+        autoencoder_class (`str`, *optional*, defaults to `"AutoencoderKL"`): `"AutoencoderKL"` (features = the mode
+            of the latent distribution) or `"VQModel"` (features = the latents before quantisation; the decoder
+            quantises).
+        autoencoder_config (`dict`, *optional*): The diffusers model's own config (`AutoencoderKL.load_config(...)`).
+        image_size (`int`, *optional*, defaults to 32): Input height and width.
+        num_channels (`int`, *optional*, defaults to 3): Image channels.
+        image_mean, image_std (`list[float]`, *optional*, default to 0.5): The processor's normalisation; 0.5 / 0.5
+            maps [0, 1] to the [-1, 1] range diffusers autoencoders work in.
+    """
+
+    model_type = "lm4lv_diffusers_autoencoder"
+
+    autoencoder_class: str = "AutoencoderKL"
+    autoencoder_config: dict | None = None
+    image_size: int = 32
+    num_channels: int = 3
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.autoencoder_class not in ("AutoencoderKL", "VQModel"):
+            raise ValueError(f"autoencoder_class must be 'AutoencoderKL' or 'VQModel', got {self.autoencoder_class!r}")
+        self.autoencoder_config = dict(self.autoencoder_config or {})
+        self.image_mean = list(self.image_mean or [0.5] * self.num_channels)
+        self.image_std = list(self.image_std or [0.5] * self.num_channels)
+
+    @property
+    def patch_size(self) -> int:
+        """Downsampling factor of the encoder: one visual token per `patch_size` x `patch_size` pixels."""
+        return 2 ** (len(self.autoencoder_config.get("block_out_channels", [64])) - 1)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of one visual token: the latent channels."""
+        return self.autoencoder_config.get("latent_channels", 4)
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+__all__ = ["LM4LVConfig", "DiffusersAutoencoderConfig"]

@@ -11,10 +11,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from .configuration_lm4lv import LM4LVConfig
-from .vision import MAEVisionModule
+from .vision import load_vision_module, vision_module_from_config
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
@@ -87,10 +88,10 @@ class LM4LVPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         std = getattr(self.config.text_config, "initializer_range", 0.02)
         if isinstance(module, LM4LVForConditionalGeneration):
-            if self.config.task_token_init == "zeros":
-                nn.init.zeros_(module.task_prompt_embeddings)
-            else:
+            if self.config.task_token_init == "random":
                 nn.init.normal_(module.task_prompt_embeddings, std=std)
+            else:  # "zeros", and the placeholder for "text" until from_base_models has the tokenizer
+                nn.init.zeros_(module.task_prompt_embeddings)
         elif isinstance(module, nn.Linear):
             if module is getattr(self, "out_adapter", None) and self.config.visual_skip_connection:
                 nn.init.zeros_(module.weight)  # with the skip connection an untrained model reproduces MAE-r
@@ -103,7 +104,8 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
     r"""
     LM4LV: a frozen causal LM that reads and writes continuous MAE features.
 
-    Sequence format (the authors' template, with `<Img>`/`</Img>` as ordinary text):
+    Sequence format (the authors' template, with `<Img>`/`</Img>` as ordinary text; with
+    `config.generation_mode="parallel"` only the prompt, up to `### Assistant:`, is used):
 
         <bos>### Human: <Img>[LQ visual tokens]</Img>[task tokens]
         ### Assistant: <Img>[HQ visual tokens]</Img>
@@ -123,7 +125,9 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
     def __init__(self, config: LM4LVConfig):
         super().__init__(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.vision_model = MAEVisionModule(config.vision_config)
+        if config.lora_r:
+            self.add_lora_adapters()
+        self.vision_model = vision_module_from_config(config.vision_config)
         self.in_adapter = nn.Linear(config.vision_hidden_size, config.text_config.hidden_size)
         self.out_adapter = nn.Linear(config.text_config.hidden_size, config.vision_hidden_size)
         self.task_prompt_embeddings = nn.Parameter(
@@ -151,8 +155,8 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
 
         Args:
             llm (`str`): Hub id or local folder of any causal LM that `AutoModelForCausalLM` loads.
-            vision (`str`): Hub id or local folder of a ViT-MAE checkpoint (ideally with a decoder fine-tuned for
-                unmasked reconstruction).
+            vision (`str`): Hub id or local folder of a vision module: a ViT-MAE checkpoint (ideally with a decoder
+                fine-tuned for unmasked reconstruction) or a diffusers-autoencoder folder written by this package.
             task_names (`list[str]`, *optional*): Tasks to create task tokens for (ignored when `config` is given).
             config ([`LM4LVConfig`], *optional*): Config to use (e.g. from a trainable-only checkpoint); its
                 sub-configs must match the loaded models' shapes.
@@ -163,7 +167,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         """
         llm_kwargs = dict(llm_kwargs or {})
         language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **llm_kwargs)
-        vision_model = MAEVisionModule.from_pretrained(vision)
+        vision_model = load_vision_module(vision)
         tokenizer = AutoTokenizer.from_pretrained(llm, **{k: v for k, v in llm_kwargs.items() if k == "gguf_file"})
         if config is None:
             config = LM4LVConfig(
@@ -181,20 +185,71 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         with torch.device("meta"):
             model = cls(config)
         model.language_model = language_model
+        if config.lora_r:
+            model.add_lora_adapters()
         model.vision_model = vision_model
         for module in (model.in_adapter, model.out_adapter):
             module.to_empty(device="cpu")
             model._init_weights(module)
         model.task_prompt_embeddings = nn.Parameter(torch.empty_like(model.task_prompt_embeddings, device="cpu"))
         model._init_weights(model)
+        if config.task_token_init == "text":
+            model.init_task_tokens_from_text(tokenizer, config.task_token_init_text)
         model.freeze_base_models()
         return model.to(language_model.device)
 
     def freeze_base_models(self):
-        """Freeze the LLM and the vision module; only the adapters and task tokens require grad."""
+        """Freeze the LLM and the vision module; only the adapters and task tokens (and LoRA adapters, when
+        `config.lora_r > 0`) require grad."""
         for module in (self.language_model, self.vision_model):
             module.requires_grad_(False)
             module.eval()
+        for name, param in self.language_model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(True)
+
+    @torch.no_grad()
+    def init_task_tokens_from_text(self, tokenizer, text: str):
+        """Set every task's tokens to the LLM's input embeddings of `text`'s tokens, repeated or cut to
+        `task_token_length` (peft's `PromptTuningInit.TEXT`)."""
+        token_ids = tokenizer.encode(text, add_special_tokens=False)
+        if not token_ids:
+            raise ValueError(f"task_token_init_text {text!r} has no tokens")
+        length = self.config.task_token_length
+        token_ids = (token_ids * (length // len(token_ids) + 1))[:length]
+        embeddings = self.get_input_embeddings()(torch.tensor(token_ids, device=self.task_prompt_embeddings.device))
+        self.task_prompt_embeddings.copy_(embeddings.float().expand_as(self.task_prompt_embeddings))
+
+    def add_lora_adapters(self):
+        """Inject LoRA adapters (rank `config.lora_r`) into the LLM in place, through peft. An extension: the paper
+        keeps the LLM entirely frozen (`lora_r=0`)."""
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError as error:
+            raise ImportError("lora_r > 0 needs peft: pip install peft") from error
+        lora_config = LoraConfig(
+            r=self.config.lora_r,
+            lora_alpha=self.config.lora_alpha,
+            target_modules=self.config.lora_target_modules,
+            lora_dropout=0.0,
+        )
+        self.language_model = inject_adapter_in_model(lora_config, self.language_model)
+
+    @torch.no_grad()
+    def merge_lora_adapters(self):
+        """Fold the LoRA adapters into the LLM's weights for inference (no extra matmuls). The merged LLM differs
+        from the base LLM, so the model can then only be saved with `save_full=True`."""
+        from peft.tuners.lora import LoraLayer
+
+        if not self.config.lora_r:
+            raise ValueError("This model has no LoRA adapters (config.lora_r is 0)")
+        for name, module in list(self.language_model.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent_name, _, child_name = name.rpartition(".")
+                setattr(self.language_model.get_submodule(parent_name), child_name, module.get_base_layer())
+        self.config.lora_r = 0
+        self.lora_merged = True
 
     def train(self, mode: bool = True):
         """Set training mode on the trainable parts. The frozen vision module always stays in eval mode, and so does
@@ -321,6 +376,8 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         >>> out = model(**batch)
         >>> out.loss.backward()
         ```"""
+        if self.config.generation_mode == "parallel":
+            return self._parallel_forward(input_ids, attention_mask, pixel_values, target_pixel_values, task_ids)[0]
         input_features = target_features = None
         if pixel_values is not None and target_pixel_values is not None:  # one vision pass for both images
             input_features, target_features = self.encode_images(
@@ -374,6 +431,39 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             loss=loss, text_loss=text_loss, vision_loss=vision_loss, last_hidden_state=hidden_states
         )
 
+    def _parallel_forward(self, input_ids, attention_mask, pixel_values, target_pixel_values, task_ids):
+        """The "ViT-LLM" ablation: one bidirectional, position-free pass over the prompt; restored features are read
+        at the degraded image's positions. Returns the output and the predicted features."""
+        if pixel_values is None:
+            raise ValueError("generation_mode='parallel' needs pixel_values (the degraded images)")
+        images = pixel_values if target_pixel_values is None else torch.cat([pixel_values, target_pixel_values])
+        input_features, *targets = self.encode_images(images).split(pixel_values.shape[0])
+        inputs_embeds = self.build_inputs_embeds(input_ids, input_features, task_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        full_attention = create_bidirectional_mask(
+            config=self.language_model.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            allow_is_bidirectional_skip=False,
+        )
+        hidden_states = self.text_backbone(
+            inputs_embeds=inputs_embeds,
+            attention_mask=full_attention,
+            position_ids=torch.zeros_like(input_ids),
+            use_cache=False,
+        ).last_hidden_state
+        image_states = hidden_states[input_ids == self.config.image_token_id].view(*input_features.shape[:2], -1)
+        predicted = self.out_adapter(image_states.float())
+        if self.config.visual_skip_connection:
+            predicted = predicted + input_features
+        output = LM4LVCausalLMOutput(last_hidden_state=hidden_states)
+        if targets:
+            output.vision_loss = nn.functional.mse_loss(predicted, targets[0])
+            output.text_loss = output.vision_loss.new_zeros(())
+            output.loss = self.config.vision_loss_weight * output.vision_loss
+        return output, predicted
+
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
@@ -408,12 +498,23 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             eos_token_id (`int`, *optional*): Stops a sample. Defaults to the LLM's generation config.
             pad_token_id (`int`, *optional*): Fills finished samples. Defaults to `eos_token_id` (or 0).
 
+        With `config.generation_mode="parallel"` (the "ViT-LLM" ablation) the image comes from one forward pass
+        instead and `sequences` is the prompt.
+
         Returns:
             [`LM4LVGenerateOutput`] with `sequences`, `visual_features`, `pixel_values` and `has_image`.
         """
         if kwargs:
             raise TypeError(f"generate() got unexpected arguments {sorted(kwargs)}")
         config = self.config
+        if config.generation_mode == "parallel":
+            _, features = self._parallel_forward(input_ids, attention_mask, pixel_values, None, task_ids)
+            return LM4LVGenerateOutput(
+                sequences=input_ids,
+                visual_features=features,
+                pixel_values=self.decode_features(features),
+                has_image=torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device),
+            )
         if not config.image_start_token_ids or not config.image_end_token_ids:
             raise ValueError(
                 "config.image_start_token_ids / image_end_token_ids are not set: build the model with "
@@ -575,6 +676,11 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         """
         if save_full:
             return super().save_pretrained(save_directory, **kwargs)
+        if getattr(self, "lora_merged", False):
+            raise ValueError(
+                "LoRA adapters were merged into the LLM, which no longer equals the base LLM the config names; save "
+                "with save_full=True"
+            )
         if not kwargs.get("is_main_process", True):
             return
         os.makedirs(save_directory, exist_ok=True)

@@ -7,11 +7,25 @@ Every vision module offers the same small interface:
   normalisation (the same space as the input `pixel_values`).
 
 The default is a Masked Autoencoder used WITHOUT masking: every patch is kept, in order, so the features are the
-CLS token plus one token per patch after the encoder's final LayerNorm.
+CLS token plus one token per patch after the encoder's final LayerNorm. A diffusers autoencoder (`AutoencoderKL`,
+`VQModel`) is the alternative: one token per latent position. `vision_module_from_config` and `load_vision_module`
+pick the class from the config's `model_type`.
 """
 
 import torch
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import AutoConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPreTraining
+
+from .configuration_lm4lv import DiffusersAutoencoderConfig
+
+
+def check_image_shape(pixel_values: torch.Tensor, num_channels: int, image_size: tuple[int, int]):
+    """Raise a `ValueError` unless `pixel_values` is `(batch, num_channels, *image_size)`."""
+    expected = (num_channels, *image_size)
+    if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
+        raise ValueError(
+            f"pixel_values must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) to match the "
+            f"vision config, got {tuple(pixel_values.shape)}"
+        )
 
 
 class MAEVisionModule(ViTMAEForPreTraining):
@@ -38,12 +52,7 @@ class MAEVisionModule(ViTMAEForPreTraining):
 
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Encode normalised images `(B, C, H, W)` into `(B, 1 + num_patches, hidden_size)` features."""
-        expected = (self.config.num_channels, *self.image_size)
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) to match the "
-                f"vision config, got {tuple(pixel_values.shape)}"
-            )
+        check_image_shape(pixel_values, self.config.num_channels, self.image_size)
         if self.config.mask_ratio != 0:
             raise ValueError(f"vision_config.mask_ratio must be 0 for LM4LV, got {self.config.mask_ratio}")
         noise = self._identity_order(pixel_values.shape[0], pixel_values.device)
@@ -72,5 +81,91 @@ class MAEVisionModule(ViTMAEForPreTraining):
         """Encode then decode with no processing in between: the MAE-r baseline."""
         return self.decode(self.encode(pixel_values))
 
+    def encoder_modules(self) -> list[torch.nn.Module]:
+        """The modules that produce the features (frozen by decoder-only fine-tuning)."""
+        return [self.vit]
 
-__all__ = ["MAEVisionModule"]
+
+class DiffusersVisionModule(PreTrainedModel):
+    """A diffusers autoencoder (`AutoencoderKL` or `VQModel`) behind the vision-module interface: the latent at each
+    spatial position (row-major) is one visual token. Saved and loaded like any transformers model (safetensors);
+    the diffusers model is the `autoencoder` submodule. Needs `pip install diffusers` (imported on first use).
+    """
+
+    config_class = DiffusersAutoencoderConfig
+    base_model_prefix = "autoencoder"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: DiffusersAutoencoderConfig):
+        super().__init__(config)
+        try:
+            import diffusers
+        except ImportError as error:
+            raise ImportError("A diffusers vision module needs diffusers: pip install diffusers") from error
+        autoencoder_class = getattr(diffusers, config.autoencoder_class)
+        self.autoencoder = autoencoder_class.from_config(config.autoencoder_config)
+        self.post_init()
+
+    def _init_weights(self, module):
+        """Keep the diffusers modules' own initialisation."""
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.config.image_size, self.config.image_size)
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode normalised images `(B, C, H, W)` into `(B, latent positions, latent channels)` features."""
+        check_image_shape(pixel_values, self.config.num_channels, self.image_size)
+        pixel_values = pixel_values.to(next(self.autoencoder.parameters()).dtype)
+        encoded = self.autoencoder.encode(pixel_values)
+        latents = encoded.latent_dist.mode() if self.config.autoencoder_class == "AutoencoderKL" else encoded.latents
+        return latents.flatten(2).transpose(1, 2)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """Decode `(B, latent positions, latent channels)` features into normalised images `(B, C, H, W)`."""
+        side = self.config.image_size // self.config.patch_size
+        expected = (side * side, self.config.hidden_size)
+        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+            raise ValueError(f"features must have shape (batch, {expected[0]}, {expected[1]}), got {tuple(features.shape)}")
+        latents = features.transpose(1, 2).reshape(features.shape[0], expected[1], side, side)
+        latents = latents.to(next(self.autoencoder.parameters()).dtype)
+        return self.autoencoder.decode(latents).sample
+
+    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode then decode with no processing in between (the "MAE-r" baseline of this vision module)."""
+        return self.decode(self.encode(pixel_values))
+
+    def encoder_modules(self) -> list[torch.nn.Module]:
+        """The modules that produce the features (frozen by decoder-only fine-tuning)."""
+        return [m for m in (self.autoencoder.encoder, getattr(self.autoencoder, "quant_conv", None)) if m is not None]
+
+
+VISION_MODULE_CLASSES = {"vit_mae": MAEVisionModule, "lm4lv_diffusers_autoencoder": DiffusersVisionModule}
+
+
+def vision_module_class(model_type: str) -> type[PreTrainedModel]:
+    """The vision-module class for a vision config's `model_type`, with a clear error for others."""
+    if model_type not in VISION_MODULE_CLASSES:
+        raise ValueError(
+            f"No LM4LV vision module for model_type {model_type!r}; supported: {sorted(VISION_MODULE_CLASSES)}"
+        )
+    return VISION_MODULE_CLASSES[model_type]
+
+
+def vision_module_from_config(config) -> PreTrainedModel:
+    """A vision module with random weights for `config`."""
+    return vision_module_class(config.model_type)(config)
+
+
+def load_vision_module(name_or_path: str, **kwargs) -> PreTrainedModel:
+    """Load a pretrained vision module (ViT-MAE or diffusers autoencoder folder written by this package)."""
+    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    return vision_module_class(config.model_type).from_pretrained(name_or_path, config=config, **kwargs)
+
+
+__all__ = [
+    "MAEVisionModule",
+    "DiffusersVisionModule",
+    "vision_module_from_config",
+    "load_vision_module",
+]

@@ -47,6 +47,7 @@ class LM4LVProcessor(ProcessorMixin):
         human_prefix: str = "### Human: ",
         assistant_prefix: str = "\n### Assistant: ",
         answer_suffix: str = "\n###",
+        generation_mode: str = "autoregressive",
         chat_template=None,
         **kwargs,
     ):
@@ -60,11 +61,13 @@ class LM4LVProcessor(ProcessorMixin):
         self.human_prefix = human_prefix
         self.assistant_prefix = assistant_prefix
         self.answer_suffix = answer_suffix
+        self.generation_mode = generation_mode
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
     def from_config(cls, config, tokenizer, image_processor=None) -> "LM4LVProcessor":
-        """Processor matching an `LM4LVConfig`; defaults to a ViT-MAE image processor of the config's size."""
+        """Processor matching an `LM4LVConfig`; defaults to an image processor of the config's size with the vision
+        config's normalisation (ImageNet mean/std for a ViT-MAE)."""
         if image_processor is None:
             from transformers import ViTImageProcessorPil
 
@@ -72,8 +75,8 @@ class LM4LVProcessor(ProcessorMixin):
             height, width = size if isinstance(size, (list, tuple)) else (size, size)
             image_processor = ViTImageProcessorPil(
                 size={"height": height, "width": width},
-                image_mean=list(IMAGENET_DEFAULT_MEAN),
-                image_std=list(IMAGENET_DEFAULT_STD),
+                image_mean=list(getattr(config.vision_config, "image_mean", None) or IMAGENET_DEFAULT_MEAN),
+                image_std=list(getattr(config.vision_config, "image_std", None) or IMAGENET_DEFAULT_STD),
             )
         return cls(
             image_processor=image_processor,
@@ -85,6 +88,7 @@ class LM4LVProcessor(ProcessorMixin):
             task_token_id=config.task_token_id,
             image_start_text=config.image_start_text,
             image_end_text=config.image_end_text,
+            generation_mode=config.generation_mode,
         )
 
     # ------------------------------------------------------------------ template
@@ -221,7 +225,8 @@ class LM4LVProcessor(ProcessorMixin):
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask`, `pixel_values`, `task_ids`, and for training
             `target_pixel_values` and `labels` (answer token ids, `image_token_id` at target visual tokens,
-            -100 elsewhere).
+            -100 elsewhere). With `generation_mode="parallel"` a training batch is the prompt batch plus
+            `target_pixel_values` (no answer, no labels).
         """
         if return_tensors != "pt":
             raise ValueError(f"Only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -241,17 +246,21 @@ class LM4LVProcessor(ProcessorMixin):
             raise ValueError(f"Got {len(instructions)} instructions for {batch_size} images")
         prompts = [self.prompt_ids(instruction) for instruction in instructions]
         data = {"pixel_values": pixel_values, "task_ids": self.task_ids(task, batch_size)}
-        if targets is None:
+        if targets is None or self.generation_mode == "parallel":
             data.update(
                 input_ids=self._pad_left(prompts, self.pad_token_id),
                 attention_mask=self._pad_left([[1] * len(p) for p in prompts], 0),
             )
+        if targets is None:
             return BatchFeature(data=data)
         target_pixel_values = self.preprocess_images(targets)
         if target_pixel_values.shape != pixel_values.shape:
             raise ValueError(
                 f"targets {tuple(target_pixel_values.shape)} do not match images {tuple(pixel_values.shape)}"
             )
+        if self.generation_mode == "parallel":
+            data["target_pixel_values"] = target_pixel_values
+            return BatchFeature(data=data)
         answer = self.answer_ids()
         data.update(
             input_ids=self._pad_left([p + answer for p in prompts], self.pad_token_id),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -144,7 +145,6 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
 
 def run_training(command, tmp_path, name):
     import subprocess
-    import sys
 
     out = tmp_path / name
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
@@ -156,7 +156,6 @@ def run_training(command, tmp_path, name):
 
 def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
     """2 gloo processes x batch 2 follow the same loss curve as 1 process x batch 4 (same global batch)."""
-    import sys
 
     llm, vision = base_model_dirs
     common = ["-m", "examples.run_restoration", "--llm", llm, "--vision", vision, "--task", "denoise",
@@ -248,7 +247,6 @@ make_trainer(bundled_corpus()["train"].select(range(48)), out).train()
 def test_sigkill_mid_save_keeps_previous_checkpoint_and_resume_matches(crops, tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
     out = tmp_path / "killed"
@@ -298,7 +296,6 @@ trainer.train()
 
 def test_two_process_training_fails_fast_when_one_worker_raises(tmp_path):
     import subprocess
-    import sys
 
     script = tmp_path / "failing_worker.py"
     script.write_text(FAILING_WORKER.format(tests=os.path.dirname(os.path.abspath(__file__)),

@@ -9,11 +9,22 @@ import torch
 from tqdm.auto import tqdm
 
 import metrics
+from modeling_lm4lv import LM4LVExpertConfig, LM4LVExpertModel, LM4LVForConditionalGeneration
 from processing.data import to_tensor
 from processing.degradations import tensor_to_pil
 from processing.visualization import image_grid
 
 METRICS_DIR = os.path.dirname(os.path.abspath(metrics.__file__))
+
+
+def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None):
+    """An LM4LV checkpoint (any generation mode, trainable-only or full) or an expert baseline, by its config.
+    `llm` / `vision` override the base model locations an LM4LV checkpoint names."""
+    from transformers import AutoConfig
+
+    if isinstance(AutoConfig.from_pretrained(path), LM4LVExpertConfig):
+        return LM4LVExpertModel.from_pretrained(path)
+    return LM4LVForConditionalGeneration.from_pretrained(path, llm=llm, vision=vision)
 
 
 def load_metrics():
@@ -131,4 +142,4 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
     return paths
 
 
-__all__ = ["evaluate_restoration", "mae_reconstruct", "restore", "results_markdown", "write_results", "load_metrics"]
+__all__ = ["load_restoration_model", "evaluate_restoration", "mae_reconstruct", "restore", "results_markdown", "write_results", "load_metrics"]

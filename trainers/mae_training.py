@@ -13,8 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 from metrics import psnr, ssim
-from modeling_lm4lv import MAEVisionModule
 
 MODES = ("decoder", "autoencoder", "masked")
 
@@ -51,13 +52,23 @@ def unnormalise(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     return pixel_values * std + mean
 
 
-def set_trainable(vision_model: MAEVisionModule, mode: str):
+def normalisation_of(vision_model, mean=None, std=None) -> tuple:
+    """`(mean, std)`: the given values, else the vision config's (`image_mean`/`image_std`), else ImageNet's."""
+    mean = mean or getattr(vision_model.config, "image_mean", None) or IMAGENET_DEFAULT_MEAN
+    std = std or getattr(vision_model.config, "image_std", None) or IMAGENET_DEFAULT_STD
+    return tuple(mean), tuple(std)
+
+
+def set_trainable(vision_model, mode: str):
     """Freeze what `mode` keeps fixed: the encoder for `decoder`, nothing otherwise."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "masked" and not hasattr(vision_model.config, "mask_ratio"):
+        raise ValueError("mode='masked' (MAE pre-training) needs a ViT-MAE vision module")
     vision_model.requires_grad_(True)
     if mode == "decoder":
-        vision_model.vit.requires_grad_(False)
+        for module in vision_model.encoder_modules():
+            module.requires_grad_(False)
 
 
 def reconstruction_loss(vision_model, images, mode, mean, std, lpips_fn=None, lpips_weight=0.0):
@@ -73,7 +84,7 @@ def reconstruction_loss(vision_model, images, mode, mean, std, lpips_fn=None, lp
 
 
 def train_vision_module(
-    vision_model: MAEVisionModule,
+    vision_model,
     images: torch.Tensor,
     mode: str = "decoder",
     steps: int = 1000,
@@ -83,16 +94,16 @@ def train_vision_module(
     lpips_weight: float = 0.0,
     mask_ratio: float = 0.75,
     time_budget_s: float | None = None,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=None,
+    std=None,
     seed: int = 0,
     progress: bool = True,
 ) -> list[float]:
     r"""
-    Train (part of) a ViT-MAE for reconstruction; returns the loss of every step.
+    Train (part of) a vision module for reconstruction; returns the loss of every step.
 
     Args:
-        vision_model: The MAE to train in place.
+        vision_model: The vision module (ViT-MAE or diffusers autoencoder) to train in place.
         images (`torch.Tensor` of shape `(N, 3, H, W)` in [0, 1]): Training images at the MAE's input size.
         mode (`str`): `"decoder"` (encoder frozen, L1 [+ LPIPS]; the paper's fine-tune), `"autoencoder"` (both
             trained unmasked) or `"masked"` (classic MAE pre-training at `mask_ratio`).
@@ -100,9 +111,11 @@ def train_vision_module(
             warmup then cosine decay (over the time budget when that ends first).
         lpips_weight (`float`): Weight of LPIPS in the loss (1.0 gives the paper's MAE*); needs the `lpips` extra.
         time_budget_s (`float`, *optional*): Stop early after this many seconds.
-        mean, std: The image processor's normalisation.
+        mean, std: The image processor's normalisation (default: the vision config's, else ImageNet's).
     """
     set_trainable(vision_model, mode)
+    mean, std = normalisation_of(vision_model, mean, std)
+    is_mae = hasattr(vision_model.config, "mask_ratio")
     device = next(vision_model.parameters()).device
     lpips_fn = lpips_loss_fn(device) if lpips_weight else None
     parameters = [p for p in vision_model.parameters() if p.requires_grad]
@@ -120,12 +133,13 @@ def train_vision_module(
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, drop_last=len(images) > batch_size,
                         generator=generator)
-    vision_model.config.mask_ratio = mask_ratio if mode == "masked" else 0.0
+    if is_mae:
+        vision_model.config.mask_ratio = mask_ratio if mode == "masked" else 0.0
     vision_model.train()
     losses, start, step = [], time.time(), 0
     try:
         total = None if time_budget_s else steps  # a time budget ends training at an unknown step
-        with tqdm(total=total, desc=f"MAE training ({mode})", disable=not progress) as bar:
+        with tqdm(total=total, desc=f"Vision module training ({mode})", disable=not progress) as bar:
             while step < steps:
                 for batch in loader:
                     for group in optimizer.param_groups:
@@ -143,16 +157,19 @@ def train_vision_module(
                         steps = step
                         break
     finally:
-        vision_model.config.mask_ratio = 0.0
+        if is_mae:
+            vision_model.config.mask_ratio = 0.0
         vision_model.eval()
         vision_model.requires_grad_(False)
     return losses
 
 
 @torch.no_grad()
-def reconstruction_quality(vision_model, images: torch.Tensor, mean=(0.485, 0.456, 0.406),
-                           std=(0.229, 0.224, 0.225), batch_size: int = 64, crop_border: int = 4) -> dict:
-    """Mean PSNR/SSIM (BasicSR conventions) of the unmasked reconstruction of `images` (in [0, 1])."""
+def reconstruction_quality(vision_model, images: torch.Tensor, mean=None, std=None, batch_size: int = 64,
+                           crop_border: int = 4) -> dict:
+    """Mean PSNR/SSIM (BasicSR conventions) of the unmasked reconstruction of `images` (in [0, 1]): the identity
+    check of a vision module."""
+    mean, std = normalisation_of(vision_model, mean, std)
     device = next(vision_model.parameters()).device
     scores = {"psnr": [], "ssim": []}
     for start in range(0, len(images), batch_size):

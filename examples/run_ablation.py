@@ -1,0 +1,235 @@
+"""The paper's comparisons in one command: methods x tasks, trained and scored the same way, one table.
+
+    lm4lv ablate                                   # offline default: SmolLM2 + the demo's MAE, 3 tasks, 8 methods
+    lm4lv ablate --methods lm4lv,linear --tasks denoise --max_steps 500
+    lm4lv ablate --llm meta-llama/Llama-2-7b-chat-hf --vision facebook/vit-mae-large ...
+
+Every method is trained by `examples.run_restoration.train` (one model per task, as in the paper; same data, steps,
+batch and learning rate for all) and scored on the same fixed held-out evaluation set per task with PSNR/SSIM.
+Methods (`--methods`, comma-separated keys):
+
+    lm4lv            LM4LV: frozen LLM, adapters + task tokens (the paper)
+    linear           Linear only: one linear map from degraded to clean features, no LLM
+    mlp              2-layer MLP expert, about LM4LV's trainable-parameter count, no LLM
+    transformer      1-layer Transformer expert, about LM4LV's trainable-parameter count, no LLM
+    random_init_llm  LM4LV with a random-init LLM of the same architecture
+    vit_llm          "ViT-LLM": one pass, no causal mask, no positions, outputs read at the input positions
+    lora             LM4LV with LoRA r=8 on the LLM (an extension, not in the paper)
+    autoencoder_kl   LM4LV with a diffusers AutoencoderKL as the vision module instead of the MAE
+
+Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable parameters, training time) and one
+`grid_<task>.png` per task (degraded / MAE-r / each method / clean) into `--output_dir`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+from transformers import AutoConfig, set_seed
+
+from examples.run_restoration import DataArguments, ModelArguments, train, write_folder_atomically
+from modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, load_vision_module
+from processing.data import bundled_corpus, load_image_dataset, materialize_eval_set, to_tensor
+from processing.visualization import image_grid
+from trainers import LM4LVTrainingArguments
+from trainers.evaluation import evaluate_restoration, restore
+from trainers.mae_training import normalisation_of, reconstruction_quality, train_vision_module
+
+METHODS = {
+    "lm4lv": ("LM4LV", {}),
+    "linear": ("Linear only", {"method": "linear"}),
+    "mlp": ("2-layer MLP", {"method": "mlp"}),
+    "transformer": ("1-layer Transformer", {"method": "transformer"}),
+    "random_init_llm": ("Random-init LLM", {"method": "random_init_llm"}),
+    "vit_llm": ("ViT-LLM (no AR)", {"method": "vit_llm"}),
+    "lora": ("LoRA r=8", {"lora_r": 8}),
+    "autoencoder_kl": ("LM4LV + AutoencoderKL", {}),
+}
+
+# The offline default's AutoencoderKL: 32x32 images -> 4x4 latents of 64 channels (16 visual tokens; the MAE has 17)
+DEMO_AUTOENCODER_KL = dict(
+    in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[64, 128, 128, 128], layers_per_block=1,
+    latent_channels=64, norm_num_groups=32, sample_size=32,
+)
+
+
+def prepare_autoencoder_kl(cache_dir: str, minutes: float, train_images, validation_images) -> tuple[str, dict]:
+    """Local folder of the offline default's AutoencoderKL, trained once on the bundled corpus as a deterministic
+    autoencoder (L1 on the reconstruction from the latent mode; no KL term, no sampling) and cached."""
+    target = os.path.join(cache_dir, f"autoencoder-kl-demo-{minutes:g}min")
+    info_path = os.path.join(target, "training.json")
+    if os.path.exists(info_path):
+        with open(info_path) as handle:
+            return target, json.load(handle)
+    torch.manual_seed(0)
+    model = DiffusersVisionModule(DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32))
+    start = time.time()
+    losses = train_vision_module(model, train_images, mode="autoencoder", steps=100_000, batch_size=64,
+                                 learning_rate=1e-3, warmup_steps=50, time_budget_s=minutes * 60)
+    info = {"mode": "autoencoder (unmasked, L1)", "steps": len(losses), "seconds": round(time.time() - start, 1),
+            "validation": reconstruction_quality(model, validation_images)}
+
+    def write(folder):
+        model.save_pretrained(folder)
+        with open(os.path.join(folder, "training.json"), "w") as handle:
+            json.dump(info, handle, indent=2)
+
+    write_folder_atomically(target, write)
+    return target, info
+
+
+def image_tensors(dataset) -> torch.Tensor:
+    return torch.stack([to_tensor(image) for image in dataset["image"]])
+
+
+@torch.no_grad()
+def vision_reconstruct(vision_model):
+    """The "MAE-r" baseline of any vision module: encode the degraded image, decode it unchanged."""
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalisation_of(vision_model))
+
+    def method(degraded, task):
+        return (vision_model.reconstruct((degraded - mean) / std) * std + mean).clamp(0, 1)
+
+    return method
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], output_dir: str, max_steps: int,
+                 learning_rate: float = 1e-3, batch_size: int = 4, eval_samples: int = 32, dataset: str | None = None,
+                 autoencoder_kl: str | None = None, seed: int = 0) -> dict:
+    """Train and score every method on every task; write the table, JSON and grids. Returns the results."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"Unknown methods {unknown}; choose from {sorted(METHODS)}")
+    if "autoencoder_kl" in methods and not autoencoder_kl:
+        raise ValueError("Method autoencoder_kl needs --autoencoder_kl (a folder written by DiffusersVisionModule)")
+    vision_modules = {"MAE-r": vision}
+    if "autoencoder_kl" in methods:
+        vision_modules["AutoencoderKL-r"] = autoencoder_kl
+    reconstructors = {name: vision_reconstruct(load_vision_module(path).eval()) for name, path in
+                      vision_modules.items()}
+    image_size = AutoConfig.from_pretrained(vision).image_size
+    evaluation_images = load_image_dataset(dataset, "validation")
+    results = {"settings": {"llm": llm, "vision": vision, "autoencoder_kl": autoencoder_kl, "max_steps": max_steps,
+                            "learning_rate": learning_rate, "batch_size": batch_size, "eval_samples": eval_samples,
+                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"},
+               "methods": {}, "baselines": {}}
+    for task in tasks:
+        eval_set = materialize_eval_set(evaluation_images, [task], image_size,
+                                        os.path.join(output_dir, "eval_sets", task), seed=1234, limit=eval_samples)
+        baselines = {"Input": lambda degraded, task: degraded, **reconstructors}
+        scores, examples = evaluate_restoration(eval_set, baselines)
+        columns = {name: [row[1 + i] for row in examples[task]] for i, name in enumerate(baselines)}
+        degraded_clean = [(row[0], row[-1]) for row in examples[task]]
+        results["baselines"][task] = scores[task]
+        for key in methods:
+            label, overrides = METHODS[key]
+            run_dir = os.path.join(output_dir, "runs", f"{key}-{task}")
+            model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision)
+            for name, value in overrides.items():
+                setattr(model_args, name, value)
+            training_args = LM4LVTrainingArguments(
+                output_dir=run_dir, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+                warmup_steps=min(20, max_steps // 10), max_steps=max_steps, logging_steps=max(1, max_steps // 10),
+                save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=seed, dataloader_num_workers=0,
+                report_to=[],
+            )
+            set_seed(seed)
+            start = time.time()
+            trainer = train(model_args, DataArguments(task=task, dataset=dataset), training_args)
+            seconds = time.time() - start
+            model, processor = trainer.model.eval(), trainer.processing_class
+            scores, examples = evaluate_restoration(
+                eval_set, {label: lambda degraded, task: restore(model, processor, degraded, task)}
+            )
+            columns[label] = [row[1] for row in examples[task]]
+            entry = results["methods"].setdefault(label, {"key": key, "trainable_parameters":
+                                                          trainable_parameters(model), "tasks": {}})
+            entry["tasks"][task] = {**scores[task][label], "train_seconds": round(seconds, 1),
+                                    "steps": trainer.state.global_step,
+                                    "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history)
+                                                        if "loss" in e), None)}
+            del trainer, model
+        rows = [[degraded, *(column[i] for column in columns.values()), clean]
+                for i, (degraded, clean) in enumerate(degraded_clean)]
+        image_grid(rows, column_labels=["degraded", *columns, "clean"]).save(
+            os.path.join(output_dir, f"grid_{task}.png"))
+    write_ablation(results, tasks, output_dir)
+    return results
+
+
+def ablation_markdown(results: dict, tasks: list[str]) -> str:
+    """Methods as rows, PSNR / SSIM (mean over the evaluation set) per task, trainable parameters, training time."""
+    header = "| Method | Trainable params | " + " | ".join(f"{t} PSNR / SSIM" for t in tasks) + " | Train time |"
+    lines = [header, "|" + " --- |" * (len(tasks) + 3)]
+
+    def cells(by_task):
+        return " | ".join(f"{by_task[t]['psnr']['mean']:.2f} / {by_task[t]['ssim']['mean']:.4f}" for t in tasks)
+
+    for name in next(iter(results["baselines"].values())):
+        lines.append(f"| {name} | - | {cells({t: results['baselines'][t][name] for t in tasks})} | - |")
+    for label, entry in results["methods"].items():
+        seconds = sum(entry["tasks"][t]["train_seconds"] for t in tasks)
+        lines.append(f"| {label} | {entry['trainable_parameters']:,} | {cells(entry['tasks'])} | "
+                     f"{seconds / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def write_ablation(results: dict, tasks: list[str], output_dir: str):
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "ablation.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    settings = results["settings"]
+    table = ablation_markdown(results, tasks)
+    with open(os.path.join(output_dir, "ablation.md"), "w") as handle:
+        handle.write(
+            f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task, {settings['max_steps']} steps, batch "
+            f"{settings['batch_size']}, lr {settings['learning_rate']}; {settings['eval_samples']} held-out crops per "
+            f"task; PSNR/SSIM with BasicSR conventions (crop border 4). Training time is the sum over tasks. "
+            f"Machine: {settings['machine']}.\n"
+        )
+    print(table)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llm", default=None, help="Causal LM (default: the offline SmolLM2-135M-Instruct).")
+    parser.add_argument("--vision", default=None, help="ViT-MAE (default: the demo's small MAE, trained if needed).")
+    parser.add_argument("--autoencoder_kl", default=None,
+                        help="DiffusersVisionModule folder for autoencoder_kl (default: trained offline if needed).")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated, from {list(METHODS)}.")
+    parser.add_argument("--tasks", default="identity,denoise,rotate", help="Comma-separated tasks.")
+    parser.add_argument("--max_steps", type=int, default=200, help="Training steps per method and task.")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--eval_samples", type=int, default=32, help="Held-out crops per task.")
+    parser.add_argument("--dataset", default=None, help="Images (datasets name/path or folder); default: bundled.")
+    parser.add_argument("--output_dir", default="outputs/ablation")
+    parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    llm, vision, autoencoder_kl = args.llm, args.vision, args.autoencoder_kl
+    if llm is None or vision is None or ("autoencoder_kl" in methods and autoencoder_kl is None):
+        from examples.demo import PROFILES, default_cache_dir, prepare_mae, prepare_smollm2
+
+        cache_dir = args.cache_dir or default_cache_dir()
+        corpus = bundled_corpus()
+        llm = llm or prepare_smollm2(cache_dir)
+        minutes = PROFILES["default"].mae_minutes
+        vision = vision or prepare_mae(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
+        if "autoencoder_kl" in methods and autoencoder_kl is None:
+            autoencoder_kl = prepare_autoencoder_kl(cache_dir, minutes, image_tensors(corpus["train"]),
+                                                    image_tensors(corpus["validation"]))[0]
+    run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
+                 args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl)
+
+
+if __name__ == "__main__":
+    main()

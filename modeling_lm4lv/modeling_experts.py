@@ -1,0 +1,179 @@
+"""Baselines of the paper's ablations that REPLACE the LLM: a model that maps the degraded image's vision features
+straight to the restored image's features, with no language model at all.
+
+- `linear`: one linear map per token (the paper's "linear only");
+- `mlp`: a 2-layer MLP per token;
+- `transformer`: one pre-norm Transformer encoder layer over the image's tokens (bidirectional, learned positions).
+
+The MLP and Transformer "experts" are sized to about the number of trainable parameters LM4LV has with the same
+LLM and vision module (the paper's comparison); the linear map is as large as the features make it.
+"""
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+
+from .configuration_lm4lv import LM4LVConfig
+from .modeling_lm4lv import LM4LVCausalLMOutput, LM4LVGenerateOutput, check_pixel_values
+from .vision import load_vision_module, vision_module_from_config
+
+EXPERTS = ("linear", "mlp", "transformer")
+
+
+class LM4LVExpertConfig(LM4LVConfig):
+    r"""
+    Config of an [`LM4LVExpertModel`]. It is an [`LM4LVConfig`] (so the same processor, collator, trainer and
+    evaluation serve it; `text_config` records the LLM it replaces and sets the parameter budget), plus:
+
+    Args:
+        expert (`str`, *optional*, defaults to `"linear"`): `"linear"`, `"mlp"` or `"transformer"`.
+        expert_hidden_size (`int`, *optional*, defaults to 0): Hidden width of the MLP / feed-forward width of the
+            Transformer layer; 0 picks the width that matches LM4LV's trainable-parameter count.
+        expert_num_attention_heads (`int`, *optional*, defaults to 4): Attention heads of the Transformer expert.
+    """
+
+    model_type = "lm4lv_expert"
+
+    expert: str = "linear"
+    expert_hidden_size: int = 0
+    expert_num_attention_heads: int = 4
+
+    def __post_init__(self, **kwargs):
+        self.generation_mode = "parallel"  # one pass, outputs at the input positions: the processor's prompt batch
+        super().__post_init__(**kwargs)
+        if self.expert not in EXPERTS:
+            raise ValueError(f"expert must be one of {EXPERTS}, got {self.expert!r}")
+        if self.expert_hidden_size < 0:
+            raise ValueError(f"expert_hidden_size must be >= 0, got {self.expert_hidden_size}")
+        if self.expert == "transformer" and self.vision_hidden_size % self.expert_num_attention_heads:
+            raise ValueError(
+                f"vision hidden size {self.vision_hidden_size} is not divisible by expert_num_attention_heads "
+                f"{self.expert_num_attention_heads}"
+            )
+
+    @property
+    def lm4lv_trainable_parameters(self) -> int:
+        """Trainable parameters of LM4LV with this LLM and vision module: both adapters and the task tokens."""
+        vision, text = self.vision_hidden_size, self.text_config.hidden_size
+        return 2 * vision * text + vision + text + len(self.task_names) * self.task_token_length * text
+
+    @property
+    def resolved_hidden_size(self) -> int:
+        """`expert_hidden_size`, or the width that brings the expert closest to `lm4lv_trainable_parameters`."""
+        if self.expert_hidden_size:
+            return self.expert_hidden_size
+        d, budget = self.vision_hidden_size, self.lm4lv_trainable_parameters
+        if self.expert == "mlp":  # 2 d h + h + d
+            return max(1, round((budget - d) / (2 * d + 1)))
+        # transformer: attention 4 d^2 + 4 d, two norms 4 d, positions n d, feed-forward 2 d h + h + d
+        fixed = 4 * d * d + 9 * d + self.num_visual_tokens * d
+        return max(1, round((budget - fixed) / (2 * d + 1)))
+
+
+class LM4LVExpertModel(PreTrainedModel):
+    r"""
+    A no-LLM baseline: the frozen vision module, and a small trainable `expert` from degraded to restored features.
+    `forward` and `generate` take the same batches as [`LM4LVForConditionalGeneration`] (the text inputs are ignored)
+    and return the same output classes, so the LM4LV training and evaluation scripts run it unchanged.
+    """
+
+    config_class = LM4LVExpertConfig
+    config: LM4LVExpertConfig
+    base_model_prefix = ""
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: LM4LVExpertConfig):
+        super().__init__(config)
+        self.vision_model = vision_module_from_config(config.vision_config)
+        d, hidden = config.vision_hidden_size, config.resolved_hidden_size
+        if config.expert == "linear":
+            self.expert = nn.Linear(d, d)
+        elif config.expert == "mlp":
+            self.expert = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        else:
+            self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_visual_tokens, d))
+            self.expert = nn.TransformerEncoderLayer(
+                d, config.expert_num_attention_heads, dim_feedforward=hidden, dropout=0.0, activation="gelu",
+                batch_first=True, norm_first=True,
+            )
+        self.vision_model.requires_grad_(False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, LM4LVExpertModel) and hasattr(module, "position_embeddings"):
+            nn.init.normal_(module.position_embeddings, std=0.02)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True):
+        """Training mode for the expert; the frozen vision module stays in eval mode."""
+        super().train(mode)
+        self.vision_model.eval()
+        return self
+
+    @classmethod
+    def from_vision_module(cls, vision: str, config: LM4LVExpertConfig) -> "LM4LVExpertModel":
+        """A fresh expert on a pretrained vision module (Hub id or local folder)."""
+        vision_model = load_vision_module(vision)
+        config.vision_config = vision_model.config
+        config.vision_model_name_or_path = vision
+        model = cls(config)
+        model.vision_model = vision_model.requires_grad_(False).eval()
+        return model
+
+    @classmethod
+    def from_llm_and_vision(cls, llm: str, vision: str, expert: str, task_names: list[str], llm_kwargs=None,
+                            **config_kwargs) -> "LM4LVExpertModel":
+        """An expert replacing the LLM at `llm` (only its config is read, for the parameter budget)."""
+        text_config = AutoConfig.from_pretrained(llm, **(llm_kwargs or {}))
+        config = LM4LVExpertConfig(
+            text_config=text_config.to_dict(), vision_config=AutoConfig.from_pretrained(vision).to_dict(),
+            task_names=task_names, expert=expert, text_model_name_or_path=llm, **config_kwargs,
+        )
+        return cls.from_vision_module(vision, config)
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        check_pixel_values(pixel_values)
+        return self.vision_model.encode(pixel_values).float()
+
+    def restore_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The expert applied to `(batch, num_visual_tokens, vision_hidden_size)` features."""
+        if self.config.expert == "transformer":
+            features = features + self.position_embeddings
+        return self.expert(features)
+
+    def forward(self, pixel_values: torch.FloatTensor, target_pixel_values: torch.FloatTensor | None = None,
+                **kwargs) -> LM4LVCausalLMOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`): Degraded images.
+            target_pixel_values (`torch.FloatTensor`, *optional*): Clean images; the loss is the MSE between the
+                restored and the clean images' features.
+            kwargs: The processor's text inputs (`input_ids`, `attention_mask`, `task_ids`), ignored.
+        """
+        images = pixel_values if target_pixel_values is None else torch.cat([pixel_values, target_pixel_values])
+        input_features, *targets = self.encode_images(images).split(pixel_values.shape[0])
+        predicted = self.restore_features(input_features)
+        output = LM4LVCausalLMOutput(last_hidden_state=predicted)
+        if targets:
+            output.vision_loss = nn.functional.mse_loss(predicted, targets[0])
+            output.text_loss = output.vision_loss.new_zeros(())
+            output.loss = self.config.vision_loss_weight * output.vision_loss
+        return output
+
+    @torch.no_grad()
+    def generate(self, pixel_values: torch.FloatTensor, input_ids: torch.LongTensor | None = None,
+                 **kwargs) -> LM4LVGenerateOutput:
+        """Restore a batch in one pass; same output class as LM4LV's `generate` (text inputs are ignored)."""
+        features = self.restore_features(self.encode_images(pixel_values))
+        return LM4LVGenerateOutput(
+            sequences=input_ids,
+            visual_features=features,
+            pixel_values=self.vision_model.decode(features).float(),
+            has_image=torch.ones(pixel_values.shape[0], dtype=torch.bool, device=pixel_values.device),
+        )
+
+
+__all__ = ["LM4LVExpertConfig", "LM4LVExpertModel"]
