@@ -156,7 +156,6 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
                                     "steps": trainer.state.global_step,
                                     "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history)
                                                         if "loss" in e), None)}
-            del trainer, model
         rows = [[degraded, *(column[i] for column in columns.values()), clean]
                 for i, (degraded, clean) in enumerate(degraded_clean)]
         image_grid(rows, column_labels=["degraded", *columns, "clean"]).save(

@@ -1,7 +1,10 @@
-"""Train a ViT-MAE for unmasked reconstruction: fine-tune only the decoder of a pretrained MAE (the paper's MAE-L1,
-or MAE* with `--lpips_weight 1.0`), or build a small MAE from scratch for the offline default.
+"""Train a vision module for unmasked reconstruction: fine-tune only the decoder of a pretrained MAE (the paper's
+MAE-L1, or MAE* with `--lpips_weight 1.0`), train a fresh ViT-MAE decoder on a timm ViT encoder, or build a small MAE
+from scratch for the offline default.
 
     python -m examples.run_mae_finetune --vision facebook/vit-mae-large --mode decoder --output_dir mae-l1
+    python -m examples.run_mae_finetune --timm_model vit_base_patch16_224.mae --timm_checkpoint mae.safetensors \
+        --image_size 224 --mode decoder --output_dir timm-mae
     python -m examples.run_mae_finetune --from_scratch --mode masked --then_decoder --output_dir mae-small
 
 Prints reconstruction PSNR/SSIM on the validation split before and after.
@@ -14,7 +17,7 @@ import os
 import torch
 from transformers import ViTMAEConfig
 
-from modeling_lm4lv import MAEVisionModule
+from modeling_lm4lv import MAEVisionModule, TimmVisionModule, load_vision_module
 from processing.data import load_image_dataset
 from processing.data import to_tensor
 from trainers.mae_training import MODES, reconstruction_quality, train_vision_module
@@ -28,9 +31,15 @@ def load_images(dataset: str | None, split: str, size: int, limit: int | None) -
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vision", default=None, help="Pretrained ViT-MAE (Hub id or folder).")
+    parser.add_argument("--vision", default=None, help="Pretrained vision module (ViT-MAE Hub id or any folder).")
+    parser.add_argument("--timm_model", default=None, help="timm ViT architecture for the encoder (needs timm).")
+    parser.add_argument("--timm_checkpoint", default=None, help="Local weights of --timm_model.")
+    parser.add_argument("--timm_kwargs", type=json.loads, default=None,
+                        help='JSON of extra timm.create_model arguments, e.g. \'{"embed_dim": 384, "depth": 12}\'.')
+    parser.add_argument("--timm_decoder_layers", type=int, default=8, help="Decoder depth on a timm encoder.")
+    parser.add_argument("--timm_decoder_hidden_size", type=int, default=512, help="Decoder width on a timm encoder.")
     parser.add_argument("--from_scratch", action="store_true", help="Start from a small random ViT-MAE.")
-    parser.add_argument("--image_size", type=int, default=32, help="Image size of a from-scratch MAE.")
+    parser.add_argument("--image_size", type=int, default=32, help="Image size of a from-scratch MAE or timm ViT.")
     parser.add_argument("--patch_size", type=int, default=8, help="Patch size of a from-scratch MAE.")
     parser.add_argument("--mode", choices=MODES, default="decoder")
     parser.add_argument("--then_decoder", action="store_true", help="After --mode masked, fine-tune the decoder.")
@@ -44,16 +53,23 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
 
-    if args.from_scratch == bool(args.vision):
-        parser.error("give exactly one of --vision and --from_scratch")
-    if args.from_scratch:
+    if sum([args.from_scratch, bool(args.vision), bool(args.timm_model)]) != 1:
+        parser.error("give exactly one of --vision, --timm_model and --from_scratch")
+    if args.timm_model:
+        model = TimmVisionModule.from_timm(
+            args.timm_model, args.timm_checkpoint, image_size=args.image_size, timm_kwargs=args.timm_kwargs,
+            decoder_hidden_size=args.timm_decoder_hidden_size, decoder_num_hidden_layers=args.timm_decoder_layers,
+            decoder_intermediate_size=4 * args.timm_decoder_hidden_size,
+            decoder_num_attention_heads=max(1, args.timm_decoder_hidden_size // 32),
+        )
+    elif args.from_scratch:
         model = MAEVisionModule(ViTMAEConfig(
             image_size=args.image_size, patch_size=args.patch_size, hidden_size=256, num_hidden_layers=4,
             num_attention_heads=4, intermediate_size=1024, decoder_hidden_size=256, decoder_num_hidden_layers=2,
             decoder_num_attention_heads=4, decoder_intermediate_size=1024,
         ))
     else:
-        model = MAEVisionModule.from_pretrained(args.vision)
+        model = load_vision_module(args.vision)
     size = model.image_size[0]
     train_images = load_images(args.dataset, "train", size, args.max_images)
     validation_images = load_images(args.dataset, "validation", size, args.max_images)

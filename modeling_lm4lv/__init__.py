@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_lm4lv import DiffusersAutoencoderConfig, LM4LVConfig
+from .configuration_lm4lv import DiffusersAutoencoderConfig, LM4LVConfig, TimmVisionConfig
 from .modeling_lm4lv import (
     LM4LVCausalLMOutput,
     LM4LVForConditionalGeneration,
@@ -11,10 +11,17 @@ from .modeling_lm4lv import (
     export_remote_code,
 )
 from .modeling_experts import LM4LVExpertConfig, LM4LVExpertModel
-from .vision import DiffusersVisionModule, MAEVisionModule, load_vision_module, vision_module_from_config
+from .vision import (
+    DiffusersVisionModule,
+    MAEVisionModule,
+    TimmVisionModule,
+    load_vision_module,
+    vision_module_from_config,
+)
 
 AutoConfig.register("lm4lv", LM4LVConfig, exist_ok=True)
 AutoConfig.register("lm4lv_diffusers_autoencoder", DiffusersAutoencoderConfig, exist_ok=True)
+AutoConfig.register("lm4lv_timm_vit", TimmVisionConfig, exist_ok=True)
 AutoConfig.register("lm4lv_expert", LM4LVExpertConfig, exist_ok=True)
 AutoModel.register(LM4LVConfig, LM4LVForConditionalGeneration, exist_ok=True)
 AutoModel.register(LM4LVExpertConfig, LM4LVExpertModel, exist_ok=True)
@@ -30,6 +37,8 @@ __all__ = [
     "MAEVisionModule",
     "DiffusersAutoencoderConfig",
     "DiffusersVisionModule",
+    "TimmVisionConfig",
+    "TimmVisionModule",
     "load_vision_module",
     "vision_module_from_config",
     "export_remote_code",

@@ -219,4 +219,54 @@ class DiffusersAutoencoderConfig(PreTrainedConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
-__all__ = ["LM4LVConfig", "DiffusersAutoencoderConfig"]
+class TimmVisionConfig(PreTrainedConfig):
+    r"""
+    Config of a vision module whose encoder is a timm Vision Transformer (e.g. a MAE-pretrained timm ViT) and whose
+    decoder is a ViT-MAE decoder (trained by decoder-only fine-tuning). Features: the CLS token plus one token per
+    patch after the encoder's final norm, as for a ViT-MAE.
+
+    Args:
+        timm_model_name (`str`, *optional*, defaults to `"vit_base_patch16_224"`): timm architecture name.
+        timm_kwargs (`dict`, *optional*): Extra `timm.create_model` arguments (e.g. `embed_dim`, `depth`,
+            `num_heads` for a custom size).
+        image_size (`int`, *optional*, defaults to 224), patch_size (`int`, *optional*, defaults to 16),
+        hidden_size (`int`, *optional*, defaults to 768), num_channels (`int`, *optional*, defaults to 3):
+            The encoder's geometry and width (checked against the timm model).
+        decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size:
+            The ViT-MAE decoder's size (defaults: MAE's 512 / 8 / 16 / 2048).
+        image_mean, image_std (`list[float]`, *optional*): Normalisation; defaults to ImageNet's.
+    """
+
+    model_type = "lm4lv_timm_vit"
+
+    timm_model_name: str = "vit_base_patch16_224"
+    timm_kwargs: dict | None = None
+    image_size: int = 224
+    patch_size: int = 16
+    hidden_size: int = 768
+    num_channels: int = 3
+    decoder_hidden_size: int = 512
+    decoder_num_hidden_layers: int = 8
+    decoder_num_attention_heads: int = 16
+    decoder_intermediate_size: int = 2048
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.timm_kwargs = dict(self.timm_kwargs or {})
+
+    def decoder_config(self):
+        """The `ViTMAEConfig` that sizes the decoder (and the patch geometry of its output)."""
+        from transformers import ViTMAEConfig
+
+        return ViTMAEConfig(
+            hidden_size=self.hidden_size, image_size=self.image_size, patch_size=self.patch_size,
+            num_channels=self.num_channels, decoder_hidden_size=self.decoder_hidden_size,
+            decoder_num_hidden_layers=self.decoder_num_hidden_layers,
+            decoder_num_attention_heads=self.decoder_num_attention_heads,
+            decoder_intermediate_size=self.decoder_intermediate_size, mask_ratio=0.0,
+        )
+
+
+__all__ = ["LM4LVConfig", "DiffusersAutoencoderConfig", "TimmVisionConfig"]

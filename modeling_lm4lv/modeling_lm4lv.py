@@ -655,6 +655,60 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         )
         return token, step_embeds
 
+    # ------------------------------------------------------------------ task tokens as peft prompt tuning
+
+    def save_task_prompt(self, save_directory: str | os.PathLike, task: str):
+        r"""
+        Write one task's tokens as a peft prompt-tuning adapter (`adapter_config.json` + `adapter_model.safetensors`
+        holding `prompt_embeddings` of shape `(task_token_length, hidden)`), so peft tooling can read them, e.g.
+        `PeftModel.from_pretrained(llm, save_directory)`. Note that peft prepends virtual tokens to the input while
+        LM4LV places them after the image: the tensors are the same, their position in the sequence is not.
+        """
+        from peft import PromptTuningConfig
+
+        text_config = self.config.text_config
+        init_text = self.config.task_token_init == "text"
+        peft_config = PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=self.config.task_token_length,
+            token_dim=text_config.hidden_size,
+            num_transformer_submodules=1,
+            num_attention_heads=text_config.num_attention_heads,
+            num_layers=text_config.num_hidden_layers,
+            prompt_tuning_init="TEXT" if init_text else "RANDOM",
+            prompt_tuning_init_text=self.config.task_token_init_text if init_text else None,
+            tokenizer_name_or_path=self.config.text_model_name_or_path if init_text else None,
+            base_model_name_or_path=self.config.text_model_name_or_path,
+        )
+        os.makedirs(save_directory, exist_ok=True)
+        peft_config.save_pretrained(save_directory)
+        tokens = self.task_prompt_embeddings[self.config.task_index(task)].detach().cpu().contiguous()
+        write_atomically(
+            os.path.join(save_directory, "adapter_model.safetensors"),
+            lambda path: save_file({"prompt_embeddings": tokens}, path, metadata={"format": "pt"}),
+        )
+
+    @torch.no_grad()
+    def load_task_prompt(self, directory: str | os.PathLike, task: str):
+        """Set one task's tokens from a peft prompt-tuning adapter folder (written by `save_task_prompt` or by
+        peft's own `save_pretrained`), checking its type and shape."""
+        with open(os.path.join(directory, "adapter_config.json")) as handle:
+            peft_config = json.load(handle)
+        if peft_config.get("peft_type") != "PROMPT_TUNING":
+            raise ValueError(f"{directory} is a {peft_config.get('peft_type')} adapter, not PROMPT_TUNING")
+        weights_file = os.path.join(directory, "adapter_model.safetensors")
+        if not os.path.isfile(weights_file):
+            raise FileNotFoundError(f"{directory} has no adapter_model.safetensors (pickle adapters are not read)")
+        with safe_open(weights_file, framework="pt") as handle:
+            tokens = handle.get_tensor("prompt_embeddings")
+        target = self.task_prompt_embeddings[self.config.task_index(task)]
+        if tokens.shape != target.shape:
+            raise ValueError(
+                f"{directory} holds prompt embeddings of shape {tuple(tokens.shape)}, but this model's task tokens "
+                f"are {tuple(target.shape)} (task_token_length x LLM hidden size)"
+            )
+        target.copy_(tokens)
+
     # ------------------------------------------------------------------ checkpoints
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

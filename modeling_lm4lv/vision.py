@@ -7,15 +7,16 @@ Every vision module offers the same small interface:
   normalisation (the same space as the input `pixel_values`).
 
 The default is a Masked Autoencoder used WITHOUT masking: every patch is kept, in order, so the features are the
-CLS token plus one token per patch after the encoder's final LayerNorm. A diffusers autoencoder (`AutoencoderKL`,
-`VQModel`) is the alternative: one token per latent position. `vision_module_from_config` and `load_vision_module`
-pick the class from the config's `model_type`.
+CLS token plus one token per patch after the encoder's final LayerNorm. Alternatives: a diffusers autoencoder
+(`AutoencoderKL`, `VQModel`; one token per latent position) and a timm ViT encoder with a ViT-MAE decoder.
+`vision_module_from_config` and `load_vision_module` pick the class from the config's `model_type`.
 """
 
 import torch
 from transformers import AutoConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPreTraining
+from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
 
-from .configuration_lm4lv import DiffusersAutoencoderConfig
+from .configuration_lm4lv import DiffusersAutoencoderConfig, TimmVisionConfig
 
 
 def check_image_shape(pixel_values: torch.Tensor, num_channels: int, image_size: tuple[int, int]):
@@ -140,7 +141,102 @@ class DiffusersVisionModule(PreTrainedModel):
         return [m for m in (self.autoencoder.encoder, getattr(self.autoencoder, "quant_conv", None)) if m is not None]
 
 
-VISION_MODULE_CLASSES = {"vit_mae": MAEVisionModule, "lm4lv_diffusers_autoencoder": DiffusersVisionModule}
+def import_timm():
+    """timm, or a clear error: it is an optional extra, and it imports torchvision, which must match torch."""
+    try:
+        import timm
+    except Exception as error:  # ImportError, or torchvision failing to import against this torch build
+        raise ImportError(
+            f"A timm vision module needs timm and a torchvision that matches torch ({error}): pip install "
+            "'lm4lv[timm]' with a matching torch/torchvision pair"
+        ) from error
+    return timm
+
+
+class TimmVisionModule(PreTrainedModel):
+    """A timm Vision Transformer as the encoder (`encoder`, features = CLS + patch tokens after its final norm) and
+    a ViT-MAE decoder (`decoder`) that reconstructs pixels from them. Build it around pretrained timm weights with
+    [`from_timm`], then train the decoder with decoder-only fine-tuning (`lm4lv mae-finetune --mode decoder`)."""
+
+    config_class = TimmVisionConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: TimmVisionConfig):
+        super().__init__(config)
+        timm = import_timm()
+        self.encoder = timm.create_model(config.timm_model_name, pretrained=False, num_classes=0,
+                                         img_size=config.image_size, **config.timm_kwargs)
+        found = (self.encoder.num_prefix_tokens, self.encoder.embed_dim, self.encoder.patch_embed.patch_size[0])
+        if found != (1, config.hidden_size, config.patch_size):
+            raise ValueError(
+                f"timm model {config.timm_model_name} has (prefix tokens, width, patch size) = {found}, the config "
+                f"says (1, {config.hidden_size}, {config.patch_size}); LM4LV needs exactly one CLS token"
+            )
+        self.decoder = ViTMAEDecoder(config.decoder_config(), num_patches=self.num_patches)
+        self.post_init()
+
+    def _init_weights(self, module):
+        """Keep timm's and the ViT-MAE decoder's own initialisation (fixed sin-cos decoder positions)."""
+
+    @classmethod
+    def from_timm(cls, timm_model_name: str, checkpoint_path: str | None = None, image_size: int = 224,
+                  timm_kwargs: dict | None = None, **decoder_kwargs) -> "TimmVisionModule":
+        r"""
+        Wrap a timm ViT, loading its weights from a local `checkpoint_path` (safetensors or a timm checkpoint),
+        with a freshly initialised decoder (`decoder_hidden_size=...` etc. size it).
+        """
+        timm = import_timm()
+        probe = timm.create_model(timm_model_name, pretrained=False, num_classes=0, img_size=image_size,
+                                  **(timm_kwargs or {}))
+        config = TimmVisionConfig(
+            timm_model_name=timm_model_name, timm_kwargs=timm_kwargs, image_size=image_size,
+            patch_size=probe.patch_embed.patch_size[0], hidden_size=probe.embed_dim,
+            num_channels=probe.patch_embed.proj.in_channels, **decoder_kwargs,
+        )
+        model = cls(config)
+        if checkpoint_path:
+            timm.models.load_checkpoint(model.encoder, checkpoint_path, strict=False)
+        return model
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.config.image_size, self.config.image_size)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.config.image_size // self.config.patch_size) ** 2
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode normalised images `(B, C, H, W)` into `(B, 1 + num_patches, hidden_size)` features."""
+        check_image_shape(pixel_values, self.config.num_channels, self.image_size)
+        return self.encoder.forward_features(pixel_values.to(self.encoder.patch_embed.proj.weight.dtype))
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """Decode `(B, 1 + num_patches, hidden_size)` features into normalised images `(B, C, H, W)`."""
+        if features.dim() != 3 or features.shape[1] != self.num_patches + 1:
+            raise ValueError(f"features must have shape (batch, {self.num_patches + 1}, hidden), got "
+                             f"{tuple(features.shape)}")
+        batch, patch, channels = features.shape[0], self.config.patch_size, self.config.num_channels
+        ids_restore = torch.arange(self.num_patches, device=features.device).expand(batch, -1)
+        patches = self.decoder(features.to(self.decoder.decoder_embed.weight.dtype), ids_restore).logits
+        side = self.config.image_size // patch  # ViT-MAE's patch layout: (row, column, p, q, channel)
+        patches = patches.reshape(batch, side, side, patch, patch, channels)
+        return torch.einsum("nhwpqc->nchpwq", patches).reshape(batch, channels, side * patch, side * patch)
+
+    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode then decode with no processing in between (the "MAE-r" baseline of this vision module)."""
+        return self.decode(self.encode(pixel_values))
+
+    def encoder_modules(self) -> list[torch.nn.Module]:
+        """The modules that produce the features (frozen by decoder-only fine-tuning)."""
+        return [self.encoder]
+
+
+VISION_MODULE_CLASSES = {
+    "vit_mae": MAEVisionModule,
+    "lm4lv_diffusers_autoencoder": DiffusersVisionModule,
+    "lm4lv_timm_vit": TimmVisionModule,
+}
 
 
 def vision_module_class(model_type: str) -> type[PreTrainedModel]:
@@ -166,6 +262,7 @@ def load_vision_module(name_or_path: str, **kwargs) -> PreTrainedModel:
 __all__ = [
     "MAEVisionModule",
     "DiffusersVisionModule",
+    "TimmVisionModule",
     "vision_module_from_config",
     "load_vision_module",
 ]
