@@ -48,6 +48,7 @@ class LM4LVProcessor(ProcessorMixin):
         assistant_prefix: str = "\n### Assistant: ",
         answer_suffix: str = "\n###",
         generation_mode: str = "autoregressive",
+        min_image_size: int = 1,
         chat_template=None,
         **kwargs,
     ):
@@ -62,6 +63,7 @@ class LM4LVProcessor(ProcessorMixin):
         self.assistant_prefix = assistant_prefix
         self.answer_suffix = answer_suffix
         self.generation_mode = generation_mode
+        self.min_image_size = min_image_size
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -89,6 +91,7 @@ class LM4LVProcessor(ProcessorMixin):
             image_start_text=config.image_start_text,
             image_end_text=config.image_end_text,
             generation_mode=config.generation_mode,
+            min_image_size=config.vision_config.patch_size,
         )
 
     # ------------------------------------------------------------------ template
@@ -155,8 +158,11 @@ class LM4LVProcessor(ProcessorMixin):
 
     def preprocess_images(self, images) -> torch.Tensor:
         """
-        Normalised `pixel_values` `(batch, 3, H, W)` from PIL images (RGB, resized by the image processor) or from a
-        float tensor `(batch, 3, H, W)` in [0, 1] that already has the model's input size.
+        Normalised `pixel_values` `(batch, 3, H, W)` from PIL images (RGB, any size from `min_image_size` (the
+        vision module's patch size) up, non-square included; the whole image is resized to the model's input size, as
+        the paper does) or from a float tensor `(batch, 3, H, W)` in [0, 1] that already has the model's input size.
+        Load files with `processing.data.load_rgb_image`, which converts every common mode to RGB. For images much
+        larger than the input size, `lm4lv restore` restores tile by tile instead.
         """
         if isinstance(images, torch.Tensor):
             images = images if images.dim() == 4 else images[None]
@@ -178,6 +184,11 @@ class LM4LVProcessor(ProcessorMixin):
                 raise ValueError(
                     f"Image {index} has mode {image.mode!r}; LM4LV expects RGB (convert with "
                     "processing.data.load_rgb_image, which documents the policy for each mode)"
+                )
+            if isinstance(image, Image.Image) and min(image.size) < self.min_image_size:
+                raise ValueError(
+                    f"Image {index} is {image.size[0]}x{image.size[1]} pixels, smaller than the vision module's "
+                    f"patch size {self.min_image_size}: too small to restore"
                 )
         return self.image_processor(images, return_tensors="pt")["pixel_values"].float()
 
