@@ -8,11 +8,10 @@ import argparse
 import torch
 from PIL import Image
 
-from modeling_lm4lv import LM4LVForConditionalGeneration
 from processing import LM4LVProcessor
 from processing.data import load_rgb_image, to_tensor
 from processing.degradations import SPATIAL_TASKS, tensor_to_pil
-from trainers.evaluation import restore
+from trainers.evaluation import load_restoration_model, restore
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -69,8 +68,12 @@ def main(argv=None):
     parser.add_argument("--task", required=True, help="Task name the model was trained for.")
     parser.add_argument("--overlap", type=int, default=8, help="Pixels shared by neighbouring tiles.")
     parser.add_argument("--batch_size", type=int, default=16, help="Tiles per generate() call.")
+    parser.add_argument("--merge_lora", action="store_true",
+                        help="Fold a checkpoint's LoRA adapters into the LLM before restoring (faster generation).")
     args = parser.parse_args(argv)
-    model = LM4LVForConditionalGeneration.from_pretrained(args.model).eval()
+    model = load_restoration_model(args.model).eval()
+    if args.merge_lora:
+        model.merge_lora_adapters()
     processor = LM4LVProcessor.from_pretrained(args.model)
     image = load_rgb_image(args.image)
     restore_any_size(model, processor, image, args.task, args.overlap, args.batch_size).save(args.output)

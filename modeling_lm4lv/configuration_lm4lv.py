@@ -260,13 +260,15 @@ class TimmVisionConfig(PreTrainedConfig):
         """The `ViTMAEConfig` that sizes the decoder (and the patch geometry of its output)."""
         from transformers import ViTMAEConfig
 
-        return ViTMAEConfig(
+        config = ViTMAEConfig(
             hidden_size=self.hidden_size, image_size=self.image_size, patch_size=self.patch_size,
             num_channels=self.num_channels, decoder_hidden_size=self.decoder_hidden_size,
             decoder_num_hidden_layers=self.decoder_num_hidden_layers,
             decoder_num_attention_heads=self.decoder_num_attention_heads,
             decoder_intermediate_size=self.decoder_intermediate_size, mask_ratio=0.0,
         )
+        config._attn_implementation = "sdpa"  # the decoder is used standalone, outside a PreTrainedModel's dispatch
+        return config
 
 
 __all__ = ["LM4LVConfig", "DiffusersAutoencoderConfig", "TimmVisionConfig"]

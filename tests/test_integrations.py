@@ -204,3 +204,27 @@ def test_timm_encoder_with_a_trained_mae_decoder(tmp_path, base_model_dirs):
     processor = LM4LVProcessor.from_config(model.config, AutoTokenizer.from_pretrained(base_model_dirs[0]))
     generated = model.eval().generate(**processor(images=random_images(2), task="denoise"))
     assert generated.visual_features.shape == (2, 17, 32) and generated.has_image.all()
+
+
+def test_restore_command_merges_lora_on_request(base_model_dirs, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from examples.restore import main as restore_main
+
+    model, processor = from_base(base_model_dirs, lora_r=2)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)  # a trained-looking adapter, so merging has something to fold in
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), np.uint8)).save(tmp_path / "in.png")
+    outputs = {}
+    for flags in ([], ["--merge_lora"]):
+        path = tmp_path / f"out{len(flags)}.png"
+        restore_main(["--model", str(tmp_path / "ckpt"), "--task", "denoise", str(tmp_path / "in.png"), "-o",
+                      str(path), *flags])
+        outputs[len(flags)] = np.asarray(Image.open(path), dtype=np.int16)
+    assert outputs[0].shape == (40, 48, 3)
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1  # merged == unmerged up to uint8 rounding
