@@ -112,15 +112,17 @@ def image_tensors(dataset) -> torch.Tensor:
     return torch.stack([to_tensor(image) for image in dataset["image"]])
 
 
-def prepare_mae(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
-    """Local folder of the demo's small ViT-MAE, trained once as an unmasked L1 autoencoder and cached."""
-    target = os.path.join(cache_dir, f"vit-mae-demo-{minutes:g}min")
+def prepare_vision_module(cache_dir: str, name: str, build, minutes: float, corpus_train,
+                          corpus_validation) -> tuple[str, dict]:
+    """Local folder `cache_dir/name` of the vision module `build()` returns, trained once on the bundled corpus as an
+    unmasked L1 autoencoder for `minutes` and cached (with its validation reconstruction in `training.json`)."""
+    target = os.path.join(cache_dir, name)
     info_path = os.path.join(target, "training.json")
     if os.path.exists(info_path):
         with open(info_path) as handle:
             return target, json.load(handle)
     torch.manual_seed(0)
-    model = MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG))
+    model = build()
     start = time.time()
     losses = train_vision_module(
         model, image_tensors(corpus_train), mode="autoencoder", steps=100_000, batch_size=64, learning_rate=1e-3,
@@ -140,6 +142,13 @@ def prepare_mae(cache_dir: str, minutes: float, corpus_train, corpus_validation)
 
     write_folder_atomically(target, write)
     return target, info
+
+
+def prepare_mae(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
+    """Local folder of the demo's small ViT-MAE, trained once as an unmasked L1 autoencoder and cached."""
+    return prepare_vision_module(cache_dir, f"vit-mae-demo-{minutes:g}min",
+                                 lambda: MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG)), minutes, corpus_train,
+                                 corpus_validation)
 
 
 def train_lm4lv(llm: str, vision: str, output_dir: str, minutes: float, profile: Profile) -> dict:

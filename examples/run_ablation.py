@@ -30,13 +30,14 @@ import time
 import torch
 from transformers import AutoConfig, set_seed
 
-from examples.run_restoration import DataArguments, ModelArguments, train, write_folder_atomically
+from examples.demo import PROFILES, default_cache_dir, prepare_mae, prepare_smollm2, prepare_vision_module
+from examples.run_restoration import DataArguments, ModelArguments, train
 from modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, load_vision_module
-from processing.data import bundled_corpus, load_image_dataset, materialize_eval_set, to_tensor
+from processing.data import bundled_corpus, load_image_dataset, materialize_eval_set
 from processing.visualization import image_grid
 from trainers import LM4LVTrainingArguments
 from trainers.evaluation import evaluate_restoration, restore
-from trainers.mae_training import normalisation_of, reconstruction_quality, train_vision_module
+from trainers.mae_training import normalisation_of
 
 METHODS = {
     "lm4lv": ("LM4LV", {}),
@@ -57,33 +58,14 @@ DEMO_AUTOENCODER_KL = dict(
 )
 
 
-def prepare_autoencoder_kl(cache_dir: str, minutes: float, train_images, validation_images) -> tuple[str, dict]:
+def prepare_autoencoder_kl(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
     """Local folder of the offline default's AutoencoderKL, trained once on the bundled corpus as a deterministic
     autoencoder (L1 on the reconstruction from the latent mode; no KL term, no sampling) and cached."""
-    target = os.path.join(cache_dir, f"autoencoder-kl-demo-{minutes:g}min")
-    info_path = os.path.join(target, "training.json")
-    if os.path.exists(info_path):
-        with open(info_path) as handle:
-            return target, json.load(handle)
-    torch.manual_seed(0)
-    model = DiffusersVisionModule(DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32))
-    start = time.time()
-    losses = train_vision_module(model, train_images, mode="autoencoder", steps=100_000, batch_size=64,
-                                 learning_rate=1e-3, warmup_steps=50, time_budget_s=minutes * 60)
-    info = {"mode": "autoencoder (unmasked, L1)", "steps": len(losses), "seconds": round(time.time() - start, 1),
-            "validation": reconstruction_quality(model, validation_images)}
-
-    def write(folder):
-        model.save_pretrained(folder)
-        with open(os.path.join(folder, "training.json"), "w") as handle:
-            json.dump(info, handle, indent=2)
-
-    write_folder_atomically(target, write)
-    return target, info
-
-
-def image_tensors(dataset) -> torch.Tensor:
-    return torch.stack([to_tensor(image) for image in dataset["image"]])
+    return prepare_vision_module(
+        cache_dir, f"autoencoder-kl-demo-{minutes:g}min",
+        lambda: DiffusersVisionModule(DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32)),
+        minutes, corpus_train, corpus_validation,
+    )
 
 
 @torch.no_grad()
@@ -216,16 +198,13 @@ def main(argv=None):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     llm, vision, autoencoder_kl = args.llm, args.vision, args.autoencoder_kl
     if llm is None or vision is None or ("autoencoder_kl" in methods and autoencoder_kl is None):
-        from examples.demo import PROFILES, default_cache_dir, prepare_mae, prepare_smollm2
-
         cache_dir = args.cache_dir or default_cache_dir()
         corpus = bundled_corpus()
         llm = llm or prepare_smollm2(cache_dir)
         minutes = PROFILES["default"].mae_minutes
         vision = vision or prepare_mae(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
         if "autoencoder_kl" in methods and autoencoder_kl is None:
-            autoencoder_kl = prepare_autoencoder_kl(cache_dir, minutes, image_tensors(corpus["train"]),
-                                                    image_tensors(corpus["validation"]))[0]
+            autoencoder_kl = prepare_autoencoder_kl(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
     run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
                  args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl)
 
