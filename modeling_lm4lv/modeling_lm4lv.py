@@ -234,6 +234,9 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             lora_dropout=0.0,
         )
         self.language_model = inject_adapter_in_model(lora_config, self.language_model)
+        for name, param in self.language_model.named_parameters():
+            if "lora_" in name:  # trainables stay in float32 when the frozen LLM is in bf16/fp16 (as peft's autocast)
+                param.data = param.data.float()
 
     @torch.no_grad()
     def merge_lora_adapters(self):

@@ -228,3 +228,13 @@ def test_restore_command_merges_lora_on_request(base_model_dirs, tmp_path):
         outputs[len(flags)] = np.asarray(Image.open(path), dtype=np.int16)
     assert outputs[0].shape == (40, 48, 3)
     assert np.abs(outputs[0] - outputs[1]).max() <= 1  # merged == unmerged up to uint8 rounding
+
+
+def test_lora_adapters_stay_float32_on_a_bf16_llm(base_model_dirs):
+    model, processor = from_base(base_model_dirs, lora_r=2, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.language_model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    images = random_images(2)
+    model(**processor(images=images, targets=images, task="denoise")).loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for name, p in model.named_parameters() if "lora_B" in name)
