@@ -267,3 +267,19 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     for entry in saved["methods"].values():
         assert entry["tasks"]["rotate"]["steps"] == 2 and entry["tasks"]["rotate"]["psnr"]["count"] == 2
     assert (out / "grid_identity.png").exists() and (out / "grid_rotate.png").exists()
+
+
+@pytest.mark.parametrize("variant", ["random_init_llm", "lora"])
+def test_llm_variants_train(variant, base_model_dirs, tmp_path):
+    from examples.run_restoration import random_init_llm
+
+    llm, vision = base_model_dirs
+    kwargs = {"lora_r": 4} if variant == "lora" else {}
+    if variant == "random_init_llm":
+        llm = random_init_llm(llm, str(tmp_path / "random"), seed=3)
+    torch.manual_seed(0)
+    model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_token_length=3, **kwargs)
+    processor = LM4LVProcessor.from_config(model.config, tiny_tokenizer())
+    images = random_images(4)
+    first, last = loss_falls(model, processor(images=images, targets=images.flip(-1), task="denoise"))
+    assert last < 0.5 * first, (first, last)
