@@ -14,7 +14,13 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
 from .configuration_lm4lv import LM4LVConfig
-from .modeling_lm4lv import LM4LVCausalLMOutput, LM4LVGenerateOutput, check_pixel_values
+from .modeling_lm4lv import (
+    LM4LVCausalLMOutput,
+    LM4LVGenerateOutput,
+    check_pixel_values,
+    encode_input_and_target,
+    one_pass_output,
+)
 from .vision import load_vision_module, vision_module_from_config
 
 EXPERTS = ("linear", "mlp", "transformer")
@@ -153,15 +159,9 @@ class LM4LVExpertModel(PreTrainedModel):
                 restored and the clean images' features.
             kwargs: The processor's text inputs (`input_ids`, `attention_mask`, `task_ids`), ignored.
         """
-        images = pixel_values if target_pixel_values is None else torch.cat([pixel_values, target_pixel_values])
-        input_features, *targets = self.encode_images(images).split(pixel_values.shape[0])
+        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
         predicted = self.restore_features(input_features)
-        output = LM4LVCausalLMOutput(last_hidden_state=predicted)
-        if targets:
-            output.vision_loss = nn.functional.mse_loss(predicted, targets[0])
-            output.text_loss = output.vision_loss.new_zeros(())
-            output.loss = self.config.vision_loss_weight * output.vision_loss
-        return output
+        return one_pass_output(predicted, predicted, target_features, self.config.vision_loss_weight)
 
     @torch.no_grad()
     def generate(self, pixel_values: torch.FloatTensor, input_ids: torch.LongTensor | None = None,

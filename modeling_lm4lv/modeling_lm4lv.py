@@ -381,15 +381,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         ```"""
         if self.config.generation_mode == "parallel":
             return self._parallel_forward(input_ids, attention_mask, pixel_values, target_pixel_values, task_ids)[0]
-        input_features = target_features = None
-        if pixel_values is not None and target_pixel_values is not None:  # one vision pass for both images
-            input_features, target_features = self.encode_images(
-                torch.cat([pixel_values, target_pixel_values])
-            ).split(pixel_values.shape[0])
-        elif pixel_values is not None:
-            input_features = self.encode_images(pixel_values)
-        elif target_pixel_values is not None:
-            target_features = self.encode_images(target_pixel_values)
+        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
         encoded = [f for f in (input_features, target_features) if f is not None]
         visual_features = torch.cat(encoded, dim=1) if encoded else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
@@ -439,8 +431,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         at the degraded image's positions. Returns the output and the predicted features."""
         if pixel_values is None:
             raise ValueError("generation_mode='parallel' needs pixel_values (the degraded images)")
-        images = pixel_values if target_pixel_values is None else torch.cat([pixel_values, target_pixel_values])
-        input_features, *targets = self.encode_images(images).split(pixel_values.shape[0])
+        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
         inputs_embeds = self.build_inputs_embeds(input_ids, input_features, task_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -460,12 +451,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         predicted = self.out_adapter(image_states.float())
         if self.config.visual_skip_connection:
             predicted = predicted + input_features
-        output = LM4LVCausalLMOutput(last_hidden_state=hidden_states)
-        if targets:
-            output.vision_loss = nn.functional.mse_loss(predicted, targets[0])
-            output.text_loss = output.vision_loss.new_zeros(())
-            output.loss = self.config.vision_loss_weight * output.vision_loss
-        return output, predicted
+        return one_pass_output(hidden_states, predicted, target_features, self.config.vision_loss_weight), predicted
 
     # ------------------------------------------------------------------ generation
 
@@ -801,6 +787,31 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             missing = set(self.trainable_state_dict()) - set(handle.keys())
         if missing:
             raise ValueError(f"{weights_file} lacks trainable parameters {sorted(missing)}")
+
+
+def encode_input_and_target(encode, pixel_values, target_pixel_values) -> tuple:
+    """`(input features, target features)` of the degraded and clean images, with ONE vision pass when both are
+    given; either is `None` when its images are."""
+    if pixel_values is not None and target_pixel_values is not None:
+        return tuple(encode(torch.cat([pixel_values, target_pixel_values])).split(pixel_values.shape[0]))
+    return (
+        None if pixel_values is None else encode(pixel_values),
+        None if target_pixel_values is None else encode(target_pixel_values),
+    )
+
+
+def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_weight: float) -> LM4LVCausalLMOutput:
+    """Output of a one-pass restorer (the "ViT-LLM" mode, the expert baselines): with targets, the loss is the MSE
+    between predicted and target features (there is no text to supervise)."""
+    if target_features is None:
+        return LM4LVCausalLMOutput(last_hidden_state=last_hidden_state)
+    vision_loss = nn.functional.mse_loss(predicted, target_features)
+    return LM4LVCausalLMOutput(
+        loss=vision_loss_weight * vision_loss,
+        text_loss=vision_loss.new_zeros(()),
+        vision_loss=vision_loss,
+        last_hidden_state=last_hidden_state,
+    )
 
 
 def is_trainable_only(weights_file: str) -> bool:
