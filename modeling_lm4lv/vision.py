@@ -29,7 +29,20 @@ def check_image_shape(pixel_values: torch.Tensor, num_channels: int, image_size:
         )
 
 
-class MAEVisionModule(ViTMAEForPreTraining):
+class VisionModuleMixin:
+    """What every vision module shares: its input size and the encode-then-decode baseline."""
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.config.image_size
+        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+
+    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode then decode with no processing in between: the MAE-r baseline (of any vision module)."""
+        return self.decode(self.encode(pixel_values))
+
+
+class MAEVisionModule(VisionModuleMixin, ViTMAEForPreTraining):
     """A ViT-MAE (encoder + decoder) used as an autoencoder: `encode` keeps all patches, `decode` reconstructs.
 
     It is a `ViTMAEForPreTraining`, so any ViT-MAE checkpoint loads into it with `from_pretrained` and its weights
@@ -41,11 +54,6 @@ class MAEVisionModule(ViTMAEForPreTraining):
     def __init__(self, config: ViTMAEConfig):
         config.mask_ratio = 0.0
         super().__init__(config)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.config.image_size
-        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
 
     def _identity_order(self, batch_size: int, device) -> torch.Tensor:
         num_patches = self.vit.embeddings.patch_embeddings.num_patches
@@ -78,16 +86,12 @@ class MAEVisionModule(ViTMAEForPreTraining):
         patches = self.decoder(features, ids_restore).logits
         return self.unpatchify(patches, self.image_size)
 
-    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Encode then decode with no processing in between: the MAE-r baseline."""
-        return self.decode(self.encode(pixel_values))
-
     def encoder_modules(self) -> list[torch.nn.Module]:
         """The modules that produce the features (frozen by decoder-only fine-tuning)."""
         return [self.vit]
 
 
-class DiffusersVisionModule(PreTrainedModel):
+class DiffusersVisionModule(VisionModuleMixin, PreTrainedModel):
     """A diffusers autoencoder (`AutoencoderKL` or `VQModel`) behind the vision-module interface: the latent at each
     spatial position (row-major) is one visual token. Saved and loaded like any transformers model (safetensors);
     the diffusers model is the `autoencoder` submodule. Needs `pip install diffusers` (imported on first use).
@@ -110,10 +114,6 @@ class DiffusersVisionModule(PreTrainedModel):
     def _init_weights(self, module):
         """Keep the diffusers modules' own initialisation."""
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return (self.config.image_size, self.config.image_size)
-
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Encode normalised images `(B, C, H, W)` into `(B, latent positions, latent channels)` features."""
         check_image_shape(pixel_values, self.config.num_channels, self.image_size)
@@ -132,10 +132,6 @@ class DiffusersVisionModule(PreTrainedModel):
         latents = latents.to(next(self.autoencoder.parameters()).dtype)
         return self.autoencoder.decode(latents).sample
 
-    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Encode then decode with no processing in between (the "MAE-r" baseline of this vision module)."""
-        return self.decode(self.encode(pixel_values))
-
     def encoder_modules(self) -> list[torch.nn.Module]:
         """The modules that produce the features (frozen by decoder-only fine-tuning)."""
         return [m for m in (self.autoencoder.encoder, getattr(self.autoencoder, "quant_conv", None)) if m is not None]
@@ -153,7 +149,7 @@ def import_timm():
     return timm
 
 
-class TimmVisionModule(PreTrainedModel):
+class TimmVisionModule(VisionModuleMixin, PreTrainedModel):
     """A timm Vision Transformer as the encoder (`encoder`, features = CLS + patch tokens after its final norm) and
     a ViT-MAE decoder (`decoder`) that reconstructs pixels from them. Build it around pretrained timm weights with
     [`from_timm`], then train the decoder with decoder-only fine-tuning (`lm4lv mae-finetune --mode decoder`)."""
@@ -199,10 +195,6 @@ class TimmVisionModule(PreTrainedModel):
         return model
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return (self.config.image_size, self.config.image_size)
-
-    @property
     def num_patches(self) -> int:
         return (self.config.image_size // self.config.patch_size) ** 2
 
@@ -222,10 +214,6 @@ class TimmVisionModule(PreTrainedModel):
         side = self.config.image_size // patch  # ViT-MAE's patch layout: (row, column, p, q, channel)
         patches = patches.reshape(batch, side, side, patch, patch, channels)
         return torch.einsum("nhwpqc->nchpwq", patches).reshape(batch, channels, side * patch, side * patch)
-
-    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Encode then decode with no processing in between (the "MAE-r" baseline of this vision module)."""
-        return self.decode(self.encode(pixel_values))
 
     def encoder_modules(self) -> list[torch.nn.Module]:
         """The modules that produce the features (frozen by decoder-only fine-tuning)."""
