@@ -37,7 +37,7 @@ from processing.data import bundled_corpus, load_image_dataset, materialize_eval
 from processing.visualization import image_grid
 from trainers import LM4LVTrainingArguments
 from trainers.evaluation import evaluate_restoration, restore
-from trainers.mae_training import normalisation_of
+from trainers.mae_training import normalisation_of, normalise, unnormalise
 
 METHODS = {
     "lm4lv": ("LM4LV", {}),
@@ -68,13 +68,13 @@ def prepare_autoencoder_kl(cache_dir: str, minutes: float, corpus_train, corpus_
     )
 
 
-@torch.no_grad()
 def vision_reconstruct(vision_model):
     """The "MAE-r" baseline of any vision module: encode the degraded image, decode it unchanged."""
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalisation_of(vision_model))
+    mean, std = normalisation_of(vision_model)
 
+    @torch.no_grad()
     def method(degraded, task):
-        return (vision_model.reconstruct((degraded - mean) / std) * std + mean).clamp(0, 1)
+        return unnormalise(vision_model.reconstruct(normalise(degraded, mean, std)), mean, std).clamp(0, 1)
 
     return method
 
@@ -114,9 +114,8 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
         for key in methods:
             label, overrides = METHODS[key]
             run_dir = os.path.join(output_dir, "runs", f"{key}-{task}")
-            model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision)
-            for name, value in overrides.items():
-                setattr(model_args, name, value)
+            model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision,
+                                        **overrides)
             training_args = LM4LVTrainingArguments(
                 output_dir=run_dir, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
                 warmup_steps=min(20, max_steps // 10), max_steps=max_steps, logging_steps=max(1, max_steps // 10),

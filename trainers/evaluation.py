@@ -7,6 +7,7 @@ import statistics
 import evaluate
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoConfig
 
 import metrics
 from modeling_lm4lv import LM4LVExpertConfig, LM4LVExpertModel, LM4LVForConditionalGeneration
@@ -20,8 +21,6 @@ METRICS_DIR = os.path.dirname(os.path.abspath(metrics.__file__))
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None):
     """An LM4LV checkpoint (any generation mode, trainable-only or full) or an expert baseline, by its config.
     `llm` / `vision` override the base model locations an LM4LV checkpoint names."""
-    from transformers import AutoConfig
-
     if isinstance(AutoConfig.from_pretrained(path), LM4LVExpertConfig):
         return LM4LVExpertModel.from_pretrained(path)
     return LM4LVForConditionalGeneration.from_pretrained(path, llm=llm, vision=vision)
@@ -142,4 +141,12 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
     return paths
 
 
-__all__ = ["load_restoration_model", "evaluate_restoration", "mae_reconstruct", "restore", "results_markdown", "write_results", "load_metrics"]
+__all__ = [
+    "load_restoration_model",
+    "evaluate_restoration",
+    "mae_reconstruct",
+    "restore",
+    "results_markdown",
+    "write_results",
+    "load_metrics",
+]
