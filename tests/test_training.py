@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -143,13 +144,37 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
     assert "model-index" in uploaded["card"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accelerate_launch(*args) -> list[str]:
+    """`accelerate launch` with the repository's 2-process CPU config on a free port (the config's fixed port may be
+    taken by another job on a shared machine)."""
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
+                          "cpu_2proc.yaml")
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    return [launcher, "launch", "--config_file", config, "--main_process_port", str(free_port()), *args]
+
+
 def run_training(command, tmp_path, name):
     import subprocess
 
     out = tmp_path / name
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    subprocess.run([*command, "--output_dir", str(out)], check=True, env=env, timeout=600,
-                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               GLOO_SOCKET_IFNAME="lo")
+    for attempt in range(2):  # one retry: a distributed rendezvous on a loaded shared machine can fail transiently
+        shutil.rmtree(out, ignore_errors=True)
+        result = subprocess.run([*command, "--output_dir", str(out)], env=env, timeout=600, capture_output=True,
+                                text=True)
+        if result.returncode == 0:
+            break
+        print(f"{name} run, attempt {attempt + 1}, failed ({result.returncode}):\n{(result.stdout + result.stderr)[-6000:]}")
+    assert result.returncode == 0, f"{name} run failed twice; output of the last attempt is above"
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     return [entry for entry in state["log_history"] if "loss" in entry]
 
@@ -162,12 +187,8 @@ def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
               "--max_steps", "4", "--save_steps", "4", "--logging_steps", "1", "--learning_rate", "1e-2",
               "--warmup_steps", "0", "--use_cpu", "--disable_tqdm", "true", "--seed", "0",
               "--train_sampling_strategy", "sequential"]
-    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
-                          "cpu_2proc.yaml")
     one = run_training([sys.executable, *common, "--per_device_train_batch_size", "4"], tmp_path, "one")
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    two = run_training([launcher, "launch", "--config_file", config, *common,
-                        "--per_device_train_batch_size", "2"], tmp_path, "two")
+    two = run_training(accelerate_launch(*common, "--per_device_train_batch_size", "2"), tmp_path, "two")
     assert len(one) == len(two) == 4
     for a, b in zip(one, two):
         # same samples per step and averaged gradients: equal up to float reduction order
@@ -300,11 +321,7 @@ def test_two_process_training_fails_fast_when_one_worker_raises(tmp_path):
     script = tmp_path / "failing_worker.py"
     script.write_text(FAILING_WORKER.format(tests=os.path.dirname(os.path.abspath(__file__)),
                                             out=str(tmp_path / "out")))
-    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
-                          "cpu_2proc.yaml")
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([launcher, "launch", "--config_file", config, str(script)], env=env, timeout=300,
-                            capture_output=True, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    result = subprocess.run(accelerate_launch(str(script)), env=env, timeout=300, capture_output=True, text=True)
     assert result.returncode != 0
     assert "worker 1 hit a corrupt batch" in result.stdout + result.stderr
