@@ -9,7 +9,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["modeling_lm4lv", "processing", "metrics*", "trainers", "examples"]),
-    package_data={"metrics": ["*/*.py"]},
+    package_data={"metrics": ["*/*.py"], "trainers": ["model_card.md"]},
     install_requires=[
         "torch>=2.4,<2.15",
         "transformers>=5.24,<6",

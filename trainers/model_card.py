@@ -7,7 +7,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from trainers.evaluation import results_markdown
 
-TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_card.md")
+TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
 
 
 def eval_results_from(results: dict, dataset_name: str, method: str = "LM4LV") -> list[EvalResult]:
