@@ -540,7 +540,6 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             cache=cache,
             use_cache=True,
         ).last_hidden_state[:, -1]
-        next_position = position_ids[:, -1] + 1
 
         # per-sample state, kept as tensors: forced tokens still to emit, visual steps left, last text tokens
         queue_width = max(len(start_ids), len(end_ids))
@@ -563,49 +562,56 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         prompt_length = attention_mask.shape[1]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, max_new_tokens)], dim=1)
 
-        for step in range(max_new_tokens):
-            is_visual = (visual_left > 0) & unfinished
-            recording = is_visual & (num_features < num_visual)
-            if bool(recording.all()):
-                # fast path (every sample inside its first image): no text bookkeeping
-                token = image_tokens
-                feature = self.out_adapter(hidden.float())
-                if config.visual_skip_connection:
-                    feature = feature + skip_features[rows, num_features]
-                generated_features[rows, num_features] = feature
-                num_features = num_features + 1
-                visual_left = visual_left - 1
-                image_done = visual_left == 0
-                if bool(image_done.any()):
-                    forced[image_done, : len(end_ids)] = end_ids
-                step_embeds = self.embed_visual(feature)
-            else:
-                token, step_embeds = self._generation_step(
-                    hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
-                    num_features, generated_features,
-                )
-                num_features = num_features + recording.long()
-                is_text = ~is_visual & unfinished
-                forced = torch.where((is_text & (forced[:, 0] >= 0))[:, None], shift_left(forced), forced)
-                visual_left = visual_left - is_visual.long()
-                forced[is_visual & (visual_left == 0), : len(end_ids)] = end_ids
-                text_tail = torch.where(is_text[:, None], torch.cat([text_tail[:, 1:], token[:, None]], 1), text_tail)
-                image_starts = is_text & (text_tail == start_ids).all(-1)
-                visual_left = torch.where(image_starts, num_visual, visual_left)
-                text_tail[image_starts] = -1
-                if eos_token_id is not None:
-                    unfinished = unfinished & ~(is_text & (token == eos_token_id))
-            new_tokens.append(token)
-            if step == max_new_tokens - 1 or not bool(unfinished.any()):
-                break
-            hidden = self.text_backbone(
+        last_position = position_ids[:, -1]
+
+        def feed(step_embeds):
+            """The next input embedding through the LLM with the cache; returns the new last hidden state."""
+            fed = len(new_tokens)
+            return self.text_backbone(
                 inputs_embeds=step_embeds[:, None],
-                attention_mask=attention_mask[:, : prompt_length + step + 1],
-                position_ids=next_position[:, None],
+                attention_mask=attention_mask[:, : prompt_length + fed],
+                position_ids=(last_position + fed)[:, None],
                 cache=cache,
                 use_cache=True,
             ).last_hidden_state[:, -1]
-            next_position = next_position + 1
+
+        while len(new_tokens) < max_new_tokens:
+            is_visual = (visual_left > 0) & unfinished
+            recording = is_visual & (num_features < num_visual)
+            if bool(recording.all()):
+                # every sample is inside its first image: the visual steps they all still have run in a tight loop
+                # with no text bookkeeping and no host-device synchronisation
+                for _ in range(min(int(visual_left.min()), max_new_tokens - len(new_tokens))):
+                    feature = self.out_adapter(hidden.float())
+                    if skip_features is not None:
+                        feature = feature + skip_features[rows, num_features]
+                    generated_features[rows, num_features] = feature
+                    num_features = num_features + 1
+                    visual_left = visual_left - 1
+                    new_tokens.append(image_tokens)
+                    if len(new_tokens) < max_new_tokens:
+                        hidden = feed(self.embed_visual(feature))
+                forced[visual_left == 0, : len(end_ids)] = end_ids
+                continue
+            token, step_embeds = self._generation_step(
+                hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
+                num_features, generated_features,
+            )
+            num_features = num_features + recording.long()
+            is_text = ~is_visual & unfinished
+            forced = torch.where((is_text & (forced[:, 0] >= 0))[:, None], shift_left(forced), forced)
+            visual_left = visual_left - is_visual.long()
+            forced[is_visual & (visual_left == 0), : len(end_ids)] = end_ids
+            text_tail = torch.where(is_text[:, None], torch.cat([text_tail[:, 1:], token[:, None]], 1), text_tail)
+            image_starts = is_text & (text_tail == start_ids).all(-1)
+            visual_left = torch.where(image_starts, num_visual, visual_left)
+            text_tail[image_starts] = -1
+            if eos_token_id is not None:
+                unfinished = unfinished & ~(is_text & (token == eos_token_id))
+            new_tokens.append(token)
+            if len(new_tokens) == max_new_tokens or not bool(unfinished.any()):
+                break
+            hidden = feed(step_embeds)
 
         has_image = num_features == num_visual
         pixel_values_out = torch.full(
