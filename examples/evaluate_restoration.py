@@ -14,8 +14,9 @@ import datasets
 from processing import LM4LVProcessor
 from processing.data import load_image_dataset, materialize_eval_set
 from trainers.evaluation import (
+    add_loading_arguments,
     evaluate_restoration,
-    load_restoration_model,
+    load_restoration_model_from_args,
     mae_reconstruct,
     restore,
     results_markdown,
@@ -34,11 +35,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1234, help="Degradation seed of a new evaluation set.")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output_dir", default="outputs/eval")
-    parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
-    parser.add_argument("--vision", default=None, help="Override the vision module location.")
+    add_loading_arguments(parser)
     args = parser.parse_args(argv)
 
-    model = load_restoration_model(args.model, llm=args.llm, vision=args.vision).eval()
+    model = load_restoration_model_from_args(args)
     processor = LM4LVProcessor.from_pretrained(args.model)
     tasks = args.task.split(",") if args.task else model.config.task_names
     if args.eval_set:

@@ -11,7 +11,7 @@ from PIL import Image
 from processing import LM4LVProcessor
 from processing.data import load_rgb_image, to_tensor
 from processing.degradations import SPATIAL_TASKS, tensor_to_pil
-from trainers.evaluation import load_restoration_model, restore
+from trainers.evaluation import add_loading_arguments, load_restoration_model_from_args, restore
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -70,8 +70,9 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=16, help="Tiles per generate() call.")
     parser.add_argument("--merge_lora", action="store_true",
                         help="Fold a checkpoint's LoRA adapters into the LLM before restoring (faster generation).")
+    add_loading_arguments(parser)
     args = parser.parse_args(argv)
-    model = load_restoration_model(args.model).eval()
+    model = load_restoration_model_from_args(args)
     if args.merge_lora:
         model.merge_lora_adapters()
     processor = LM4LVProcessor.from_pretrained(args.model)

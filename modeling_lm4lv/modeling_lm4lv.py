@@ -757,9 +757,12 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         llm, vision = kwargs.pop("llm", None), kwargs.pop("vision", None)
         weights_file = resolve_weights_file(pretrained_model_name_or_path, kwargs)
         if not is_trainable_only(weights_file):
+            dtype = kwargs.pop("dtype", None)
             kwargs["use_safetensors"] = True
             model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
             model.freeze_base_models()  # loading replaces parameters, which resets requires_grad
+            if dtype is not None:  # the LLM only: trainables and the vision module stay float32, as in from_base_models
+                model.language_model.to(dtype)
             return model
         config = kwargs.pop("config", None) or LM4LVConfig.from_pretrained(pretrained_model_name_or_path)
         llm = llm or config.text_model_name_or_path

@@ -63,6 +63,22 @@ def test_full_checkpoint_round_trip_and_auto_classes(trained_from_base, tmp_path
     assert {n for n, p in reloaded.named_parameters() if p.requires_grad} == set(model.trainable_state_dict())
 
 
+@pytest.mark.parametrize("save_full", [False, True])
+def test_bfloat16_llm_loading_keeps_trainables_float32(trained_from_base, tmp_path, save_full):
+    from trainers.evaluation import load_restoration_model
+
+    model, processor = trained_from_base
+    model.save_pretrained(tmp_path / "ckpt", save_full=save_full)
+    reloaded = load_restoration_model(str(tmp_path / "ckpt"), llm_dtype="bfloat16", device="cpu")
+    assert reloaded.language_model.lm_head.weight.dtype == torch.bfloat16
+    assert {tensor.dtype for tensor in reloaded.trainable_state_dict().values()} == {torch.float32}
+    assert next(reloaded.vision_model.parameters()).dtype == torch.float32
+    assert torch.equal(reloaded.in_adapter.weight, model.in_adapter.weight)
+    batch = processor(images=random_images(2))
+    generated = reloaded.generate(**batch)
+    assert generated.has_image.all() and torch.isfinite(generated.pixel_values).all()
+
+
 def test_processor_round_trip(trained_from_base, tmp_path):
     _, processor = trained_from_base
     processor.save_pretrained(tmp_path / "proc")

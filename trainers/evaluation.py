@@ -18,12 +18,32 @@ from processing.visualization import image_grid
 METRICS_DIR = os.path.dirname(os.path.abspath(metrics.__file__))
 
 
-def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None):
-    """An LM4LV checkpoint (any generation mode, trainable-only or full) or an expert baseline, by its config.
-    `llm` / `vision` override the base model locations an LM4LV checkpoint names."""
+def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
+                           llm_dtype: str = "float32", device: str | None = None):
+    """An LM4LV checkpoint (any generation mode, trainable-only or full) or an expert baseline, by its config, in
+    eval mode on `device` (default: CUDA when available). `llm` / `vision` override the base model locations an LM4LV
+    checkpoint names; `llm_dtype` (float32, bfloat16 or float16) is the frozen LLM's dtype (trainables stay float32)."""
     if isinstance(AutoConfig.from_pretrained(path), LM4LVExpertConfig):
-        return LM4LVExpertModel.from_pretrained(path)
-    return LM4LVForConditionalGeneration.from_pretrained(path, llm=llm, vision=vision)
+        model = LM4LVExpertModel.from_pretrained(path)
+    else:
+        model = LM4LVForConditionalGeneration.from_pretrained(path, llm=llm, vision=vision,
+                                                              dtype=getattr(torch, llm_dtype))
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+
+
+def add_loading_arguments(parser):
+    """The command-line options of `load_restoration_model`, shared by the scripts that load a trained model."""
+    parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
+    parser.add_argument("--vision", default=None, help="Override the vision module location.")
+    parser.add_argument("--llm_dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="Dtype of the frozen LLM (bfloat16 for full-size LLMs; trainables stay float32).")
+    parser.add_argument("--device", default=None, help="Where to run (default: cuda when available, else cpu).")
+
+
+def load_restoration_model_from_args(args):
+    """`load_restoration_model` with the options `add_loading_arguments` defined."""
+    return load_restoration_model(args.model, llm=args.llm, vision=args.vision, llm_dtype=args.llm_dtype,
+                                  device=args.device)
 
 
 def load_metrics():
