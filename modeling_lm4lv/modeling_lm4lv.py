@@ -635,6 +635,10 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         recording samples are written into `generated_features` in place."""
         config = self.config
         has_forced = forced[:, 0] >= 0
+        if bool((has_forced & ~is_visual & unfinished).all()):
+            # every sample emits a forced text token (an image delimiter): no LM head and no visual work
+            token = forced[:, 0]
+            return token, self.get_input_embeddings()(token)
         if bool((is_visual | has_forced).all()):
             token = forced[:, 0]
         else:
