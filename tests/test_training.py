@@ -115,6 +115,9 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
     assert table.splitlines()[0].startswith("| Task | Input PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM")
     gain = results["flip"]["LM4LV"]["psnr"]["mean"] - results["flip"]["MAE-r"]["psnr"]["mean"]
     assert f"{gain:+.2f} dB" in table
+    two_gains = results_markdown(results, ours=("LM4LV", "Input", "absent")).splitlines()
+    assert two_gains[0].endswith("| Gain (LM4LV - MAE-r) | Gain (Input - MAE-r) |")
+    assert two_gains[1].count("---") == 6 and all(row.count("|") == 7 for row in two_gains)
     paths = write_results(results, examples, str(tmp_path / "results"), list(methods))
     assert json.loads(open(paths["json"]).read())["flip"]["Input"]["psnr"]["count"] > 0
     assert os.path.getsize(paths["grid_flip"]) > 0

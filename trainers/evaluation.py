@@ -128,21 +128,21 @@ def evaluate_restoration(
     return results, examples
 
 
-def results_markdown(results: dict, baseline: str = "MAE-r", ours: str = "LM4LV") -> str:
-    """A paper-style Markdown table: tasks as rows, PSNR / SSIM per method, and the gain of `ours` over `baseline`."""
+def results_markdown(results: dict, baseline: str = "MAE-r", ours: tuple[str, ...] = ("LM4LV",)) -> str:
+    """A paper-style Markdown table: tasks as rows, PSNR / SSIM per method, and the gain of each of `ours` (those
+    present) over `baseline`."""
     methods = list(next(iter(results.values())))
+    gains = [name for name in ours if name in methods] if baseline in methods else []
     header = "| Task | " + " | ".join(f"{m} PSNR / SSIM" for m in methods)
-    has_gain = baseline in methods and ours in methods
-    header += f" | Gain ({ours} - {baseline}) |" if has_gain else " |"
-    lines = [header, "|" + " --- |" * (len(methods) + 1 + has_gain)]
+    header += "".join(f" | Gain ({name} - {baseline})" for name in gains) + " |"
+    lines = [header, "|" + " --- |" * (len(methods) + 1 + len(gains))]
     for task, by_method in results.items():
         cells = [f"{by_method[m]['psnr']['mean']:.2f} / {by_method[m]['ssim']['mean']:.4f}" for m in methods]
-        row = f"| {task} | " + " | ".join(cells)
-        if has_gain:
-            gain_psnr = by_method[ours]["psnr"]["mean"] - by_method[baseline]["psnr"]["mean"]
-            gain_ssim = by_method[ours]["ssim"]["mean"] - by_method[baseline]["ssim"]["mean"]
-            row += f" | {gain_psnr:+.2f} dB / {gain_ssim:+.4f}"
-        lines.append(row + " |")
+        for name in gains:
+            gain_psnr = by_method[name]["psnr"]["mean"] - by_method[baseline]["psnr"]["mean"]
+            gain_ssim = by_method[name]["ssim"]["mean"] - by_method[baseline]["ssim"]["mean"]
+            cells.append(f"{gain_psnr:+.2f} dB / {gain_ssim:+.4f}")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
