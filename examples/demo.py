@@ -262,7 +262,9 @@ def render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv
         f"{name} {values['psnr']['median']:.2f}" for name, values in results["denoise"].items()
     )
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
-    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in lm4lv_info["log"])
+    log = lm4lv_info["log"]
+    every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
+    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every])
     skip_line = "" if skip_info is None else (
         f"\n- LM4LV + skip (extension, `visual_skip_connection=True`: the output adapter predicts a correction added to"
         f" the input image's feature, so training starts at MAE-r): same settings, {skip_info['steps']} steps in"
