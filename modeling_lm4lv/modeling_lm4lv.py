@@ -581,16 +581,17 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             if bool(recording.all()):
                 # every sample is inside its first image: the visual steps they all still have run in a tight loop
                 # with no text bookkeeping and no host-device synchronisation
-                for _ in range(min(int(visual_left.min()), max_new_tokens - len(new_tokens))):
+                run = min(int(visual_left.min()), max_new_tokens - len(new_tokens))
+                for _ in range(run):
                     feature = self.out_adapter(hidden.float())
                     if skip_features is not None:
                         feature = feature + skip_features[rows, num_features]
                     generated_features[rows, num_features] = feature
                     num_features = num_features + 1
-                    visual_left = visual_left - 1
                     new_tokens.append(image_tokens)
                     if len(new_tokens) < max_new_tokens:
                         hidden = feed(self.embed_visual(feature))
+                visual_left = visual_left - run
                 forced[visual_left == 0, : len(end_ids)] = end_ids
                 continue
             token, step_embeds = self._generation_step(
