@@ -79,7 +79,8 @@ def main(argv=None):
     start = time.time()
     write_random_llama(llm, prepare_smollm2(default_cache_dir()))
     write_random_mae(vision)
-    bundled_corpus()["validation"][0]["image"].convert("RGB").resize((224, 224)).save(image)
+    side = MAE_LARGE["image_size"]
+    bundled_corpus()["validation"][0]["image"].convert("RGB").resize((side, side)).save(image)
     results = {"write random base models": {"seconds": round(time.time() - start, 1)}}
 
     lm4lv = [sys.executable, "-m", "examples.cli"]

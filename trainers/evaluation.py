@@ -163,6 +163,8 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
 
 __all__ = [
     "load_restoration_model",
+    "add_loading_arguments",
+    "load_restoration_model_from_args",
     "evaluate_restoration",
     "mae_reconstruct",
     "restore",
