@@ -68,12 +68,15 @@ def bare_decoding_loop(model, batch: dict, steps: int):
     embeds = model.get_input_embeddings()(batch["input_ids"].clamp(min=0))
     mask = batch["attention_mask"]
     positions = positions_from_mask(mask)
+    if mask.all():
+        mask = None  # no padding: the causal mask alone is enough
     cache = DynamicCache(config=model.language_model.config)
     hidden = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
                  use_cache=True).last_hidden_state[:, -1:]
     position = positions[:, -1:] + 1
     for _ in range(steps):
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         hidden = llm(inputs_embeds=hidden, attention_mask=mask, position_ids=position, cache=cache,
                      use_cache=True).last_hidden_state
         position = position + 1

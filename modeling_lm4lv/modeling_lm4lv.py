@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
@@ -476,7 +477,8 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         next `config.num_visual_tokens` steps are visual: the last hidden state goes through `out_adapter` to a
         predicted MAE feature, and `in_adapter(feature)` is fed back as the next input embedding. Then
         `config.image_end_token_ids` (`</Img>`) are forced and text resumes until `eos_token_id` or
-        `max_new_tokens`.
+        `max_new_tokens`. Forced tokens take no decoding steps of their own: the forced `<Img>` goes through the
+        LLM with the prompt, and `</Img>` with the last visual token when every sample's image ends at that step.
 
         Args:
             input_ids, attention_mask, pixel_values, task_ids: A prompt batch from [`LM4LVProcessor`] (no targets).
@@ -523,57 +525,55 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             pad_token_id = eos_token_id if eos_token_id is not None else 0
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if force_image_output:
+            # the forced <Img> is known in advance: it goes through the LLM together with the prompt
+            forced_start = start_ids[:max_new_tokens].expand(batch_size, -1)
+            input_ids = torch.cat([input_ids, forced_start], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(forced_start)], dim=1)
+            max_new_tokens -= forced_start.shape[1]
 
         visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
-        position_ids = positions_from_mask(attention_mask)
         skip_features = None
         if config.visual_skip_connection:
             if visual_features is None or visual_features.shape[1] != num_visual:
                 raise ValueError("visual_skip_connection needs exactly one input image per prompt")
             skip_features = visual_features
+        # positions of the prompt and of every token still to come; without left padding no mask is needed
+        full_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, max_new_tokens)], dim=1)
+        positions = positions_from_mask(full_mask)
+        full_mask = None if bool(attention_mask.all()) else full_mask
         cache = DynamicCache(config=self.language_model.config)
-        hidden = self.text_backbone(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state[:, -1]
+
+        def feed(embeds):
+            """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; returns the new last
+            hidden state."""
+            past, length = cache.get_seq_length(), embeds.shape[1]
+            return self.text_backbone(
+                inputs_embeds=embeds,
+                attention_mask=None if full_mask is None else full_mask[:, : past + length],
+                position_ids=positions[:, past : past + length],
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1]
+
+        hidden = feed(inputs_embeds)
 
         # per-sample state, kept as tensors: forced tokens still to emit, visual steps left, last text tokens
-        queue_width = max(len(start_ids), len(end_ids))
-        forced = torch.full((batch_size, queue_width), -1, dtype=torch.long, device=device)
-        if force_image_output:
-            forced[:, : len(start_ids)] = start_ids
+        forced = torch.full((batch_size, max(len(start_ids), len(end_ids))), -1, dtype=torch.long, device=device)
         text_tail = input_ids[:, -len(start_ids) :].clone()
-        visual_left = torch.where(
-            (text_tail == start_ids).all(-1) & ~torch.as_tensor(force_image_output, device=device), num_visual, 0
-        )
+        visual_left = torch.where((text_tail == start_ids).all(-1), num_visual, 0)
+        text_tail[visual_left > 0] = -1
         generated_features = torch.full(
             (batch_size, num_visual, config.vision_hidden_size), float("nan"), device=device
         )
         num_features = torch.zeros(batch_size, dtype=torch.long, device=device)
         unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)
         rows = torch.arange(batch_size, device=device)
-        new_tokens = []
-
         image_tokens = torch.full((batch_size,), config.image_token_id, device=device)
-        prompt_length = attention_mask.shape[1]
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, max_new_tokens)], dim=1)
-
-        last_position = position_ids[:, -1]
-
-        def feed(step_embeds):
-            """The next input embedding through the LLM with the cache; returns the new last hidden state."""
-            fed = len(new_tokens)
-            return self.text_backbone(
-                inputs_embeds=step_embeds[:, None],
-                attention_mask=attention_mask[:, : prompt_length + fed],
-                position_ids=(last_position + fed)[:, None],
-                cache=cache,
-                use_cache=True,
-            ).last_hidden_state[:, -1]
+        # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
+        end_can_be_fed_at_once = eos_token_id not in config.image_end_token_ids
+        new_tokens = []
 
         while len(new_tokens) < max_new_tokens:
             is_visual = (visual_left > 0) & unfinished
@@ -582,17 +582,37 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
                 # every sample is inside its first image: the visual steps they all still have run in a tight loop
                 # with no text bookkeeping and no host-device synchronisation
                 run = min(int(visual_left.min()), max_new_tokens - len(new_tokens))
-                for _ in range(run):
-                    feature = self.out_adapter(hidden.float())
-                    if skip_features is not None:
-                        feature = feature + skip_features[rows, num_features]
-                    generated_features[rows, num_features] = feature
-                    num_features = num_features + 1
-                    new_tokens.append(image_tokens)
-                    if len(new_tokens) < max_new_tokens:
-                        hidden = feed(self.embed_visual(feature))
+                slots = num_features[:, None] + torch.arange(run, device=device)
+                skip = None if skip_features is None else skip_features[rows[:, None], slots]
+                # in_adapter(out_adapter(hidden) + skip) as one affine map: a single small matmul per step; the
+                # features themselves come from one out_adapter call over the whole run afterwards
+                feedback_weight = self.in_adapter.weight @ self.out_adapter.weight
+                feedback_bias = self.in_adapter(self.out_adapter.bias)
+                feedback_skip = None if skip is None else F.linear(skip, self.in_adapter.weight)
+                hiddens = []
+                for step in range(run):
+                    if hiddens:
+                        hidden = feed(pending)
+                    hiddens.append(hidden)
+                    pending = F.linear(hidden.float(), feedback_weight, feedback_bias)
+                    if feedback_skip is not None:
+                        pending = pending + feedback_skip[:, step]
+                    pending = pending.to(inputs_embeds.dtype)[:, None]
+                features = self.out_adapter(torch.stack(hiddens, dim=1).float())
+                generated_features[rows[:, None], slots] = features if skip is None else features + skip
+                num_features = num_features + run
                 visual_left = visual_left - run
-                forced[visual_left == 0, : len(end_ids)] = end_ids
+                new_tokens.extend([image_tokens] * run)
+                if end_can_be_fed_at_once and bool((visual_left == 0).all()):
+                    # every image ends here: the forced </Img> tokens are emitted and fed with the last feature
+                    end = end_ids[: max_new_tokens - len(new_tokens)].expand(batch_size, -1)
+                    new_tokens.extend(end.unbind(1))
+                    text_tail = torch.cat([text_tail, end], dim=1)[:, -len(start_ids) :]
+                    pending = torch.cat([pending, self.get_input_embeddings()(end)], dim=1)
+                else:
+                    forced[visual_left == 0, : len(end_ids)] = end_ids
+                if len(new_tokens) < max_new_tokens:
+                    hidden = feed(pending)
                 continue
             token, step_embeds = self._generation_step(
                 hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
@@ -612,7 +632,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
             new_tokens.append(token)
             if len(new_tokens) == max_new_tokens or not bool(unfinished.any()):
                 break
-            hidden = feed(step_embeds)
+            hidden = feed(step_embeds[:, None])
 
         has_image = num_features == num_visual
         pixel_values_out = torch.full(
@@ -623,7 +643,7 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         if has_image.any():
             pixel_values_out[has_image] = self.decode_features(generated_features[has_image])
         return LM4LVGenerateOutput(
-            sequences=torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1),
+            sequences=torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1) if new_tokens else input_ids,
             visual_features=generated_features,
             pixel_values=pixel_values_out,
             has_image=has_image,

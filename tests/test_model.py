@@ -166,6 +166,39 @@ def test_kv_cache_matches_full_recompute_long_sequence_by_psnr():
     assert psnr > 60, psnr
 
 
+@torch.no_grad()
+def test_forced_delimiters_go_through_the_llm_in_one_piece(monkeypatch):
+    """<Img> is fed with the prompt and </Img> with the last visual token; the hidden states that pick the text after
+    the image equal a full forward over the finished sequence, also for a left-padded sample."""
+    model, processor = build_tiny()
+    start, end = processor.image_start_token_ids, processor.image_end_token_ids
+    n = model.config.num_visual_tokens
+    images, instructions = random_images(2), ["Remove the noise from this image.", ""]
+    batch = processor(images=images, instructions=instructions)
+    assert (batch["attention_mask"] == 0).any()
+    backbone, head = model.text_backbone, model.get_output_embeddings()
+    forward, lengths, head_inputs = backbone.forward, [], []
+    monkeypatch.setattr(backbone, "forward", lambda **kw: lengths.append(kw["inputs_embeds"].shape[1]) or forward(**kw))
+    monkeypatch.setattr(model, "get_output_embeddings", lambda: lambda hidden: head_inputs.append(hidden) or head(hidden))
+    gen = model.generate(**batch, max_new_tokens=len(start) + n + len(end) + 3)
+    prompt_length = batch["input_ids"].shape[1]
+    assert lengths == [prompt_length + len(start)] + [1] * (n - 1) + [1 + len(end)] + [1, 1]
+    assert len(head_inputs) == 3  # the LM head only runs for the three text tokens
+    text_from = len(start) + n + len(end)
+    for i in range(2):
+        answer = gen.sequences[i, prompt_length:]
+        assert answer[: len(start)].tolist() == start and answer[text_from - len(end) : text_from].tolist() == end
+        alone = processor(images=images[i : i + 1], instructions=instructions[i])  # no padding
+        prompt_embeds = model.build_inputs_embeds(
+            alone["input_ids"], model.encode_images(alone["pixel_values"]), alone["task_ids"]
+        )[0]
+        answer_embeds = model.get_input_embeddings()(answer.clamp(min=0))
+        answer_embeds[len(start) : len(start) + n] = model.in_adapter(gen.visual_features[i])
+        hidden = backbone(inputs_embeds=torch.cat([prompt_embeds, answer_embeds])[None]).last_hidden_state[0]
+        expected = hidden[len(prompt_embeds) + text_from - 1 : -1]
+        torch.testing.assert_close(torch.stack([h[i] for h in head_inputs]), expected, atol=1e-5, rtol=1e-4)
+
+
 class ScriptedHead(nn.Module):
     """An LM head that emits a fixed token script (one token per call), to drive generate()'s state machine."""
 
