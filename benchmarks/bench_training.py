@@ -21,9 +21,9 @@ def training_batch(model, batch_size: int) -> dict:
     prompt = prompt_batch(model, batch_size)
     config = model.config
     answer = [5, 6, 7, 8] + [config.image_token_id] * config.num_visual_tokens + [9, 10, 11, 12, 13, 40, 41, 0]
-    input_ids = torch.cat([prompt["input_ids"], torch.tensor([answer] * batch_size)], dim=1)
+    input_ids = torch.cat([prompt["input_ids"], prompt["input_ids"].new_tensor([answer] * batch_size)], dim=1)
     labels = torch.full_like(input_ids, -100)
-    labels[:, -len(answer):] = torch.tensor(answer)
+    labels[:, -len(answer):] = input_ids.new_tensor(answer)
     return {**prompt, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
             "target_pixel_values": torch.randn_like(prompt["pixel_values"])}
 

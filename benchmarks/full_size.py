@@ -21,17 +21,10 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, ViTMAEConfig, ViTMAEForPreTraining
 
-from benchmarks.common import machine
+from benchmarks.common import LLAMA2_7B, MAE_LARGE, machine
 from examples.demo import default_cache_dir, prepare_smollm2
 from examples.run_restoration import write_folder_atomically
 from processing.data import bundled_corpus
-
-LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
-MAE_LARGE = dict(image_size=224, patch_size=16, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                 intermediate_size=4096, decoder_hidden_size=512, decoder_num_hidden_layers=8,
-                 decoder_num_attention_heads=16, decoder_intermediate_size=2048, mask_ratio=0.0)
-
 
 def write_random_llama(target: str, tokenizer_source: str):
     """LLaMA-2-7B-shaped causal LM with random bf16 weights and a real tokenizer, as a local safetensors folder."""
