@@ -56,6 +56,7 @@ PROFILES = {
 }
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
+LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps
 
 DEMO_MAE_CONFIG = dict(
     image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
@@ -164,7 +165,7 @@ def train_lm4lv(llm: str, vision: str, output_dir: str, minutes: float, profile:
     expected_steps = estimate_steps(minutes)
     training_args = LM4LVTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
-        warmup_steps=profile.warmup_steps, max_steps=min(profile.max_steps, expected_steps), logging_steps=25,
+        warmup_steps=profile.warmup_steps, max_steps=min(profile.max_steps, expected_steps), logging_steps=LOGGING_STEPS,
         save_steps=200, save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
     )
     start = time.time()
@@ -264,7 +265,8 @@ def render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
     log = lm4lv_info["log"]
     every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
-    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every])
+    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every]) or (
+        f"none logged (fewer steps than the logging interval of {LOGGING_STEPS})")
     skip_line = "" if skip_info is None else (
         f"\n- LM4LV + skip (extension, `visual_skip_connection=True`: the output adapter predicts a correction added to"
         f" the input image's feature, so training starts at MAE-r): same settings, {skip_info['steps']} steps in"
