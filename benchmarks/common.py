@@ -107,6 +107,22 @@ def bare_decoding_loop(model, batch: dict, steps: int):
     return hidden
 
 
+def wait_for(device: torch.device):
+    """Wait until the device has run its queued kernels (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synchronized(function, device: torch.device):
+    """`function` followed by waiting for the device, so that wall times cover its kernels."""
+
+    def run():
+        function()
+        wait_for(device)
+
+    return run
+
+
 def timed(function, repeats: int = 3) -> float:
     """Best wall time of `repeats` calls after one warm-up call."""
     function()
