@@ -559,8 +559,8 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
 
         hidden = feed(inputs_embeds)
 
-        # per-sample state, kept as tensors: forced tokens still to emit, visual steps left, last text tokens
-        forced = torch.full((batch_size, max(len(start_ids), len(end_ids))), -1, dtype=torch.long, device=device)
+        # per-sample state, kept as tensors: forced </Img> tokens still to emit, visual steps left, last text tokens
+        forced = torch.full((batch_size, len(end_ids)), -1, dtype=torch.long, device=device)
         text_tail = input_ids[:, -len(start_ids) :].clone()
         visual_left = torch.where((text_tail == start_ids).all(-1), num_visual, 0)
         text_tail[visual_left > 0] = -1
