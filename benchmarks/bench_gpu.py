@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from benchmarks.bench_generation import generation_steps, recompute_comparison
+from benchmarks.bench_generation import generation_steps, recompute_check
 from benchmarks.bench_training import lm4lv_step, training_batch
 from benchmarks.common import build_model, machine, prompt_batch, synchronized, timed
 
@@ -42,7 +42,8 @@ def generation(model, batch_sizes: list[int], repeats: int) -> tuple[list[dict],
                      "peak_gib": peak_memory_gib(device)})
         print(f"| {batch_size} | {seconds:.3f} | {batch_size / seconds:.2f} | {fmt(rows[-1]['peak_gib'])} |",
               flush=True)
-    return rows, recompute_comparison(model, prompt_batch(model, 1), repeats)
+    slow, difference = recompute_check(model, prompt_batch(model, 1))
+    return rows, {"recompute_s": slow, "speedup": slow / rows[0]["seconds"], "max_abs_difference": difference}
 
 
 def training(model, batch_size: int, checkpointing: bool, steps: int) -> dict:
