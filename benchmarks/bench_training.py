@@ -12,8 +12,8 @@ import time
 import torch
 
 from benchmarks.common import build_model, machine, prompt_batch, timed
-from processing.data import bundled_corpus, paired_dataset
-from trainers import LM4LVDataCollator
+from lm4lv.processing.data import bundled_corpus, paired_dataset
+from lm4lv.trainers import LM4LVDataCollator
 
 
 def training_batch(model, batch_size: int) -> dict:
@@ -85,7 +85,7 @@ def main(argv=None):
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
 
-    from processing import LM4LVProcessor
+    from lm4lv.processing import LM4LVProcessor
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, "[UNK]")),
                                         eos_token="[UNK]")

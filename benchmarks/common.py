@@ -6,8 +6,8 @@ import time
 import torch
 from transformers import AutoConfig, LlamaConfig, ViTMAEConfig
 
-from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
-from modeling_lm4lv.modeling_lm4lv import positions_from_mask
+from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
+from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
 
 SMOLLM2_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "lm4lv", "smollm2-135m-instruct")
 # the paper's scale: LLaMA-2-7B and ViT-MAE-Large shapes

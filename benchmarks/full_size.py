@@ -22,9 +22,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, ViTMAEConfig, ViTMAEForPreTraining
 
 from benchmarks.common import LLAMA2_7B, MAE_LARGE, machine
-from examples.demo import default_cache_dir, prepare_smollm2
-from examples.run_restoration import write_folder_atomically
-from processing.data import bundled_corpus
+from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
+from lm4lv.trainers.offline_default import default_cache_dir, prepare_smollm2
+from lm4lv.processing.data import bundled_corpus
 
 def write_random_llama(target: str, tokenizer_source: str):
     """LLaMA-2-7B-shaped causal LM with random bf16 weights and a real tokenizer, as a local safetensors folder."""
@@ -76,7 +76,7 @@ def main(argv=None):
     bundled_corpus()["validation"][0]["image"].convert("RGB").resize((side, side)).save(image)
     results = {"write random base models": {"seconds": round(time.time() - start, 1)}}
 
-    lm4lv = [sys.executable, "-m", "examples.cli"]
+    lm4lv = [sys.executable, "-m", "lm4lv.cli"]
     results["lm4lv train"] = run_measured([
         *lm4lv, "train", "--llm", llm, "--vision", vision, "--llm_dtype", "bfloat16", "--task", "denoise",
         "--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps), "--logging_steps", "1",

@@ -1,63 +1,34 @@
-"""Evaluate a trained LM4LV model against MAE-r (and the degraded input) on a fixed evaluation set.
+"""Score a trained LM4LV checkpoint against MAE-r and the degraded input on held-out crops, with the Python API.
 
-    python -m examples.evaluate_restoration --model CKPT --task denoise --output_dir outputs/eval
+A script to copy and edit; it uses only the installed `lm4lv` package (`lm4lv evaluate` has more options):
 
-Writes `results.md` (paper layout: tasks as rows, MAE-r / LM4LV columns, gain), `results.json` and one
-`grid_<task>.png` per task (degraded / input / MAE-r / LM4LV / clean).
+    python examples/evaluate_restoration.py CHECKPOINT [TASK] [NUM_SAMPLES]
 """
 
-import argparse
-import os
+import sys
+import tempfile
 
-import datasets
-
-from processing import LM4LVProcessor
-from processing.data import load_image_dataset, materialize_eval_set
-from trainers.evaluation import (
-    add_loading_arguments,
-    evaluate_restoration,
-    load_restoration_model_from_args,
-    mae_reconstruct,
-    restore,
-    results_markdown,
-    write_results,
-)
+from lm4lv import LM4LVProcessor
+from lm4lv.processing.data import load_image_dataset, materialize_eval_set
+from lm4lv.trainers.evaluation import evaluate_restoration, load_restoration_model, mae_reconstruct, restore
+from lm4lv.trainers.evaluation import results_markdown
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="LM4LV checkpoint folder or Hub id.")
-    parser.add_argument("--task", default=None, help="Comma-separated tasks (default: all the model knows).")
-    parser.add_argument("--eval_set", default=None, help="A saved evaluation set (else built and saved).")
-    parser.add_argument("--dataset", default=None, help="Images for a new evaluation set (default: bundled).")
-    parser.add_argument("--dataset_split", default="validation")
-    parser.add_argument("--num_samples", type=int, default=64, help="Images per new evaluation set.")
-    parser.add_argument("--seed", type=int, default=1234, help="Degradation seed of a new evaluation set.")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--output_dir", default="outputs/eval")
-    add_loading_arguments(parser)
-    args = parser.parse_args(argv)
-
-    model = load_restoration_model_from_args(args)
-    processor = LM4LVProcessor.from_pretrained(args.model)
-    tasks = args.task.split(",") if args.task else model.config.task_names
-    if args.eval_set:
-        eval_set = datasets.load_from_disk(args.eval_set)
-        eval_set = eval_set.filter(lambda row: row["task"] in tasks)
-    else:
-        images = load_image_dataset(args.dataset, args.dataset_split)
-        eval_set = materialize_eval_set(images, tasks, model.config.vision_config.image_size,
-                                        os.path.join(args.output_dir, "eval_set"), args.seed, args.num_samples)
-    methods = {
-        "Input": lambda degraded, task: degraded,
-        "MAE-r": lambda degraded, task: mae_reconstruct(model, processor, degraded),
-        "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
-    }
-    results, examples = evaluate_restoration(eval_set, methods, batch_size=args.batch_size)
-    paths = write_results(results, examples, args.output_dir, list(methods))
+def main(checkpoint: str, task: str = "denoise", num_samples: int = 16):
+    model = load_restoration_model(checkpoint)
+    processor = LM4LVProcessor.from_pretrained(checkpoint)
+    held_out = load_image_dataset(None, "validation")  # the bundled corpus's validation crops
+    with tempfile.TemporaryDirectory() as folder:
+        eval_set = materialize_eval_set(held_out, [task], model.config.vision_config.image_size, folder,
+                                        limit=num_samples)
+        methods = {
+            "Input": lambda degraded, task: degraded,
+            "MAE-r": lambda degraded, task: mae_reconstruct(model, processor, degraded),
+            "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
+        }
+        results, _ = evaluate_restoration(eval_set, methods)
     print(results_markdown(results))
-    print(f"wrote {', '.join(paths.values())}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1], *sys.argv[2:3], *map(int, sys.argv[3:4]))

@@ -8,8 +8,8 @@ from .modeling_lm4lv import (
     LM4LVForConditionalGeneration,
     LM4LVGenerateOutput,
     LM4LVPreTrainedModel,
-    export_remote_code,
 )
+from .remote_code import export_remote_code
 from .modeling_experts import LM4LVExpertConfig, LM4LVExpertModel
 from .vision import (
     DiffusersVisionModule,

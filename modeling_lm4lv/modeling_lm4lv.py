@@ -1,9 +1,6 @@
 """PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters and task tokens."""
 
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -15,13 +12,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
+from .checkpointing import (
+    SAFE_WEIGHTS_NAME,
+    TRAINABLE_WEIGHTS_FORMAT,
+    is_trainable_only,
+    resolve_weights_file,
+    write_atomically,
+)
 from .configuration_lm4lv import LM4LVConfig
+from .peft_interop import PeftInteropMixin
 from .vision import load_vision_module, vision_module_from_config
-
-SAFE_WEIGHTS_NAME = "model.safetensors"
-TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
-PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
-
 
 @dataclass
 class LM4LVCausalLMOutput(ModelOutput):
@@ -101,7 +101,7 @@ class LM4LVPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
+class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
     r"""
     LM4LV: a frozen causal LM that reads and writes continuous MAE features.
 
@@ -220,40 +220,6 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         token_ids = (token_ids * (length // len(token_ids) + 1))[:length]
         embeddings = self.get_input_embeddings()(torch.tensor(token_ids, device=self.task_prompt_embeddings.device))
         self.task_prompt_embeddings.copy_(embeddings.float().expand_as(self.task_prompt_embeddings))
-
-    def add_lora_adapters(self):
-        """Inject LoRA adapters (rank `config.lora_r`) into the LLM in place, through peft. An extension: the paper
-        keeps the LLM entirely frozen (`lora_r=0`)."""
-        try:
-            from peft import LoraConfig, inject_adapter_in_model
-        except ImportError as error:
-            raise ImportError("lora_r > 0 needs peft: pip install peft") from error
-        lora_config = LoraConfig(
-            r=self.config.lora_r,
-            lora_alpha=self.config.lora_alpha,
-            target_modules=self.config.lora_target_modules,
-            lora_dropout=0.0,
-        )
-        self.language_model = inject_adapter_in_model(lora_config, self.language_model)
-        for name, param in self.language_model.named_parameters():
-            if "lora_" in name:  # trainables stay in float32 when the frozen LLM is in bf16/fp16 (as peft's autocast)
-                param.data = param.data.float()
-
-    @torch.no_grad()
-    def merge_lora_adapters(self):
-        """Fold the LoRA adapters into the LLM's weights for inference (no extra matmuls). The merged LLM differs
-        from the base LLM, so the model can then only be saved with `save_full=True`."""
-        from peft.tuners.lora import LoraLayer
-
-        if not self.config.lora_r:
-            raise ValueError("This model has no LoRA adapters (config.lora_r is 0)")
-        for name, module in list(self.language_model.named_modules()):
-            if isinstance(module, LoraLayer):
-                module.merge()
-                parent_name, _, child_name = name.rpartition(".")
-                setattr(self.language_model.get_submodule(parent_name), child_name, module.get_base_layer())
-        self.config.lora_r = 0
-        self.lora_merged = True
 
     def train(self, mode: bool = True):
         """Set training mode on the trainable parts. The frozen vision module always stays in eval mode, and so does
@@ -675,60 +641,6 @@ class LM4LVForConditionalGeneration(LM4LVPreTrainedModel):
         )
         return token, step_embeds
 
-    # ------------------------------------------------------------------ task tokens as peft prompt tuning
-
-    def save_task_prompt(self, save_directory: str | os.PathLike, task: str):
-        r"""
-        Write one task's tokens as a peft prompt-tuning adapter (`adapter_config.json` + `adapter_model.safetensors`
-        holding `prompt_embeddings` of shape `(task_token_length, hidden)`), so peft tooling can read them, e.g.
-        `PeftModel.from_pretrained(llm, save_directory)`. Note that peft prepends virtual tokens to the input while
-        LM4LV places them after the image: the tensors are the same, their position in the sequence is not.
-        """
-        from peft import PromptTuningConfig
-
-        text_config = self.config.text_config
-        init_text = self.config.task_token_init == "text"
-        peft_config = PromptTuningConfig(
-            task_type="CAUSAL_LM",
-            num_virtual_tokens=self.config.task_token_length,
-            token_dim=text_config.hidden_size,
-            num_transformer_submodules=1,
-            num_attention_heads=text_config.num_attention_heads,
-            num_layers=text_config.num_hidden_layers,
-            prompt_tuning_init="TEXT" if init_text else "RANDOM",
-            prompt_tuning_init_text=self.config.task_token_init_text if init_text else None,
-            tokenizer_name_or_path=self.config.text_model_name_or_path if init_text else None,
-            base_model_name_or_path=self.config.text_model_name_or_path,
-        )
-        os.makedirs(save_directory, exist_ok=True)
-        peft_config.save_pretrained(save_directory)
-        tokens = self.task_prompt_embeddings[self.config.task_index(task)].detach().cpu().contiguous()
-        write_atomically(
-            os.path.join(save_directory, "adapter_model.safetensors"),
-            lambda path: save_file({"prompt_embeddings": tokens}, path, metadata={"format": "pt"}),
-        )
-
-    @torch.no_grad()
-    def load_task_prompt(self, directory: str | os.PathLike, task: str):
-        """Set one task's tokens from a peft prompt-tuning adapter folder (written by `save_task_prompt` or by
-        peft's own `save_pretrained`), checking its type and shape."""
-        with open(os.path.join(directory, "adapter_config.json")) as handle:
-            peft_config = json.load(handle)
-        if peft_config.get("peft_type") != "PROMPT_TUNING":
-            raise ValueError(f"{directory} is a {peft_config.get('peft_type')} adapter, not PROMPT_TUNING")
-        weights_file = os.path.join(directory, "adapter_model.safetensors")
-        if not os.path.isfile(weights_file):
-            raise FileNotFoundError(f"{directory} has no adapter_model.safetensors (pickle adapters are not read)")
-        with safe_open(weights_file, framework="pt") as handle:
-            tokens = handle.get_tensor("prompt_embeddings")
-        target = self.task_prompt_embeddings[self.config.task_index(task)]
-        if tokens.shape != target.shape:
-            raise ValueError(
-                f"{directory} holds prompt embeddings of shape {tuple(tokens.shape)}, but this model's task tokens "
-                f"are {tuple(target.shape)} (task_token_length x LLM hidden size)"
-            )
-        target.copy_(tokens)
-
     # ------------------------------------------------------------------ checkpoints
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -848,12 +760,6 @@ def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_w
     )
 
 
-def is_trainable_only(weights_file: str) -> bool:
-    """Whether a safetensors file is an LM4LV trainable-only checkpoint (adapters and task tokens)."""
-    with safe_open(weights_file, framework="pt") as handle:
-        return (handle.metadata() or {}).get("lm4lv") == TRAINABLE_WEIGHTS_FORMAT
-
-
 def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
     """Position ids that start at 0 on each sample's first real token (left padding gets position 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -885,67 +791,9 @@ def check_base_model_shapes(config: LM4LVConfig, text_config, vision_config):
             )
 
 
-def resolve_weights_file(path: str | os.PathLike, kwargs: dict) -> str:
-    """Path of `model.safetensors` (local folder or Hub), refusing pickle-only checkpoints."""
-    path = str(path)
-    if os.path.isdir(path):
-        candidate = os.path.join(path, SAFE_WEIGHTS_NAME)
-        if os.path.isfile(candidate):
-            return candidate
-        if os.path.isfile(os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")):
-            with open(os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")) as handle:
-                first_shard = sorted(set(json.load(handle)["weight_map"].values()))[0]
-            return os.path.join(path, first_shard)
-        pickles = [name for name in PICKLE_WEIGHTS_NAMES if os.path.exists(os.path.join(path, name))]
-        if pickles:
-            raise ValueError(
-                f"{path} holds only pickle weights ({', '.join(pickles)}); LM4LV loads safetensors only. Convert "
-                "them to safetensors with a tool you trust."
-            )
-        raise FileNotFoundError(f"{path} has no {SAFE_WEIGHTS_NAME}: missing weights")
-    from transformers.utils import cached_file
-
-    return cached_file(path, SAFE_WEIGHTS_NAME, revision=kwargs.get("revision"), token=kwargs.get("token"))
-
-
-def write_atomically(path: str, write):
-    """Call `write(tmp_path)` on a temporary file next to `path`, fsync it, then rename it onto `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(handle)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-
-
-def export_remote_code(model: LM4LVForConditionalGeneration, save_directory: str | os.PathLike):
-    """
-    Write a self-contained Hub folder: every weight (`save_full=True`) plus this model's code as flat modules, with
-    `auto_map` in the config, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where this
-    package is not installed.
-    """
-    source_dir = os.path.dirname(os.path.abspath(__file__))
-    model.config.auto_map = {
-        "AutoConfig": "configuration_lm4lv.LM4LVConfig",
-        "AutoModel": "modeling_lm4lv.LM4LVForConditionalGeneration",
-    }
-    try:
-        model.save_pretrained(save_directory, save_full=True)
-    finally:
-        del model.config.auto_map
-    for name in ("configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py"):
-        shutil.copyfile(os.path.join(source_dir, name), os.path.join(save_directory, name))
-
-
 __all__ = [
     "LM4LVPreTrainedModel",
     "LM4LVForConditionalGeneration",
     "LM4LVCausalLMOutput",
     "LM4LVGenerateOutput",
-    "export_remote_code",
 ]

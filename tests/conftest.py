@@ -12,8 +12,8 @@ from transformers import (
     ViTMAEConfig,
 )
 
-from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
-from processing import LM4LVProcessor
+from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
+from lm4lv.processing import LM4LVProcessor
 
 VOCAB_SIZE = 320
 CORPUS = [

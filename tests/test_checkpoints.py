@@ -11,8 +11,8 @@ from conftest import build_tiny, random_images, save_base_models, tiny_text_conf
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, MAEVisionModule, export_remote_code
-from processing import LM4LVProcessor
+from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, MAEVisionModule, export_remote_code
+from lm4lv.processing import LM4LVProcessor
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_full_checkpoint_round_trip_and_auto_classes(trained_from_base, tmp_path
 
 @pytest.mark.parametrize("save_full", [False, True])
 def test_bfloat16_llm_loading_keeps_trainables_float32(trained_from_base, tmp_path, save_full):
-    from trainers.evaluation import load_restoration_model
+    from lm4lv.trainers.evaluation import load_restoration_model
 
     model, processor = trained_from_base
     model.save_pretrained(tmp_path / "ckpt", save_full=save_full)

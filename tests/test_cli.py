@@ -5,9 +5,9 @@ import pytest
 from conftest import build_tiny
 from PIL import Image
 
-import examples.restore as restore_module
-from examples.cli import COMMANDS, main
-from examples.restore import blend_window, restore_any_size, tile_starts
+import lm4lv.trainers.evaluation as evaluation_module
+from lm4lv.cli import COMMANDS, main
+from lm4lv.trainers.evaluation import blend_window, restore_any_size, tile_starts
 
 
 def test_tile_starts_cover_the_image():
@@ -25,7 +25,7 @@ def test_tile_starts_cover_the_image():
 @pytest.mark.parametrize("size", [(70, 50), (32, 32), (20, 12), (200, 33)])
 def test_tiling_with_an_identity_restorer_is_lossless(size, monkeypatch):
     model, processor = build_tiny()
-    monkeypatch.setattr(restore_module, "restore", lambda model, processor, tiles, task: tiles)
+    monkeypatch.setattr(evaluation_module, "restore", lambda model, processor, tiles, task: tiles)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     out = restore_any_size(model, processor, image, "denoise", overlap=8)
@@ -46,8 +46,8 @@ def checkpoint_dir(base_model_dirs, tmp_path_factory):
     """A trainable-only checkpoint with its processor, as `lm4lv train` writes it."""
     from conftest import tiny_tokenizer
 
-    from modeling_lm4lv import LM4LVForConditionalGeneration
-    from processing import LM4LVProcessor
+    from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
+    from lm4lv.processing import LM4LVProcessor
 
     llm, vision = base_model_dirs
     folder = tmp_path_factory.mktemp("ckpt")

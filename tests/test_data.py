@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from processing.data import (
+from lm4lv.processing.data import (
     BUNDLED_IMAGES,
     ImageLoadError,
     PairedTransform,
@@ -21,7 +21,7 @@ from processing.data import (
     materialize_eval_set,
     paired_dataset,
 )
-from processing.degradations import degrade, pil_to_tensor
+from lm4lv.processing.degradations import degrade, pil_to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 from conftest import random_images
 from PIL import Image
 
-from processing.degradations import (
+from lm4lv.processing.degradations import (
     STRENGTH_LEVELS,
     TASKS,
     degrade,

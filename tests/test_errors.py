@@ -5,7 +5,7 @@ import torch
 from conftest import build_tiny, random_images, tiny_text_config, tiny_vision_config
 from PIL import Image
 
-from modeling_lm4lv import LM4LVConfig
+from lm4lv.modeling_lm4lv import LM4LVConfig
 
 
 def test_placeholder_count_mismatch(tiny):

@@ -9,7 +9,7 @@ import torch
 from conftest import build_tiny
 from PIL import Image
 
-from processing.data import ImageLoadError, load_rgb_image
+from lm4lv.processing.data import ImageLoadError, load_rgb_image
 
 
 def exif_rotated_jpeg(path):

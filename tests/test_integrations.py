@@ -9,8 +9,8 @@ from conftest import random_images
 from peft import PeftModel, PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
-from processing import LM4LVProcessor
+from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
+from lm4lv.processing import LM4LVProcessor
 
 INIT_TEXT = "Remove the noise"
 
@@ -137,7 +137,7 @@ TIMM_KWARGS = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8}
 
 
 def timm_or_skip():
-    from modeling_lm4lv.vision import import_timm
+    from lm4lv.modeling_lm4lv.vision import import_timm
 
     try:
         return import_timm()
@@ -156,7 +156,7 @@ def test_timm_unavailable_is_a_clear_error(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", failing_import)
-    from modeling_lm4lv import TimmVisionConfig, TimmVisionModule
+    from lm4lv.modeling_lm4lv import TimmVisionConfig, TimmVisionModule
 
     with pytest.raises(ImportError, match="timm vision module needs timm and a torchvision that matches torch"):
         TimmVisionModule(TimmVisionConfig())
@@ -166,9 +166,9 @@ def test_timm_encoder_with_a_trained_mae_decoder(tmp_path, base_model_dirs):
     timm = timm_or_skip()
     from safetensors.torch import save_file
 
-    from modeling_lm4lv import TimmVisionModule, load_vision_module
-    from processing.data import bundled_corpus, to_tensor
-    from trainers.mae_training import reconstruction_quality, train_vision_module
+    from lm4lv.modeling_lm4lv import TimmVisionModule, load_vision_module
+    from lm4lv.processing.data import bundled_corpus, to_tensor
+    from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
 
     torch.manual_seed(0)
     pretrained = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, img_size=32,
@@ -210,7 +210,7 @@ def test_restore_command_merges_lora_on_request(base_model_dirs, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from examples.restore import main as restore_main
+    from lm4lv.commands.restore import main as restore_main
 
     model, processor = from_base(base_model_dirs, lora_r=2)
     with torch.no_grad():

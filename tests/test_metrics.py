@@ -2,14 +2,18 @@
 
 import math
 
-import evaluate
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from metrics import psnr, rgb_to_y, ssim
+from lm4lv import metrics
+from lm4lv.metrics import psnr, rgb_to_y, ssim
 
 
 def pair(height=48, width=40, seed=0, noise=12):
@@ -83,13 +87,46 @@ def test_errors():
         psnr(np.full((20, 20, 3), 2.0), np.zeros((20, 20, 3)))
 
 
-def test_evaluate_scripts_load_offline():
+def test_evaluate_modules_load_by_absolute_path():
     a, b = pair()
     c, d = pair(seed=3)
-    psnr_metric = evaluate.load("metrics/psnr")
+    psnr_metric = metrics.load("psnr")
     result = psnr_metric.compute(predictions=[Image.fromarray(a), c], references=[Image.fromarray(b), d])
     assert result["scores"] == pytest.approx([psnr(a, b), psnr(c, d)], abs=1e-9)
     assert result["psnr"] == pytest.approx((psnr(a, b) + psnr(c, d)) / 2, abs=1e-9)
-    ssim_metric = evaluate.load("metrics/ssim")
+    ssim_metric = metrics.load("ssim")
     result = ssim_metric.compute(predictions=[a], references=[b], crop_border=0, test_y_channel=True)
     assert result["ssim"] == pytest.approx(ssim(a, b, crop_border=0, test_y_channel=True), abs=1e-12)
+
+
+def test_metrics_load_from_another_working_directory_with_the_hub_unreachable(tmp_path):
+    """`metrics.load` reads this package's files by absolute path: no relative "metrics/psnr" that evaluate would
+    take for a Hub namespace. A decoy `metrics/psnr` folder in the working directory must not be picked up."""
+    (tmp_path / "metrics" / "psnr").mkdir(parents=True)
+    (tmp_path / "metrics" / "psnr" / "psnr.py").write_text("raise RuntimeError('decoy metric was loaded')\n")
+    script = (
+        "from lm4lv import metrics\n"
+        "import numpy as np\n"
+        "a = np.zeros((16, 16, 3), np.uint8); b = a.copy(); b[0, 0] = 9\n"
+        "for name in ('psnr', 'ssim'):\n"
+        "    print(name, metrics.load(name).compute(predictions=[a], references=[b], crop_border=0)[name])\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9",
+               HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split() for line in result.stdout.splitlines())
+    assert float(lines["psnr"]) == pytest.approx(psnr(np.zeros((16, 16, 3), np.uint8), _one_pixel_off(), crop_border=0))
+    assert 0 < float(lines["ssim"]) < 1
+
+
+def _one_pixel_off() -> np.ndarray:
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[0, 0] = 9
+    return image
+
+
+def test_unknown_metric_name_is_refused():
+    with pytest.raises(ValueError, match="LM4LV ships"):
+        metrics.load("lpips")

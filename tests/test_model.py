@@ -5,7 +5,7 @@ import torch
 from conftest import build_tiny, random_images
 from torch import nn
 
-from modeling_lm4lv.modeling_lm4lv import positions_from_mask
+from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
 
 TRAINABLE = {"task_prompt_embeddings", "in_adapter.weight", "in_adapter.bias", "out_adapter.weight", "out_adapter.bias"}
 

@@ -8,9 +8,7 @@ import torch
 from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer, tiny_vision_config
 from transformers import AutoModel, AutoModelForCausalLM, ViTMAEConfig
 
-from examples.run_ablation import METHODS, run_ablation
-from examples.run_restoration import DataArguments, ModelArguments, train
-from modeling_lm4lv import (
+from lm4lv.modeling_lm4lv import (
     DiffusersAutoencoderConfig,
     DiffusersVisionModule,
     LM4LVConfig,
@@ -20,11 +18,13 @@ from modeling_lm4lv import (
     MAEVisionModule,
     load_vision_module,
 )
-from processing import LM4LVProcessor
-from processing.data import bundled_corpus, to_tensor
-from trainers import LM4LVTrainingArguments
-from trainers.evaluation import load_restoration_model
-from trainers.mae_training import reconstruction_quality, train_vision_module
+from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.data import bundled_corpus, to_tensor
+from lm4lv.trainers import LM4LVTrainingArguments
+from lm4lv.trainers.ablation import METHODS, run_ablation
+from lm4lv.trainers.evaluation import load_restoration_model
+from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
+from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
 
 def tiny_autoencoder_config(kind: str = "AutoencoderKL") -> DiffusersAutoencoderConfig:
@@ -271,7 +271,7 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
 
 @pytest.mark.parametrize("variant", ["random_init_llm", "lora"])
 def test_llm_variants_train(variant, base_model_dirs, tmp_path):
-    from examples.run_restoration import random_init_llm
+    from lm4lv.trainers.training import random_init_llm
 
     llm, vision = base_model_dirs
     kwargs = {"lora_r": 4} if variant == "lora" else {}

@@ -11,12 +11,15 @@ from conftest import build_tiny
 from safetensors import safe_open
 from transformers import TrainerCallback
 
-from examples.run_restoration import parse_arguments, train
-from modeling_lm4lv import LM4LVForConditionalGeneration
-from processing.data import bundled_corpus, materialize_eval_set, paired_dataset
-from trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
-from trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
-from trainers.model_card import build_model_card, push_to_hub
+from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
+from lm4lv.processing.data import bundled_corpus, materialize_eval_set, paired_dataset
+from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
+from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
+from lm4lv.trainers.model_card import build_model_card, push_to_hub
+from lm4lv.trainers.training import parse_arguments, train
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_RESTORATION = os.path.join(REPOSITORY, "examples", "run_restoration.py")
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +161,7 @@ def free_port() -> int:
 def accelerate_launch(*args) -> list[str]:
     """`accelerate launch` with the repository's 2-process CPU config on a free port (the config's fixed port may be
     taken by another job on a shared machine)."""
-    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "accelerate",
-                          "cpu_2proc.yaml")
+    config = os.path.join(REPOSITORY, "examples", "accelerate", "cpu_2proc.yaml")
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
     return [launcher, "launch", "--config_file", config, "--main_process_port", str(free_port()), *args]
 
@@ -186,7 +188,7 @@ def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
     """2 gloo processes x batch 2 follow the same loss curve as 1 process x batch 4 (same global batch)."""
 
     llm, vision = base_model_dirs
-    common = ["-m", "examples.run_restoration", "--llm", llm, "--vision", vision, "--task", "denoise",
+    common = [RUN_RESTORATION, "--llm", llm, "--vision", vision, "--task", "denoise",
               "--max_steps", "4", "--save_steps", "4", "--logging_steps", "1", "--learning_rate", "1e-2",
               "--warmup_steps", "0", "--use_cpu", "--disable_tqdm", "true", "--seed", "0",
               "--train_sampling_strategy", "sequential"]
@@ -200,8 +202,8 @@ def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
 
 
 def test_mae_finetune_script_from_scratch(tmp_path, capsys):
-    from examples.run_mae_finetune import main as mae_main
-    from modeling_lm4lv import MAEVisionModule
+    from lm4lv.commands.mae_finetune import main as mae_main
+    from lm4lv.modeling_lm4lv import MAEVisionModule
 
     mae_main(["--from_scratch", "--mode", "masked", "--then_decoder", "--steps", "3", "--batch_size", "8",
               "--warmup_steps", "1", "--max_images", "16", "--output_dir", str(tmp_path / "mae")])
@@ -214,7 +216,7 @@ def test_mae_finetune_script_from_scratch(tmp_path, capsys):
 
 
 def test_decoder_only_training_freezes_the_encoder():
-    from trainers.mae_training import train_vision_module
+    from lm4lv.trainers.mae_training import train_vision_module
 
     model, _ = build_tiny()
     mae = model.vision_model
@@ -232,7 +234,7 @@ def test_decoder_only_training_freezes_the_encoder():
 def test_lpips_unavailable_is_a_clear_error(monkeypatch):
     import builtins
 
-    from trainers.mae_training import train_vision_module
+    from lm4lv.trainers.mae_training import train_vision_module
 
     real_import = builtins.__import__
 
@@ -251,8 +253,8 @@ KILLED_RUN = """
 import pathlib, sys, time
 sys.path.insert(0, {tests!r})
 from test_training import make_trainer
-from processing.data import bundled_corpus
-from trainers import LM4LVTrainer
+from lm4lv.processing.data import bundled_corpus
+from lm4lv.trainers import LM4LVTrainer
 
 out = pathlib.Path({out!r})
 original = LM4LVTrainer._save_optimizer_and_scheduler
@@ -301,7 +303,7 @@ FAILING_WORKER = """
 import os, sys
 sys.path.insert(0, {tests!r})
 from test_training import make_trainer
-from processing.data import bundled_corpus
+from lm4lv.processing.data import bundled_corpus
 
 trainer = make_trainer(bundled_corpus()["train"].select(range(48)), {out!r}, max_steps=20)
 collate = trainer.data_collator

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from processing import LM4LVProcessor
+from lm4lv.processing import LM4LVProcessor
 
 
 @dataclass

@@ -4,19 +4,16 @@ import json
 import os
 import statistics
 
-import evaluate
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
-import metrics
-from modeling_lm4lv import LM4LVExpertConfig, LM4LVExpertModel, LM4LVForConditionalGeneration
-from processing.data import to_tensor
-from processing.degradations import tensor_to_pil
-from processing.visualization import image_grid
-
-METRICS_DIR = os.path.dirname(os.path.abspath(metrics.__file__))
-
+from lm4lv import metrics
+from lm4lv.modeling_lm4lv import LM4LVExpertConfig, LM4LVExpertModel, LM4LVForConditionalGeneration
+from lm4lv.processing.data import to_tensor
+from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
+from lm4lv.processing.visualization import image_grid
 
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
                            llm_dtype: str = "float32", device: str | None = None):
@@ -46,11 +43,6 @@ def load_restoration_model_from_args(args):
                                   device=args.device)
 
 
-def load_metrics():
-    """The `evaluate` PSNR and SSIM scripts of this package, loaded from disk (no network)."""
-    return evaluate.load(os.path.join(METRICS_DIR, "psnr")), evaluate.load(os.path.join(METRICS_DIR, "ssim"))
-
-
 @torch.no_grad()
 def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor:
     """LM4LV restoration of `(B, 3, H, W)` images in [0, 1] (KV-cached batched generation); returns [0, 1] images."""
@@ -62,6 +54,52 @@ def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor
 
 
 @torch.no_grad()
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets covering `length` (the last tile is flush with the end)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_window(tile: int, overlap: int) -> torch.Tensor:
+    """A `(tile, tile)` weight that ramps linearly over `overlap` pixels at each border (never exactly 0)."""
+    ramp = torch.ones(tile)
+    if overlap:
+        edge = torch.linspace(1 / (overlap + 1), 1, overlap + 1)[:-1]
+        ramp[:overlap], ramp[-overlap:] = edge, edge.flip(0)
+    return ramp[:, None] * ramp[None, :]
+
+
+@torch.no_grad()
+def restore_any_size(model, processor, image: Image.Image, task: str, overlap: int = 8, batch_size: int = 16):
+    """Restore a PIL RGB image of any size; the output has the input's size."""
+    tile = processor.image_size[0]
+    if task in SPATIAL_TASKS and image.size != (tile, tile):
+        raise ValueError(f"{task} acts on the whole image: resize it to {tile}x{tile} first (got {image.size})")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, {tile}), got {overlap}")
+    pixels = to_tensor(image)
+    height, width = pixels.shape[1:]
+    if height < tile or width < tile:  # pad small images by reflection (or edge copies when too small to reflect)
+        pad_h, pad_w = max(0, tile - height), max(0, tile - width)
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        pixels = torch.nn.functional.pad(pixels[None], (0, pad_w, 0, pad_h), mode=mode)[0]
+    full_h, full_w = pixels.shape[1:]
+    stride = tile - overlap
+    boxes = [(y, x) for y in tile_starts(full_h, tile, stride) for x in tile_starts(full_w, tile, stride)]
+    weight = blend_window(tile, overlap)
+    output, total = torch.zeros_like(pixels), torch.zeros(full_h, full_w)
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start : start + batch_size]
+        tiles = torch.stack([pixels[:, y : y + tile, x : x + tile] for y, x in chunk])
+        restored = restore(model, processor, tiles, task)
+        for (y, x), result in zip(chunk, restored):
+            output[:, y : y + tile, x : x + tile] += result * weight
+            total[y : y + tile, x : x + tile] += weight
+    return tensor_to_pil((output / total)[:, :height, :width])
+
+
 def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
     """The MAE-r baseline: encode the degraded image and decode it with no processing in between."""
     pixel_values = processor.preprocess_images(degraded).to(model.device)
@@ -100,7 +138,7 @@ def evaluate_restoration(
         `(results, examples)`: `results[task][method] = {"psnr": {...}, "ssim": {...}}` with mean/median/count, and
         `examples[task]` = rows of `[degraded, method outputs..., clean]` tensors for `image_grid`.
     """
-    psnr_metric, ssim_metric = load_metrics()
+    psnr_metric, ssim_metric = metrics.load("psnr"), metrics.load("ssim")
     results, examples = {}, {}
     tasks = sorted(set(eval_set["task"]))
     for task in tasks:
@@ -168,7 +206,7 @@ __all__ = [
     "evaluate_restoration",
     "mae_reconstruct",
     "restore",
+    "restore_any_size",
     "results_markdown",
     "write_results",
-    "load_metrics",
 ]

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from metrics import psnr, ssim
+from lm4lv.metrics import psnr, ssim
 
 MODES = ("decoder", "autoencoder", "masked")
 

@@ -2,12 +2,13 @@
 
 import os
 import tempfile
+from importlib import resources
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from trainers.evaluation import results_markdown
+from lm4lv.trainers.evaluation import results_markdown
 
-TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
+TEMPLATE_PATH = str(resources.files("lm4lv") / "model_card.md")  # the repository's model_card.md, shipped in the wheel
 
 
 def eval_results_from(results: dict, dataset_name: str, method: str = "LM4LV") -> list[EvalResult]:

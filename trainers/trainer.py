@@ -9,7 +9,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, is_trainable_only
+from lm4lv.modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, is_trainable_only
 
 
 @dataclass

@@ -1,16 +1,17 @@
 """`lm4lv` command line: demo, train, evaluate, ablate, restore, mae-finetune, degradations."""
 
 import argparse
+import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("examples.demo", "Offline end-to-end job: SmolLM2 + a small MAE, train and evaluate vs MAE-r."),
-    "train": ("examples.run_restoration", "Train adapters + task tokens with transformers.Trainer."),
-    "evaluate": ("examples.evaluate_restoration", "Score a checkpoint against MAE-r: tables, JSON, grids."),
-    "ablate": ("examples.run_ablation", "The paper's baselines and ablations x tasks: one comparison table."),
-    "restore": ("examples.restore", "Restore an image of any size (tiles with overlap and blending)."),
-    "mae-finetune": ("examples.run_mae_finetune", "Train a ViT-MAE (decoder only, or from scratch)."),
-    "degradations": ("examples.degradation_grid", "Write a PNG grid of every task's degradations."),
+    "demo": ("lm4lv.commands.demo", "Offline end-to-end job: SmolLM2 + a small MAE, train and evaluate vs MAE-r."),
+    "train": ("lm4lv.commands.train", "Train adapters + task tokens with transformers.Trainer."),
+    "evaluate": ("lm4lv.commands.evaluate", "Score a checkpoint against MAE-r: tables, JSON, grids."),
+    "ablate": ("lm4lv.commands.ablate", "The paper's baselines and ablations x tasks: one comparison table."),
+    "restore": ("lm4lv.commands.restore", "Restore an image of any size (tiles with overlap and blending)."),
+    "mae-finetune": ("lm4lv.commands.mae_finetune", "Train a ViT-MAE (decoder only, or from scratch)."),
+    "degradations": ("lm4lv.commands.degradations", "Write a PNG grid of every task's degradations."),
 }
 
 
@@ -27,7 +28,7 @@ def main(argv=None):
         parser.print_help()
         return 0 if argv else 2
     args = parser.parse_args(argv[:1])
-    module = __import__(COMMANDS[args.command][0], fromlist=["main"])
+    module = importlib.import_module(COMMANDS[args.command][0])
     sys.argv = [f"lm4lv {args.command}", *argv[1:]]
     module.main(argv[1:])
     return 0

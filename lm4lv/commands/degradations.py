@@ -8,9 +8,9 @@ import os
 
 import torch
 
-from processing.data import bundled_corpus, to_tensor
-from processing.degradations import STRENGTH_LEVELS, TASKS, degrade
-from processing.visualization import image_grid
+from lm4lv.processing.data import bundled_corpus, to_tensor
+from lm4lv.processing.degradations import STRENGTH_LEVELS, TASKS, degrade
+from lm4lv.processing.visualization import image_grid
 
 
 def degradation_grid(num_images: int = 3, crop_size: int = 96, seed: int = 0):

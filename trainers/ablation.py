@@ -1,27 +1,6 @@
-"""The paper's comparisons in one command: methods x tasks, trained and scored the same way, one table.
+"""The paper's comparisons: methods x tasks, trained by `train()` and scored on the same held-out crops; one
+Markdown + JSON table and a PNG grid per task (`lm4lv ablate`)."""
 
-    lm4lv ablate                                   # offline default: SmolLM2 + the demo's MAE, 3 tasks, 8 methods
-    lm4lv ablate --methods lm4lv,linear --tasks denoise --max_steps 500
-    lm4lv ablate --llm meta-llama/Llama-2-7b-chat-hf --vision facebook/vit-mae-large ...
-
-Every method is trained by `examples.run_restoration.train` (one model per task, as in the paper; same data, steps,
-batch and learning rate for all) and scored on the same fixed held-out evaluation set per task with PSNR/SSIM.
-Methods (`--methods`, comma-separated keys):
-
-    lm4lv            LM4LV: frozen LLM, adapters + task tokens (the paper)
-    linear           Linear only: one linear map from degraded to clean features, no LLM
-    mlp              2-layer MLP expert, about LM4LV's trainable-parameter count, no LLM
-    transformer      1-layer Transformer expert, about LM4LV's trainable-parameter count, no LLM
-    random_init_llm  LM4LV with a random-init LLM of the same architecture
-    vit_llm          "ViT-LLM": one pass, no causal mask, no positions, outputs read at the input positions
-    lora             LM4LV with LoRA r=8 on the LLM (an extension, not in the paper)
-    autoencoder_kl   LM4LV with a diffusers AutoencoderKL as the vision module instead of the MAE
-
-Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable parameters, training time) and one
-`grid_<task>.png` per task (degraded / MAE-r / each method / clean) into `--output_dir`.
-"""
-
-import argparse
 import json
 import os
 import platform
@@ -30,14 +9,13 @@ import time
 import torch
 from transformers import AutoConfig, set_seed
 
-from examples.demo import PROFILES, default_cache_dir, prepare_mae, prepare_smollm2, prepare_vision_module
-from examples.run_restoration import DataArguments, ModelArguments, train
-from modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, load_vision_module
-from processing.data import bundled_corpus, load_image_dataset, materialize_eval_set
-from processing.visualization import image_grid
-from trainers import LM4LVTrainingArguments
-from trainers.evaluation import evaluate_restoration, restore
-from trainers.mae_training import normalisation_of, normalise, unnormalise
+from lm4lv.modeling_lm4lv import load_vision_module
+from lm4lv.processing.data import load_image_dataset, materialize_eval_set
+from lm4lv.processing.visualization import image_grid
+from lm4lv.trainers.evaluation import evaluate_restoration, restore
+from lm4lv.trainers.mae_training import normalisation_of, normalise, unnormalise
+from lm4lv.trainers.trainer import LM4LVTrainingArguments
+from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
 METHODS = {
     "lm4lv": ("LM4LV", {}),
@@ -49,24 +27,6 @@ METHODS = {
     "lora": ("LoRA r=8", {"lora_r": 8}),
     "autoencoder_kl": ("LM4LV + AutoencoderKL", {}),
 }
-
-# The offline default's AutoencoderKL: 32x32 images -> 4x4 latents of 64 channels (16 visual tokens; the MAE has 17)
-DEMO_AUTOENCODER_KL = dict(
-    in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[64, 128, 128, 128], layers_per_block=1,
-    latent_channels=64, norm_num_groups=32, sample_size=32,
-)
-
-
-def prepare_autoencoder_kl(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
-    """Local folder of the offline default's AutoencoderKL, trained once on the bundled corpus as a deterministic
-    autoencoder (L1 on the reconstruction from the latent mode; no KL term, no sampling) and cached."""
-    return prepare_vision_module(
-        cache_dir, f"autoencoder-kl-demo-{minutes:g}min",
-        lambda: DiffusersVisionModule(DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32)),
-        minutes, corpus_train, corpus_validation,
-    )
-
 
 def vision_reconstruct(vision_model):
     """The "MAE-r" baseline of any vision module: encode the degraded image, decode it unchanged."""
@@ -176,37 +136,3 @@ def write_ablation(results: dict, tasks: list[str], output_dir: str):
             f"Machine: {settings['machine']}.\n"
         )
     print(table)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llm", default=None, help="Causal LM (default: the offline SmolLM2-135M-Instruct).")
-    parser.add_argument("--vision", default=None, help="ViT-MAE (default: the demo's small MAE, trained if needed).")
-    parser.add_argument("--autoencoder_kl", default=None,
-                        help="DiffusersVisionModule folder for autoencoder_kl (default: trained offline if needed).")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated, from {list(METHODS)}.")
-    parser.add_argument("--tasks", default="identity,denoise,rotate", help="Comma-separated tasks.")
-    parser.add_argument("--max_steps", type=int, default=200, help="Training steps per method and task.")
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--eval_samples", type=int, default=32, help="Held-out crops per task.")
-    parser.add_argument("--dataset", default=None, help="Images (datasets name/path or folder); default: bundled.")
-    parser.add_argument("--output_dir", default="outputs/ablation")
-    parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
-    args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    llm, vision, autoencoder_kl = args.llm, args.vision, args.autoencoder_kl
-    if llm is None or vision is None or ("autoencoder_kl" in methods and autoencoder_kl is None):
-        cache_dir = args.cache_dir or default_cache_dir()
-        corpus = bundled_corpus()
-        llm = llm or prepare_smollm2(cache_dir)
-        minutes = PROFILES["default"].mae_minutes
-        vision = vision or prepare_mae(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
-        if "autoencoder_kl" in methods and autoencoder_kl is None:
-            autoencoder_kl = prepare_autoencoder_kl(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
-    run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
-                 args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl)
-
-
-if __name__ == "__main__":
-    main()

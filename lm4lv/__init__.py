@@ -1,0 +1,16 @@
+"""LM4LV: a frozen large language model for low-level vision, Hugging Face-native.
+
+    from lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, LM4LVProcessor
+
+Submodules: `lm4lv.modeling_lm4lv` (config, model, vision modules, baselines), `lm4lv.processing` (processor,
+degradations, datasets), `lm4lv.trainers` (Trainer pieces, evaluation, the offline default), `lm4lv.metrics`
+(PSNR/SSIM and their `evaluate` modules), `lm4lv.cli` (the `lm4lv` command). Importing `lm4lv` registers the
+`lm4lv` model type with the transformers Auto classes.
+"""
+
+from .modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
+from .processing import LM4LVProcessor
+
+__version__ = "0.1.0"
+
+__all__ = ["LM4LVConfig", "LM4LVForConditionalGeneration", "LM4LVProcessor"]

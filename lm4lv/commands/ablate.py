@@ -1,0 +1,68 @@
+"""The paper's comparisons in one command: methods x tasks, trained and scored the same way, one table.
+
+    lm4lv ablate                                   # offline default: SmolLM2 + the demo's MAE, 3 tasks, 8 methods
+    lm4lv ablate --methods lm4lv,linear --tasks denoise --max_steps 500
+    lm4lv ablate --llm meta-llama/Llama-2-7b-chat-hf --vision facebook/vit-mae-large ...
+
+Every method is trained by `lm4lv.trainers.training.train` (one model per task, as in the paper; same data, steps,
+batch and learning rate for all) and scored on the same fixed held-out evaluation set per task with PSNR/SSIM.
+Methods (`--methods`, comma-separated keys):
+
+    lm4lv            LM4LV: frozen LLM, adapters + task tokens (the paper)
+    linear           Linear only: one linear map from degraded to clean features, no LLM
+    mlp              2-layer MLP expert, about LM4LV's trainable-parameter count, no LLM
+    transformer      1-layer Transformer expert, about LM4LV's trainable-parameter count, no LLM
+    random_init_llm  LM4LV with a random-init LLM of the same architecture
+    vit_llm          "ViT-LLM": one pass, no causal mask, no positions, outputs read at the input positions
+    lora             LM4LV with LoRA r=8 on the LLM (an extension, not in the paper)
+    autoencoder_kl   LM4LV with a diffusers AutoencoderKL as the vision module instead of the MAE
+
+Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable parameters, training time) and one
+`grid_<task>.png` per task (degraded / MAE-r / each method / clean) into `--output_dir`.
+"""
+
+import argparse
+
+from lm4lv.processing.data import bundled_corpus
+from lm4lv.trainers.ablation import METHODS, run_ablation
+from lm4lv.trainers.offline_default import (
+    PROFILES,
+    default_cache_dir,
+    prepare_autoencoder_kl,
+    prepare_mae,
+    prepare_smollm2,
+)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llm", default=None, help="Causal LM (default: the offline SmolLM2-135M-Instruct).")
+    parser.add_argument("--vision", default=None, help="ViT-MAE (default: the demo's small MAE, trained if needed).")
+    parser.add_argument("--autoencoder_kl", default=None,
+                        help="DiffusersVisionModule folder for autoencoder_kl (default: trained offline if needed).")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated, from {list(METHODS)}.")
+    parser.add_argument("--tasks", default="identity,denoise,rotate", help="Comma-separated tasks.")
+    parser.add_argument("--max_steps", type=int, default=200, help="Training steps per method and task.")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--eval_samples", type=int, default=32, help="Held-out crops per task.")
+    parser.add_argument("--dataset", default=None, help="Images (datasets name/path or folder); default: bundled.")
+    parser.add_argument("--output_dir", default="outputs/ablation")
+    parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    llm, vision, autoencoder_kl = args.llm, args.vision, args.autoencoder_kl
+    if llm is None or vision is None or ("autoencoder_kl" in methods and autoencoder_kl is None):
+        cache_dir = args.cache_dir or default_cache_dir()
+        corpus = bundled_corpus()
+        llm = llm or prepare_smollm2(cache_dir)
+        minutes = PROFILES["default"].mae_minutes
+        vision = vision or prepare_mae(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
+        if "autoencoder_kl" in methods and autoencoder_kl is None:
+            autoencoder_kl = prepare_autoencoder_kl(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
+    run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
+                 args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl)
+
+
+if __name__ == "__main__":
+    main()

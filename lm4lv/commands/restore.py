@@ -1,0 +1,35 @@
+"""Restore an image of any size with a trained LM4LV model: overlapping tiles of the model's input size, blended.
+
+    lm4lv restore --model CKPT --task denoise IN.png -o OUT.png
+"""
+
+import argparse
+
+from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.data import load_rgb_image
+from lm4lv.trainers.evaluation import add_loading_arguments, load_restoration_model_from_args, restore_any_size
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", help="Input image (any size, any common mode: converted to RGB).")
+    parser.add_argument("-o", "--output", required=True, help="Output PNG path.")
+    parser.add_argument("--model", required=True, help="LM4LV checkpoint folder or Hub id.")
+    parser.add_argument("--task", required=True, help="Task name the model was trained for.")
+    parser.add_argument("--overlap", type=int, default=8, help="Pixels shared by neighbouring tiles.")
+    parser.add_argument("--batch_size", type=int, default=16, help="Tiles per generate() call.")
+    parser.add_argument("--merge_lora", action="store_true",
+                        help="Fold a checkpoint's LoRA adapters into the LLM before restoring (faster generation).")
+    add_loading_arguments(parser)
+    args = parser.parse_args(argv)
+    model = load_restoration_model_from_args(args)
+    if args.merge_lora:
+        model.merge_lora_adapters()
+    processor = LM4LVProcessor.from_pretrained(args.model)
+    image = load_rgb_image(args.image)
+    restore_any_size(model, processor, image, args.task, args.overlap, args.batch_size).save(args.output)
+    print(f"wrote {args.output} ({image.width}x{image.height})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Training LM4LV (adapters + task tokens, LLM and vision module frozen) with `transformers.Trainer`: the arguments
+and `train()` behind `lm4lv train` and `examples/run_restoration.py`.
+
+Defaults follow the paper's recipe (AdamW betas 0.9/0.95, lr 3e-4, weight decay 0, 200 warmup steps then cosine
+decay, gradient clipping 1.0). `--task denoise,deblur` trains one model on a mixture of tasks (shared adapters, one
+set of task tokens per task).
+
+`--method` swaps the frozen LLM for one of the paper's ablations, trained and saved the same way: `random_init_llm`
+(same architecture, random weights, written next to the checkpoint), `vit_llm` (one bidirectional, position-free pass
+instead of autoregressive generation), or an expert that replaces the LLM: `linear`, `mlp`, `transformer`.
+`--lora_r 8` adds LoRA adapters to the LLM (an extension; off = the paper).
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
+
+from lm4lv.modeling_lm4lv import LM4LVExpertModel, LM4LVForConditionalGeneration
+from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
+from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
+from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.data import load_image_dataset, paired_dataset
+from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
+
+
+METHODS = ("lm4lv", "random_init_llm", "vit_llm", *EXPERTS)
+
+
+@dataclass
+class ModelArguments:
+    llm: str = field(metadata={"help": "Causal LM: Hub id or local folder (anything AutoModelForCausalLM loads)."})
+    vision: str = field(
+        metadata={"help": "Vision module: ViT-MAE Hub id or local folder (decoder fine-tuned for reconstruction), "
+                          "or a diffusers-autoencoder folder written by this package."}
+    )
+    method: str = field(
+        default="lm4lv",
+        metadata={"help": "lm4lv (the paper), or an ablation: random_init_llm, vit_llm, linear, mlp, transformer.",
+                  "choices": METHODS},
+    )
+    task_token_length: int = field(default=10, metadata={"help": "Task tokens per task."})
+    task_token_init: str = field(default="zeros", metadata={"help": "zeros (authors), random or text."})
+    task_token_init_text: str | None = field(
+        default=None, metadata={"help": "Text whose embeddings initialise the task tokens (--task_token_init text)."}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LLM through peft; 0 (the paper) = frozen."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    vision_loss_weight: float = field(default=1.0, metadata={"help": "loss = CE + weight * MSE."})
+    visual_skip_connection: bool = field(
+        default=False, metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."}
+    )
+    llm_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 for the frozen LLM."})
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside --llm, if the LLM is GGUF."})
+    resume_weights: str | None = field(default=None, metadata={"help": "Start from a trained LM4LV checkpoint."})
+
+
+@dataclass
+class DataArguments:
+    task: str = field(default="denoise", metadata={"help": "Task, or comma-separated mixture of tasks."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "datasets name/path or an image folder; default: the bundled corpus."}
+    )
+    dataset_split: str = field(default="train")
+    image_column: str = field(default="image")
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (corpora too big for disk)."})
+    degradation_seed: int = field(default=0, metadata={"help": "Seed of the on-the-fly degradations."})
+
+
+def parse_arguments(argv=None):
+    """(model_args, data_args, training_args) from the command line or a single JSON/YAML file."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, LM4LVTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(argv)
+
+
+def random_init_llm(llm: str, target: str, seed: int = 0, llm_kwargs: dict | None = None) -> str:
+    """Write (once) a causal LM of `llm`'s architecture with random weights (seeded) and `llm`'s tokenizer to
+    `target`, so a checkpoint trained on it names a folder that reloads the same random LLM."""
+    if os.path.exists(os.path.join(target, "model.safetensors")):
+        return target
+
+    def write(folder):
+        torch.manual_seed(seed)
+        config = AutoConfig.from_pretrained(llm, **(llm_kwargs or {}))
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(llm, **(llm_kwargs or {})).save_pretrained(folder)
+
+    write_folder_atomically(target, write)
+    return target
+
+
+def build_model_and_processor(model_args: ModelArguments, tasks: list[str], output_dir: str = "."):
+    """The model of `model_args.method` (fresh trainable parts, or `resume_weights`) and its processor."""
+    dtype = getattr(torch, model_args.llm_dtype)
+    llm, llm_kwargs = model_args.llm, ({"gguf_file": model_args.gguf_file} if model_args.gguf_file else {})
+    config_kwargs = dict(
+        task_token_length=model_args.task_token_length,
+        vision_loss_weight=model_args.vision_loss_weight,
+        visual_skip_connection=model_args.visual_skip_connection,
+    )
+    if model_args.method == "random_init_llm" and not model_args.resume_weights:
+        llm = random_init_llm(llm, os.path.join(output_dir, "random_init_llm"), llm_kwargs=llm_kwargs)
+        llm_kwargs = {}
+    if model_args.resume_weights:
+        model = AutoModel.from_pretrained(model_args.resume_weights, dtype=dtype)
+    elif model_args.method in EXPERTS:
+        model = LM4LVExpertModel.from_llm_and_vision(llm, model_args.vision, model_args.method, tasks, llm_kwargs,
+                                                     **config_kwargs)
+    else:
+        model = LM4LVForConditionalGeneration.from_base_models(
+            llm,
+            model_args.vision,
+            task_names=tasks,
+            dtype=dtype,
+            llm_kwargs=llm_kwargs,
+            task_token_init=model_args.task_token_init,
+            task_token_init_text=model_args.task_token_init_text,
+            generation_mode="parallel" if model_args.method == "vit_llm" else "autoregressive",
+            lora_r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            **config_kwargs,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(llm, **llm_kwargs)
+    return model, LM4LVProcessor.from_config(model.config, tokenizer)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: LM4LVTrainingArguments,
+          callbacks=None) -> LM4LVTrainer:
+    """Build everything, train (resuming from `training_args.resume_from_checkpoint`), save the final model."""
+    tasks = [t.strip() for t in data_args.task.split(",") if t.strip()]
+    set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
+    model, processor = build_model_and_processor(model_args, tasks, training_args.output_dir)
+    images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
+    train_dataset = paired_dataset(
+        images, tasks, model.config.vision_config.image_size, data_args.degradation_seed, data_args.image_column
+    )
+    trainer = LM4LVTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        data_collator=LM4LVDataCollator(processor),
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    return trainer
+
