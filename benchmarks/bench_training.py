@@ -11,9 +11,10 @@ import time
 
 import torch
 
-from benchmarks.common import build_model, machine, prompt_batch, timed
 from lm4lv.processing.data import bundled_corpus, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator
+
+from benchmarks.common import build_model, machine, prompt_batch, timed
 
 
 def training_batch(model, batch_size: int) -> dict:
@@ -82,8 +83,8 @@ def main(argv=None):
         print(f"| {checkpointing} | {peak_memory_child(args.llm, 14, 8, checkpointing):.2f} |", flush=True)
 
     print("\n## 3. Data pipeline (degradation + collation + MAE encoding) vs training step\n")
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
     from lm4lv.processing import LM4LVProcessor
 

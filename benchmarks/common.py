@@ -137,4 +137,5 @@ def timed(function, repeats: int = 3) -> float:
 def machine() -> str:
     import platform
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    cores, threads = os.cpu_count(), torch.get_num_threads()
+    return f"{platform.machine()}, {cores} CPU cores, torch {torch.__version__}, {threads} threads"

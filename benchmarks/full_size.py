@@ -21,10 +21,12 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, ViTMAEConfig, ViTMAEForPreTraining
 
-from benchmarks.common import LLAMA2_7B, MAE_LARGE, machine
 from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
-from lm4lv.trainers.offline_default import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus
+from lm4lv.trainers.offline_default import default_cache_dir, prepare_smollm2
+
+from benchmarks.common import LLAMA2_7B, MAE_LARGE, machine
+
 
 def write_random_llama(target: str, tokenizer_source: str):
     """LLaMA-2-7B-shaped causal LM with random bf16 weights and a real tokenizer, as a local safetensors folder."""

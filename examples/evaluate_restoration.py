@@ -10,8 +10,13 @@ import tempfile
 
 from lm4lv import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
-from lm4lv.trainers.evaluation import evaluate_restoration, load_restoration_model, mae_reconstruct, restore
-from lm4lv.trainers.evaluation import results_markdown
+from lm4lv.trainers.evaluation import (
+    evaluate_restoration,
+    load_restoration_model,
+    mae_reconstruct,
+    restore,
+    results_markdown,
+)
 
 
 def main(checkpoint: str, task: str = "denoise", num_samples: int = 16):

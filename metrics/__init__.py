@@ -1,4 +1,4 @@
-"""Image-quality metrics (BasicSR conventions): plain functions, and `evaluate` modules in metrics/psnr and metrics/ssim.
+"""Image-quality metrics (BasicSR conventions): plain functions, and `evaluate` modules in psnr/ and ssim/.
 
     from lm4lv import metrics
     metrics.psnr(restored, clean)                          # one image pair

@@ -34,11 +34,6 @@ class LM4LVConfig(PreTrainedConfig):
             visual feature is `input feature + out_adapter(hidden)`, where the input feature is the degraded image's
             feature at the same position, and `out_adapter` starts at zero, so an untrained model reproduces MAE-r.
             Needs exactly one input image per prompt. Off by default (the paper's method).
-        generation_mode (`str`, *optional*, defaults to `"autoregressive"`):
-            `"autoregressive"` (the paper's method) or `"parallel"`, the paper's "ViT-LLM" ablation: the prompt (degraded
-            image and task tokens, no answer) goes through the LLM in ONE forward pass with no causal mask and no
-            positional information (all position ids 0, i.e. a rotation by angle 0 for rotary models), and the
-            restored features are read at the degraded image's own positions.
         lora_r (`int`, *optional*, defaults to 0):
             Rank of optional LoRA adapters on the LLM (through peft); 0 (the paper) keeps the LLM entirely frozen.
         lora_alpha (`int`, *optional*, defaults to 16):
@@ -51,7 +46,8 @@ class LM4LVConfig(PreTrainedConfig):
         image_end_text (`str`, *optional*, defaults to `"</Img>"`):
             Plain text that closes a run of visual tokens.
         image_start_token_ids (`list[int]`, *optional*):
-            Token ids of `image_start_text` under the LLM's tokenizer; set by the processor/`from_base_models`.
+            Token ids of `image_start_text` under the LLM's tokenizer; set by [`set_image_delimiter_ids`] (which
+            `from_base_models` and the processor call).
             `generate()` switches to visual mode after emitting them.
         image_end_token_ids (`list[int]`, *optional*):
             Token ids of `image_end_text`; forced after each run of visual tokens.
@@ -99,7 +95,6 @@ class LM4LVConfig(PreTrainedConfig):
     task_token_init_text: str | None = None
     vision_loss_weight: float = 1.0
     visual_skip_connection: bool = False
-    generation_mode: str = "autoregressive"
     lora_r: int = 0
     lora_alpha: int = 16
     lora_target_modules: list[str] | None = None
@@ -134,8 +129,6 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"task_token_init must be 'zeros', 'random' or 'text', got {self.task_token_init!r}")
         if self.task_token_init == "text" and not self.task_token_init_text:
             raise ValueError("task_token_init='text' needs task_token_init_text")
-        if self.generation_mode not in ("autoregressive", "parallel"):
-            raise ValueError(f"generation_mode must be 'autoregressive' or 'parallel', got {self.generation_mode!r}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.vision_loss_weight < 0:
@@ -163,6 +156,23 @@ class LM4LVConfig(PreTrainedConfig):
         image_size = self.vision_config.image_size
         height, width = image_size if isinstance(image_size, (list, tuple)) else (image_size, image_size)
         return (height // self.vision_config.patch_size) * (width // self.vision_config.patch_size) + 1
+
+    def set_image_delimiter_ids(self, tokenizer):
+        """Set `image_start_token_ids` / `image_end_token_ids` to the ids `tokenizer` gives `image_start_text` /
+        `image_end_text` (as the answer holds them: no special tokens), the one place these ids are computed. When
+        they are set already they must equal those ids: a different tokenizer would make `generate()` miss `<Img>`."""
+        for name, text in (("image_start_token_ids", self.image_start_text),
+                           ("image_end_token_ids", self.image_end_text)):
+            token_ids = tokenizer.encode(text, add_special_tokens=False)
+            if not token_ids:
+                raise ValueError(f"The tokenizer turns the image delimiter {text!r} into no tokens")
+            current = getattr(self, name)
+            if current is not None and list(current) != token_ids:
+                raise ValueError(
+                    f"config.{name} is {list(current)} but this tokenizer encodes it as {token_ids}: the tokenizer is "
+                    "not the one of the LLM this config was built with"
+                )
+            setattr(self, name, token_ids)
 
     def task_index(self, task: str) -> int:
         """Index of `task` in `task_names`, with a clear error for an unknown name."""

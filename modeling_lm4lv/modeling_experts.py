@@ -45,7 +45,6 @@ class LM4LVExpertConfig(LM4LVConfig):
     expert_num_attention_heads: int = 4
 
     def __post_init__(self, **kwargs):
-        self.generation_mode = "parallel"  # one pass, outputs at the input positions: the processor's prompt batch
         super().__post_init__(**kwargs)
         if self.expert not in EXPERTS:
             raise ValueError(f"expert must be one of {EXPERTS}, got {self.expert!r}")

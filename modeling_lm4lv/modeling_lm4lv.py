@@ -1,7 +1,7 @@
-"""PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters and task tokens."""
+"""PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters, task tokens."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from safetensors import safe_open
@@ -9,7 +9,6 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from .checkpointing import (
@@ -22,6 +21,9 @@ from .checkpointing import (
 from .configuration_lm4lv import LM4LVConfig
 from .peft_interop import PeftInteropMixin
 from .vision import load_vision_module, vision_module_from_config
+
+IGNORE_INDEX = -100  # label of positions without a loss (PyTorch's cross-entropy default)
+
 
 @dataclass
 class LM4LVCausalLMOutput(ModelOutput):
@@ -74,6 +76,96 @@ class LM4LVGenerateOutput(ModelOutput):
     has_image: torch.BoolTensor | None = None
 
 
+@dataclass
+class GenerationState:
+    r"""
+    Per-sample state of one [`LM4LVForConditionalGeneration.generate`] call; every tensor has the batch first.
+
+    Args:
+        hidden: The LLM's last hidden state (after its final norm) at the newest position, `(batch, hidden_size)`.
+        text_tail: The last `len(<Img>)` text tokens, to spot an emitted `<Img>`; -1 once an image starts.
+        visual_left: Visual steps left in the current image (0 outside images).
+        forced: `</Img>` ids still to emit, left-aligned, -1 where none.
+        features: Generated features of the first image, `(batch, num_visual_tokens, vision_hidden_size)`, NaN
+            until written.
+        num_features: How many features of the first image are written.
+        unfinished: Samples that have not emitted EOS.
+        tokens: Emitted ids, one `(batch,)` tensor per step (`image_token_id` at visual steps).
+    """
+
+    hidden: torch.Tensor
+    text_tail: torch.LongTensor
+    visual_left: torch.LongTensor
+    forced: torch.LongTensor
+    features: torch.Tensor
+    num_features: torch.LongTensor
+    unfinished: torch.BoolTensor
+    tokens: list[torch.LongTensor] = field(default_factory=list)
+
+    def all_inside_first_image(self, num_visual_tokens: int) -> bool:
+        """Whether every sample's next step is a visual step of its first image."""
+        recording = (self.visual_left > 0) & self.unfinished & (self.num_features < num_visual_tokens)
+        return bool(recording.all())
+
+
+class DecodingRun:
+    """What stays fixed during one `generate()` call (delimiter ids, stop ids, budget, skip features), and the
+    frozen LLM behind a KV cache: `feed(embeds)` runs new input embeddings after the cached ones."""
+
+    def __init__(self, model, start_ids, end_ids, max_new_tokens, eos_token_id, pad_token_id, positions, full_mask):
+        self.backbone = model.text_backbone
+        self.embed_dtype = model.get_input_embeddings().weight.dtype
+        self.cache = DynamicCache(config=model.language_model.config)
+        self.start_ids, self.end_ids = start_ids, end_ids
+        self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
+        self.positions, self.full_mask = positions, full_mask
+        self.forced_start_length = 0
+        self.skip_features = None
+        # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
+        self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
+
+    @classmethod
+    def start(cls, model, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output: bool):
+        """The run for a prompt batch, with `generate()`'s defaults; a forced `<Img>` comes out of the budget."""
+        config = model.config
+        if not config.image_start_token_ids or not config.image_end_token_ids:
+            raise ValueError(
+                "config.image_start_token_ids / image_end_token_ids are not set: build the model with "
+                "from_base_models, or call config.set_image_delimiter_ids(tokenizer) (LM4LVProcessor.from_config("
+                "config, tokenizer) does) first"
+            )
+        device = attention_mask.device
+        start_ids = torch.tensor(config.image_start_token_ids, device=device)
+        end_ids = torch.tensor(config.image_end_token_ids, device=device)
+        if max_new_tokens is None:
+            max_new_tokens = len(start_ids) + config.num_visual_tokens + len(end_ids) + 8
+        if eos_token_id is None:
+            eos_token_id = getattr(model.language_model.generation_config, "eos_token_id", None)
+            eos_token_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
+        if pad_token_id is None:
+            pad_token_id = eos_token_id if eos_token_id is not None else 0
+        # positions of the prompt and of every token still to come; without left padding no mask is needed
+        full_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], max_new_tokens)], 1)
+        positions = positions_from_mask(full_mask)
+        full_mask = None if bool(attention_mask.all()) else full_mask
+        forced_start_length = min(len(start_ids), max_new_tokens) if force_image_output else 0
+        run = cls(model, start_ids, end_ids, max_new_tokens - forced_start_length, eos_token_id, pad_token_id,
+                  positions, full_mask)
+        run.forced_start_length = forced_start_length
+        return run
+
+    def feed(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; the new last hidden state."""
+        past, length = self.cache.get_seq_length(), embeds.shape[1]
+        return self.backbone(
+            inputs_embeds=embeds,
+            attention_mask=None if self.full_mask is None else self.full_mask[:, : past + length],
+            position_ids=self.positions[:, past : past + length],
+            cache=self.cache,
+            use_cache=True,
+        ).last_hidden_state[:, -1]
+
+
 class LM4LVPreTrainedModel(PreTrainedModel):
     """Base class of LM4LV models: config class, weight initialisation and checkpoint conventions."""
 
@@ -105,8 +197,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
     r"""
     LM4LV: a frozen causal LM that reads and writes continuous MAE features.
 
-    Sequence format (the authors' template, with `<Img>`/`</Img>` as ordinary text; with
-    `config.generation_mode="parallel"` only the prompt, up to `### Assistant:`, is used):
+    Sequence format (the authors' template, with `<Img>`/`</Img>` as ordinary text):
 
         <bos>### Human: <Img>[LQ visual tokens]</Img>[task tokens]
         ### Assistant: <Img>[HQ visual tokens]</Img>
@@ -120,8 +211,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         config ([`LM4LVConfig`]): Model configuration. `LM4LVForConditionalGeneration(config)` builds every part with
             random weights; use [`from_base_models`] for pretrained parts and [`from_pretrained`] for checkpoints.
     """
-
-    _checkpoint_conversion_mapping = {}
 
     def __init__(self, config: LM4LVConfig):
         super().__init__(config)
@@ -171,7 +260,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         vision_model = load_vision_module(vision)
         tokenizer = AutoTokenizer.from_pretrained(llm, **{k: v for k, v in llm_kwargs.items() if k == "gguf_file"})
         if config is None:
-            config = LM4LVConfig(
+            config = cls.config_class(
                 text_config=language_model.config.to_dict(),
                 vision_config=vision_model.config.to_dict(),
                 task_names=task_names,
@@ -181,8 +270,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             )
         else:
             check_base_model_shapes(config, language_model.config, vision_model.config)
-        config.image_start_token_ids = tokenizer.encode(config.image_start_text, add_special_tokens=False)
-        config.image_end_token_ids = tokenizer.encode(config.image_end_text, add_special_tokens=False)
+        config.set_image_delimiter_ids(tokenizer)
         with torch.device("meta"):
             model = cls(config)
         model.language_model = language_model
@@ -223,8 +311,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
 
     def train(self, mode: bool = True):
         """Set training mode on the trainable parts. The frozen vision module always stays in eval mode, and so does
-        the frozen LLM unless activation (gradient) checkpointing is on (transformers only checkpoints layers in training mode;
-        the LLM's own dropout, if it has any, is then active too)."""
+        the frozen LLM unless activation (gradient) checkpointing is on (transformers only checkpoints layers in
+        training mode; the LLM's own dropout, if it has any, is then active too)."""
         super().train(mode)
         self.language_model.train(mode and self.language_model.is_activation_checkpointing)
         self.vision_model.eval()
@@ -346,8 +434,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         >>> out = model(**batch)
         >>> out.loss.backward()
         ```"""
-        if self.config.generation_mode == "parallel":
-            return self._parallel_forward(input_ids, attention_mask, pixel_values, target_pixel_values, task_ids)[0]
         input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
         encoded = [f for f in (input_features, target_features) if f is not None]
         visual_features = torch.cat(encoded, dim=1) if encoded else None
@@ -393,33 +479,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             loss=loss, text_loss=text_loss, vision_loss=vision_loss, last_hidden_state=hidden_states
         )
 
-    def _parallel_forward(self, input_ids, attention_mask, pixel_values, target_pixel_values, task_ids):
-        """The "ViT-LLM" ablation: one bidirectional, position-free pass over the prompt; restored features are read
-        at the degraded image's positions. Returns the output and the predicted features."""
-        if pixel_values is None:
-            raise ValueError("generation_mode='parallel' needs pixel_values (the degraded images)")
-        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
-        inputs_embeds = self.build_inputs_embeds(input_ids, input_features, task_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        full_attention = create_bidirectional_mask(
-            config=self.language_model.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            allow_is_bidirectional_skip=False,
-        )
-        hidden_states = self.text_backbone(
-            inputs_embeds=inputs_embeds,
-            attention_mask=full_attention,
-            position_ids=torch.zeros_like(input_ids),
-            use_cache=False,
-        ).last_hidden_state
-        image_states = hidden_states[input_ids == self.config.image_token_id].view(*input_features.shape[:2], -1)
-        predicted = self.out_adapter(image_states.float())
-        if self.config.visual_skip_connection:
-            predicted = predicted + input_features
-        return one_pass_output(hidden_states, predicted, target_features, self.config.vision_loss_weight), predicted
-
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
@@ -455,191 +514,144 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             eos_token_id (`int`, *optional*): Stops a sample. Defaults to the LLM's generation config.
             pad_token_id (`int`, *optional*): Fills finished samples. Defaults to `eos_token_id` (or 0).
 
-        With `config.generation_mode="parallel"` (the "ViT-LLM" ablation) the image comes from one forward pass
-        instead and `sequences` is the prompt.
-
         Returns:
             [`LM4LVGenerateOutput`] with `sequences`, `visual_features`, `pixel_values` and `has_image`.
         """
         if kwargs:
             raise TypeError(f"generate() got unexpected arguments {sorted(kwargs)}")
-        config = self.config
-        if config.generation_mode == "parallel":
-            _, features = self._parallel_forward(input_ids, attention_mask, pixel_values, None, task_ids)
-            return LM4LVGenerateOutput(
-                sequences=input_ids,
-                visual_features=features,
-                pixel_values=self.decode_features(features),
-                has_image=torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device),
-            )
-        if not config.image_start_token_ids or not config.image_end_token_ids:
-            raise ValueError(
-                "config.image_start_token_ids / image_end_token_ids are not set: build the model with "
-                "from_base_models or call processor.configure_model(model) first"
-            )
-        device = input_ids.device
-        batch_size = input_ids.shape[0]
-        num_visual = config.num_visual_tokens
-        start_ids = torch.tensor(config.image_start_token_ids, device=device)
-        end_ids = torch.tensor(config.image_end_token_ids, device=device)
-        if max_new_tokens is None:
-            max_new_tokens = len(start_ids) + num_visual + len(end_ids) + 8
-        if eos_token_id is None:
-            eos_token_id = getattr(self.language_model.generation_config, "eos_token_id", None)
-            eos_token_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
-        if pad_token_id is None:
-            pad_token_id = eos_token_id if eos_token_id is not None else 0
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if force_image_output:
-            # the forced <Img> is known in advance: it goes through the LLM together with the prompt
-            forced_start = start_ids[:max_new_tokens].expand(batch_size, -1)
+        run = DecodingRun.start(self, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output)
+        if force_image_output:  # the forced <Img> is known in advance: it goes through the LLM with the prompt
+            forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
             input_ids = torch.cat([input_ids, forced_start], dim=1)
-            attention_mask = torch.cat([attention_mask, torch.ones_like(forced_start)], dim=1)
-            max_new_tokens -= forced_start.shape[1]
-
         visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
-        inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
-        skip_features = None
-        if config.visual_skip_connection:
-            if visual_features is None or visual_features.shape[1] != num_visual:
+        if self.config.visual_skip_connection:
+            if visual_features is None or visual_features.shape[1] != self.config.num_visual_tokens:
                 raise ValueError("visual_skip_connection needs exactly one input image per prompt")
-            skip_features = visual_features
-        # positions of the prompt and of every token still to come; without left padding no mask is needed
-        full_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, max_new_tokens)], dim=1)
-        positions = positions_from_mask(full_mask)
-        full_mask = None if bool(attention_mask.all()) else full_mask
-        cache = DynamicCache(config=self.language_model.config)
-
-        def feed(embeds):
-            """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; returns the new last
-            hidden state."""
-            past, length = cache.get_seq_length(), embeds.shape[1]
-            return self.text_backbone(
-                inputs_embeds=embeds,
-                attention_mask=None if full_mask is None else full_mask[:, : past + length],
-                position_ids=positions[:, past : past + length],
-                cache=cache,
-                use_cache=True,
-            ).last_hidden_state[:, -1]
-
-        hidden = feed(inputs_embeds)
-
-        # per-sample state, kept as tensors: forced </Img> tokens still to emit, visual steps left, last text tokens
-        forced = torch.full((batch_size, len(end_ids)), -1, dtype=torch.long, device=device)
-        text_tail = input_ids[:, -len(start_ids) :].clone()
-        visual_left = torch.where((text_tail == start_ids).all(-1), num_visual, 0)
-        text_tail[visual_left > 0] = -1
-        generated_features = torch.full(
-            (batch_size, num_visual, config.vision_hidden_size), float("nan"), device=device
-        )
-        num_features = torch.zeros(batch_size, dtype=torch.long, device=device)
-        unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)
-        rows = torch.arange(batch_size, device=device)
-        image_tokens = torch.full((batch_size,), config.image_token_id, device=device)
-        # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
-        end_can_be_fed_at_once = eos_token_id not in config.image_end_token_ids
-        new_tokens = []
-
-        while len(new_tokens) < max_new_tokens:
-            is_visual = (visual_left > 0) & unfinished
-            recording = is_visual & (num_features < num_visual)
-            if bool(recording.all()):
-                # every sample is inside its first image: the visual steps they all still have run in a tight loop
-                # with no text bookkeeping and no host-device synchronisation
-                run = min(int(visual_left.min()), max_new_tokens - len(new_tokens))
-                slots = num_features[:, None] + torch.arange(run, device=device)
-                skip = None if skip_features is None else skip_features[rows[:, None], slots]
-                # in_adapter(out_adapter(hidden) + skip) as one affine map: a single small matmul per step; the
-                # features themselves come from one out_adapter call over the whole run afterwards
-                feedback_weight = self.in_adapter.weight @ self.out_adapter.weight
-                feedback_bias = self.in_adapter(self.out_adapter.bias)
-                feedback_skip = None if skip is None else F.linear(skip, self.in_adapter.weight)
-                hiddens = []
-                for step in range(run):
-                    if hiddens:
-                        hidden = feed(pending)
-                    hiddens.append(hidden)
-                    pending = F.linear(hidden.float(), feedback_weight, feedback_bias)
-                    if feedback_skip is not None:
-                        pending = pending + feedback_skip[:, step]
-                    pending = pending.to(inputs_embeds.dtype)[:, None]
-                features = self.out_adapter(torch.stack(hiddens, dim=1).float())
-                generated_features[rows[:, None], slots] = features if skip is None else features + skip
-                num_features = num_features + run
-                visual_left = visual_left - run
-                new_tokens.extend([image_tokens] * run)
-                if end_can_be_fed_at_once and bool((visual_left == 0).all()):
-                    # every image ends here: the forced </Img> tokens are emitted and fed with the last feature
-                    end = end_ids[: max_new_tokens - len(new_tokens)].expand(batch_size, -1)
-                    new_tokens.extend(end.unbind(1))
-                    text_tail = torch.cat([text_tail, end], dim=1)[:, -len(start_ids) :]
-                    pending = torch.cat([pending, self.get_input_embeddings()(end)], dim=1)
-                else:
-                    forced[visual_left == 0, : len(end_ids)] = end_ids
-                if len(new_tokens) < max_new_tokens:
-                    hidden = feed(pending)
-                continue
-            token, step_embeds = self._generation_step(
-                hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
-                num_features, generated_features,
-            )
-            num_features = num_features + recording.long()
-            is_text = ~is_visual & unfinished
-            forced = torch.where((is_text & (forced[:, 0] >= 0))[:, None], shift_left(forced), forced)
-            visual_left = visual_left - is_visual.long()
-            forced[is_visual & (visual_left == 0), : len(end_ids)] = end_ids
-            text_tail = torch.where(is_text[:, None], torch.cat([text_tail[:, 1:], token[:, None]], 1), text_tail)
-            image_starts = is_text & (text_tail == start_ids).all(-1)
-            visual_left = torch.where(image_starts, num_visual, visual_left)
-            text_tail[image_starts] = -1
-            if eos_token_id is not None:
-                unfinished = unfinished & ~(is_text & (token == eos_token_id))
-            new_tokens.append(token)
-            if len(new_tokens) == max_new_tokens or not bool(unfinished.any()):
+            run.skip_features = visual_features
+        state = self._prefill(run, input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
+        while len(state.tokens) < run.max_new_tokens:
+            if state.all_inside_first_image(self.config.num_visual_tokens):
+                self._visual_run(run, state)
+            elif self._text_step(run, state):
                 break
-            hidden = feed(step_embeds[:, None])
+        return self._generation_output(input_ids, state)
 
-        has_image = num_features == num_visual
-        pixel_values_out = torch.full(
-            (batch_size, self.config.vision_config.num_channels, *self.vision_model.image_size),
+    def _prefill(self, run: DecodingRun, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor):
+        """The prompt (with a forced `<Img>`) through the LLM; the state of every sample after it."""
+        batch_size, device = input_ids.shape[0], input_ids.device
+        num_start = len(run.start_ids)
+        text_tail = input_ids[:, -num_start:].clone()
+        visual_left = torch.where((text_tail == run.start_ids).all(-1), self.config.num_visual_tokens, 0)
+        text_tail[visual_left > 0] = -1
+        return GenerationState(
+            hidden=run.feed(inputs_embeds),
+            text_tail=text_tail,
+            visual_left=visual_left,
+            forced=torch.full((batch_size, len(run.end_ids)), -1, dtype=torch.long, device=device),
+            features=torch.full(
+                (batch_size, self.config.num_visual_tokens, self.config.vision_hidden_size), float("nan"), device=device
+            ),
+            num_features=torch.zeros(batch_size, dtype=torch.long, device=device),
+            unfinished=torch.ones(batch_size, dtype=torch.bool, device=device),
+        )
+
+    def _visual_run(self, run: DecodingRun, state: GenerationState):
+        """Every sample is inside its first image: the visual steps they all still have, in a tight loop with no
+        text bookkeeping and no host-device synchronisation. The feedback `in_adapter(out_adapter(hidden) + skip)`
+        is one affine map (a single small matmul per step); the features come from one `out_adapter` call over the
+        whole run afterwards. When every image ends here, the forced `</Img>` goes through the LLM with the last
+        visual token."""
+        steps = min(int(state.visual_left.min()), run.max_new_tokens - len(state.tokens))
+        rows = torch.arange(state.hidden.shape[0], device=state.hidden.device)
+        slots = state.num_features[:, None] + torch.arange(steps, device=rows.device)
+        skip = None if run.skip_features is None else run.skip_features[rows[:, None], slots]
+        feedback_weight = self.in_adapter.weight @ self.out_adapter.weight
+        feedback_bias = self.in_adapter(self.out_adapter.bias)
+        feedback_skip = None if skip is None else F.linear(skip, self.in_adapter.weight)
+        hiddens = [state.hidden]
+        for step in range(steps):
+            pending = F.linear(hiddens[-1].float(), feedback_weight, feedback_bias)
+            if feedback_skip is not None:
+                pending = pending + feedback_skip[:, step]
+            pending = pending.to(run.embed_dtype)[:, None]
+            if step < steps - 1:
+                hiddens.append(run.feed(pending))
+        features = self.out_adapter(torch.stack(hiddens, dim=1).float())
+        state.features[rows[:, None], slots] = features if skip is None else features + skip
+        state.num_features = state.num_features + steps
+        state.visual_left = state.visual_left - steps
+        state.tokens.extend([torch.full_like(state.num_features, self.config.image_token_id)] * steps)
+        if run.end_can_be_fed_at_once and bool((state.visual_left == 0).all()):
+            end = run.end_ids[: run.max_new_tokens - len(state.tokens)].expand(rows.shape[0], -1)
+            state.tokens.extend(end.unbind(1))
+            state.text_tail = torch.cat([state.text_tail, end], dim=1)[:, -len(run.start_ids) :]
+            pending = torch.cat([pending, self.get_input_embeddings()(end)], dim=1)
+        else:
+            state.forced[state.visual_left == 0, : len(run.end_ids)] = run.end_ids
+        if len(state.tokens) < run.max_new_tokens:
+            state.hidden = run.feed(pending)
+
+    def _text_step(self, run: DecodingRun, state: GenerationState) -> bool:
+        """One step for a batch that mixes text and visual samples: emits a token per sample (`image_token_id` for
+        visual ones, a forced `</Img>` id, or the greedy text token), records predicted features, spots `<Img>` and
+        EOS, and feeds the next input. Returns whether generation is over."""
+        config = self.config
+        is_visual = (state.visual_left > 0) & state.unfinished
+        recording = is_visual & (state.num_features < config.num_visual_tokens)
+        is_text = ~is_visual & state.unfinished
+        has_forced = state.forced[:, 0] >= 0
+        if bool((has_forced | is_visual).all()):  # no LM head needed: every token is forced or visual
+            token = state.forced[:, 0]
+        else:
+            token = torch.where(has_forced, state.forced[:, 0], self.get_output_embeddings()(state.hidden).argmax(-1))
+        token = torch.where(is_visual, config.image_token_id, torch.where(state.unfinished, token, run.pad_token_id))
+        if bool(is_visual.any()):
+            rows = torch.arange(token.shape[0], device=token.device)
+            slot = state.num_features.clamp(max=config.num_visual_tokens - 1)
+            feature = self.out_adapter(state.hidden.float())
+            if run.skip_features is not None:
+                feature = feature + run.skip_features[rows, slot]
+            state.features[rows, slot] = torch.where(recording[:, None], feature, state.features[rows, slot])
+            next_embeds = torch.where(
+                is_visual[:, None], self.embed_visual(feature), self.get_input_embeddings()(token.clamp(min=0))
+            )
+        else:
+            next_embeds = self.get_input_embeddings()(token.clamp(min=0))
+        state.num_features = state.num_features + recording.long()
+        state.forced = torch.where((is_text & has_forced)[:, None], shift_left(state.forced), state.forced)
+        state.visual_left = state.visual_left - is_visual.long()
+        state.forced[is_visual & (state.visual_left == 0), : len(run.end_ids)] = run.end_ids
+        tail = torch.cat([state.text_tail[:, 1:], token[:, None]], 1)
+        state.text_tail = torch.where(is_text[:, None], tail, state.text_tail)
+        image_starts = is_text & (state.text_tail == run.start_ids).all(-1)
+        state.visual_left = torch.where(image_starts, config.num_visual_tokens, state.visual_left)
+        state.text_tail[image_starts] = -1
+        if run.eos_token_id is not None:
+            state.unfinished = state.unfinished & ~(is_text & (token == run.eos_token_id))
+        state.tokens.append(token)
+        if len(state.tokens) == run.max_new_tokens or not bool(state.unfinished.any()):
+            return True
+        state.hidden = run.feed(next_embeds[:, None])
+        return False
+
+    def _generation_output(self, input_ids: torch.LongTensor, state: GenerationState) -> LM4LVGenerateOutput:
+        """Sequences, features and decoded images (NaN for samples without a complete image)."""
+        has_image = state.num_features == self.config.num_visual_tokens
+        pixel_values = torch.full(
+            (input_ids.shape[0], self.config.vision_config.num_channels, *self.vision_model.image_size),
             float("nan"),
-            device=device,
+            device=input_ids.device,
         )
         if has_image.any():
-            pixel_values_out[has_image] = self.decode_features(generated_features[has_image])
+            pixel_values[has_image] = self.decode_features(state.features[has_image])
         return LM4LVGenerateOutput(
-            sequences=torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1) if new_tokens else input_ids,
-            visual_features=generated_features,
-            pixel_values=pixel_values_out,
+            sequences=torch.cat([input_ids, torch.stack(state.tokens, dim=1)], dim=1) if state.tokens else input_ids,
+            visual_features=state.features,
+            pixel_values=pixel_values,
             has_image=has_image,
         )
-
-    def _generation_step(self, hidden, is_visual, recording, unfinished, forced, pad_token_id, skip_features, rows,
-                         num_features, generated_features):
-        """One step of `generate` for a batch that mixes text and visual samples: the emitted token (the
-        `image_token_id` placeholder for visual samples) and the next input embedding; the predicted features of
-        recording samples are written into `generated_features` in place."""
-        config = self.config
-        has_forced = forced[:, 0] >= 0
-        if bool((has_forced & ~is_visual & unfinished).all()):
-            # every sample emits a forced text token (an image delimiter): no LM head and no visual work
-            token = forced[:, 0]
-            return token, self.get_input_embeddings()(token)
-        if bool((is_visual | has_forced).all()):
-            token = forced[:, 0]
-        else:
-            token = torch.where(has_forced, forced[:, 0], self.get_output_embeddings()(hidden).argmax(-1))
-        token = torch.where(is_visual, config.image_token_id, torch.where(unfinished, token, pad_token_id))
-        feature = self.out_adapter(hidden.float())
-        slot = num_features.clamp(max=config.num_visual_tokens - 1)
-        if skip_features is not None:
-            feature = feature + skip_features[rows, slot]
-        generated_features[rows, slot] = torch.where(recording[:, None], feature, generated_features[rows, slot])
-        step_embeds = torch.where(
-            is_visual[:, None], self.embed_visual(feature), self.get_input_embeddings()(token.clamp(min=0))
-        )
-        return token, step_embeds
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -701,7 +713,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             if dtype is not None:  # the LLM only: trainables and the vision module stay float32, as in from_base_models
                 model.language_model.to(dtype)
             return model
-        config = kwargs.pop("config", None) or LM4LVConfig.from_pretrained(pretrained_model_name_or_path)
+        config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path)
         llm = llm or config.text_model_name_or_path
         vision = vision or config.vision_model_name_or_path
         if not llm or not vision:
@@ -747,7 +759,7 @@ def encode_input_and_target(encode, pixel_values, target_pixel_values) -> tuple:
 
 
 def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_weight: float) -> LM4LVCausalLMOutput:
-    """Output of a one-pass restorer (the "ViT-LLM" mode, the expert baselines): with targets, the loss is the MSE
+    """Output of a one-pass restorer (the "ViT-LLM" ablation, the expert baselines): with targets, the loss is the MSE
     between predicted and target features (there is no text to supervise)."""
     if target_features is None:
         return LM4LVCausalLMOutput(last_hidden_state=last_hidden_state)

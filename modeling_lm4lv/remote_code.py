@@ -4,7 +4,9 @@ import os
 import shutil
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
-REMOTE_CODE_MODULES = ("configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py", "checkpointing.py", "peft_interop.py")
+REMOTE_CODE_MODULES = (
+    "configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py", "checkpointing.py", "peft_interop.py"
+)
 
 
 def export_remote_code(model, save_directory: str | os.PathLike):

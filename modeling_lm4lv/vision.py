@@ -14,9 +14,32 @@ CLS token plus one token per patch after the encoder's final LayerNorm. Alternat
 
 import torch
 from transformers import AutoConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPreTraining
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
 
 from .configuration_lm4lv import DiffusersAutoencoderConfig, TimmVisionConfig
+
+
+def image_normalisation(vision_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`(mean, std)` of a vision module's input space: the config's `image_mean`/`image_std`, else ImageNet's (what a
+    ViT-MAE is trained with)."""
+    mean = getattr(vision_config, "image_mean", None) or IMAGENET_DEFAULT_MEAN
+    std = getattr(vision_config, "image_std", None) or IMAGENET_DEFAULT_STD
+    return tuple(mean), tuple(std)
+
+
+def _channel_view(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """`(B, C, H, W)` images in [0, 1] -> the vision module's normalised input space."""
+    return (images - _channel_view(mean, images)) / _channel_view(std, images)
+
+
+def unnormalise(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
+    """The vision module's normalised space -> images in [0, 1] (not clamped, so gradients flow)."""
+    return pixel_values * _channel_view(std, pixel_values) + _channel_view(mean, pixel_values)
 
 
 def check_image_shape(pixel_values: torch.Tensor, num_channels: int, image_size: tuple[int, int]):
@@ -127,7 +150,9 @@ class DiffusersVisionModule(VisionModuleMixin, PreTrainedModel):
         side = self.config.image_size // self.config.patch_size
         expected = (side * side, self.config.hidden_size)
         if features.dim() != 3 or tuple(features.shape[1:]) != expected:
-            raise ValueError(f"features must have shape (batch, {expected[0]}, {expected[1]}), got {tuple(features.shape)}")
+            raise ValueError(
+                f"features must have shape (batch, {expected[0]}, {expected[1]}), got {tuple(features.shape)}"
+            )
         latents = features.transpose(1, 2).reshape(features.shape[0], expected[1], side, side)
         latents = latents.to(next(self.autoencoder.parameters()).dtype)
         return self.autoencoder.decode(latents).sample
@@ -248,6 +273,9 @@ def load_vision_module(name_or_path: str, **kwargs) -> PreTrainedModel:
 
 
 __all__ = [
+    "image_normalisation",
+    "normalise",
+    "unnormalise",
     "MAEVisionModule",
     "DiffusersVisionModule",
     "TimmVisionModule",

@@ -300,16 +300,6 @@ def materialize_eval_set(dataset, tasks, image_size: int, path: str, seed: int =
     return eval_set
 
 
-def collate_pairs(examples: list[dict]) -> dict:
-    """Stack paired examples into `{"degraded": (B,3,S,S), "clean": (B,3,S,S), "task": [...], "sample_id": ...}`."""
-    return {
-        "degraded": torch.stack([torch.as_tensor(e["degraded"]) for e in examples]),
-        "clean": torch.stack([torch.as_tensor(e["clean"]) for e in examples]),
-        "task": [e["task"] for e in examples],
-        "sample_id": torch.tensor([e["sample_id"] for e in examples]),
-    }
-
-
 # ---------------------------------------------------------------------------------------------- dataset card
 
 
@@ -338,8 +328,8 @@ Crops of {len(BUNDLED_IMAGES)} sample images shipped with scikit-image (`skimage
 default corpus. Each image is converted to RGB (gray replicated), downscaled by {downscale}, and cut into
 {crop_size}x{crop_size} crops: the left {1 - validation_fraction:.0%} of its columns give the `train` split
 ({len(corpus["train"])} crops, overlapping by half), the right {validation_fraction:.0%} the `validation` split
-({len(corpus["validation"])} crops, not overlapping), so validation crops are never seen in training. Flat crops (pixel standard
-deviation below {min_std}) are dropped.
+({len(corpus["validation"])} crops, not overlapping), so validation crops are never seen in training. Flat crops
+(pixel standard deviation below {min_std}) are dropped.
 
 Degradations are not stored: they are computed on the fly from `(seed, index, task)` (see `processing/degradations.py`).
 
@@ -358,7 +348,6 @@ __all__ = [
     "PairedTransform",
     "bundled_corpus",
     "bundled_dataset_card",
-    "collate_pairs",
     "image_folder_dataset",
     "load_image_dataset",
     "load_rgb_image",

@@ -34,7 +34,6 @@ import torch
 from PIL import Image
 
 TASKS = ("identity", "denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip")
-RESTORATION_TASKS = ("denoise", "deblur", "pepper", "derain", "mask")
 SPATIAL_TASKS = ("rotate", "flip")
 
 
@@ -232,6 +231,6 @@ def degrade(images, task: str, indices=None, seed: int = 0, **params):
 
 
 __all__ = [
-    "TASKS", "RESTORATION_TASKS", "SPATIAL_TASKS", "DEGRADATIONS", "degrade", "sample_seed", "STRENGTH_LEVELS", "pil_to_tensor",
+    "TASKS", "SPATIAL_TASKS", "DEGRADATIONS", "degrade", "sample_seed", "STRENGTH_LEVELS", "pil_to_tensor",
     "tensor_to_pil",
 ]

@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BatchFeature, ProcessorMixin
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers import AutoConfig, BatchFeature, ProcessorMixin
 
-IGNORE_INDEX = -100
+from lm4lv.modeling_lm4lv.modeling_lm4lv import IGNORE_INDEX
+from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 
 
 class LM4LVProcessor(ProcessorMixin):
@@ -19,17 +19,18 @@ class LM4LVProcessor(ProcessorMixin):
 
     Visual and task positions hold negative placeholder ids (`image_token_id`, `task_token_id`) that the model
     replaces with embeddings; `<Img>`/`</Img>` are ordinary text. Each text piece is tokenised on its own, so the
-    answer's `<Img>` ids are exactly `image_start_token_ids`, the ids `generate()` watches for.
+    answer's `<Img>` ids are exactly `config.image_start_token_ids`, the ids `generate()` watches for.
+
+    Every value the model also needs (tasks, task-token length, visual tokens per image, placeholder ids, image
+    delimiters and their token ids) is read from the model's config, which the processor holds: build it with
+    [`from_config`] or load it with [`from_pretrained`] (which reads the checkpoint's `config.json`). Its own
+    `processor_config.json` holds only the template's text pieces.
 
     Args:
         image_processor: An image processor that resizes to the vision module's input size and normalises
             (e.g. `ViTImageProcessorPil` with ImageNet mean/std, as ViT-MAE uses).
         tokenizer: The base LLM's tokenizer.
-        task_names (`list[str]`): Task names in the model's order (`task_ids` index this list).
-        task_token_length (`int`): Task tokens per task.
-        num_visual_tokens (`int`): Visual tokens per image (patches + CLS).
-        image_token_id (`int`), task_token_id (`int`): The model config's placeholder ids.
-        image_start_text (`str`), image_end_text (`str`): Image delimiters (`<Img>`, `</Img>`).
+        model_config ([`LM4LVConfig`]): The model's config.
         human_prefix (`str`), assistant_prefix (`str`), answer_suffix (`str`): Template pieces.
     """
 
@@ -37,84 +38,87 @@ class LM4LVProcessor(ProcessorMixin):
         self,
         image_processor=None,
         tokenizer=None,
-        task_names: list[str] | None = None,
-        task_token_length: int = 10,
-        num_visual_tokens: int = 197,
-        image_token_id: int = -200,
-        task_token_id: int = -300,
-        image_start_text: str = "<Img>",
-        image_end_text: str = "</Img>",
+        model_config=None,
         human_prefix: str = "### Human: ",
         assistant_prefix: str = "\n### Assistant: ",
         answer_suffix: str = "\n###",
-        generation_mode: str = "autoregressive",
-        min_image_size: int = 1,
         chat_template=None,
         **kwargs,
     ):
-        self.task_names = list(task_names or ["denoise"])
-        self.task_token_length = task_token_length
-        self.num_visual_tokens = num_visual_tokens
-        self.image_token_id = image_token_id
-        self.task_token_id = task_token_id
-        self.image_start_text = image_start_text
-        self.image_end_text = image_end_text
         self.human_prefix = human_prefix
         self.assistant_prefix = assistant_prefix
         self.answer_suffix = answer_suffix
-        self.generation_mode = generation_mode
-        self.min_image_size = min_image_size
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self._model_config = None  # not saved in processor_config.json: the checkpoint's config.json is the source
+        if model_config is not None:
+            self.bind_model_config(model_config)
+
+    def bind_model_config(self, model_config) -> "LM4LVProcessor":
+        """Read every shared value from `model_config` from now on, setting (or checking) its `<Img>`/`</Img>` token
+        ids with this processor's tokenizer."""
+        model_config.set_image_delimiter_ids(self.tokenizer)
+        self._model_config = model_config
+        return self
 
     @classmethod
-    def from_config(cls, config, tokenizer, image_processor=None) -> "LM4LVProcessor":
-        """Processor matching an `LM4LVConfig`; defaults to an image processor of the config's size with the vision
-        config's normalisation (ImageNet mean/std for a ViT-MAE)."""
+    def from_config(cls, config, tokenizer, image_processor=None, **kwargs) -> "LM4LVProcessor":
+        """Processor for a model with config `config` (which it keeps; its `<Img>`/`</Img>` token ids are set from
+        `tokenizer`). Defaults to an image processor of the vision module's input size and normalisation."""
         if image_processor is None:
             from transformers import ViTImageProcessorPil
 
             size = config.vision_config.image_size
             height, width = size if isinstance(size, (list, tuple)) else (size, size)
+            mean, std = image_normalisation(config.vision_config)
             image_processor = ViTImageProcessorPil(
-                size={"height": height, "width": width},
-                image_mean=list(getattr(config.vision_config, "image_mean", None) or IMAGENET_DEFAULT_MEAN),
-                image_std=list(getattr(config.vision_config, "image_std", None) or IMAGENET_DEFAULT_STD),
+                size={"height": height, "width": width}, image_mean=list(mean), image_std=list(std)
             )
-        return cls(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            task_names=config.task_names,
-            task_token_length=config.task_token_length,
-            num_visual_tokens=config.num_visual_tokens,
-            image_token_id=config.image_token_id,
-            task_token_id=config.task_token_id,
-            image_start_text=config.image_start_text,
-            image_end_text=config.image_end_text,
-            generation_mode=config.generation_mode,
-            min_image_size=config.vision_config.patch_size,
-        )
+        return cls(image_processor=image_processor, tokenizer=tokenizer, model_config=config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, model_config=None, **kwargs) -> "LM4LVProcessor":
+        """Load the processor of a checkpoint, bound to the checkpoint's own `config.json` (or to `model_config`,
+        e.g. the loaded model's config)."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if model_config is None:
+            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            try:
+                model_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} has no LM4LV config.json: the processor takes the tasks and the "
+                    "other shared values from the model's config. Save the model into the same folder, or pass "
+                    "model_config=model.config"
+                ) from error
+        return processor.bind_model_config(model_config)
+
+    @property
+    def model_config(self):
+        """The bound model config; a clear error if there is none."""
+        if self._model_config is None:
+            raise ValueError(
+                "This LM4LVProcessor has no model config: build it with LM4LVProcessor.from_config(model.config, "
+                "tokenizer) or load it with LM4LVProcessor.from_pretrained(checkpoint)"
+            )
+        return self._model_config
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.model_config.task_names
 
     # ------------------------------------------------------------------ template
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    @property
-    def image_start_token_ids(self) -> list[int]:
-        """Token ids of `<Img>` as the answer holds them (set these on the model config)."""
-        return self._encode(self.image_start_text)
-
-    @property
-    def image_end_token_ids(self) -> list[int]:
-        """Token ids of `</Img>`."""
-        return self._encode(self.image_end_text)
-
     def _prefix_special_ids(self) -> list[int]:
         """Special ids the tokenizer puts before text (e.g. LLaMA's BOS; none for GPT-2 or SmolLM2)."""
         return self.tokenizer("", add_special_tokens=True).input_ids
 
     def _image_span(self) -> list[int]:
-        return self.image_start_token_ids + [self.image_token_id] * self.num_visual_tokens + self.image_end_token_ids
+        config = self.model_config
+        visual = [config.image_token_id] * config.num_visual_tokens
+        return config.image_start_token_ids + visual + config.image_end_token_ids
 
     def prompt_ids(self, instruction: str = "") -> list[int]:
         """Ids of the prompt up to and including `### Assistant: `, with an optional free-text instruction
@@ -124,7 +128,7 @@ class LM4LVProcessor(ProcessorMixin):
             + self._encode(self.human_prefix)
             + (self._encode(instruction + " ") if instruction else [])
             + self._image_span()
-            + [self.task_token_id] * self.task_token_length
+            + [self.model_config.task_token_id] * self.model_config.task_token_length
             + self._encode(self.assistant_prefix)
         )
 
@@ -142,14 +146,6 @@ class LM4LVProcessor(ProcessorMixin):
         return 0
 
     # ------------------------------------------------------------------ images
-
-    @property
-    def image_mean(self) -> torch.Tensor:
-        return torch.tensor(self.image_processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
-
-    @property
-    def image_std(self) -> torch.Tensor:
-        return torch.tensor(self.image_processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -177,7 +173,7 @@ class LM4LVProcessor(ProcessorMixin):
                 raise ValueError(
                     f"Image tensors must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]"
                 )
-            return (images.float() - self.image_mean) / self.image_std
+            return normalise(images.float(), self.image_processor.image_mean, self.image_processor.image_std)
         images = images if isinstance(images, (list, tuple)) else [images]
         for index, image in enumerate(images):
             if isinstance(image, Image.Image) and image.mode != "RGB":
@@ -185,10 +181,10 @@ class LM4LVProcessor(ProcessorMixin):
                     f"Image {index} has mode {image.mode!r}; LM4LV expects RGB (convert with "
                     "processing.data.load_rgb_image, which documents the policy for each mode)"
                 )
-            if isinstance(image, Image.Image) and min(image.size) < self.min_image_size:
+            if isinstance(image, Image.Image) and min(image.size) < self.model_config.vision_config.patch_size:
                 raise ValueError(
                     f"Image {index} is {image.size[0]}x{image.size[1]} pixels, smaller than the vision module's "
-                    f"patch size {self.min_image_size}: too small to restore"
+                    f"patch size {self.model_config.vision_config.patch_size}: too small to restore"
                 )
         return self.image_processor(images, return_tensors="pt")["pixel_values"].float()
 
@@ -196,7 +192,8 @@ class LM4LVProcessor(ProcessorMixin):
         """Undo the normalisation: images in [0, 1] (clamped)."""
         if not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contain NaN or inf (a sample that produced no image?)")
-        return (pixel_values.float().cpu() * self.image_std + self.image_mean).clamp(0, 1)
+        pixel_values = pixel_values.float().cpu()
+        return unnormalise(pixel_values, self.image_processor.image_mean, self.image_processor.image_std).clamp(0, 1)
 
     def postprocess(self, pixel_values: torch.Tensor) -> list[Image.Image]:
         """PIL RGB images from normalised `pixel_values` (e.g. `model.generate(...).pixel_values`)."""
@@ -236,8 +233,7 @@ class LM4LVProcessor(ProcessorMixin):
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask`, `pixel_values`, `task_ids`, and for training
             `target_pixel_values` and `labels` (answer token ids, `image_token_id` at target visual tokens,
-            -100 elsewhere). With `generation_mode="parallel"` a training batch is the prompt batch plus
-            `target_pixel_values` (no answer, no labels).
+            -100 elsewhere).
         """
         if return_tensors != "pt":
             raise ValueError(f"Only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -257,21 +253,17 @@ class LM4LVProcessor(ProcessorMixin):
             raise ValueError(f"Got {len(instructions)} instructions for {batch_size} images")
         prompts = [self.prompt_ids(instruction) for instruction in instructions]
         data = {"pixel_values": pixel_values, "task_ids": self.task_ids(task, batch_size)}
-        if targets is None or self.generation_mode == "parallel":
+        if targets is None:
             data.update(
                 input_ids=self._pad_left(prompts, self.pad_token_id),
                 attention_mask=self._pad_left([[1] * len(p) for p in prompts], 0),
             )
-        if targets is None:
             return BatchFeature(data=data)
         target_pixel_values = self.preprocess_images(targets)
         if target_pixel_values.shape != pixel_values.shape:
             raise ValueError(
                 f"targets {tuple(target_pixel_values.shape)} do not match images {tuple(pixel_values.shape)}"
             )
-        if self.generation_mode == "parallel":
-            data["target_pixel_values"] = target_pixel_values
-            return BatchFeature(data=data)
         answer = self.answer_ids()
         data.update(
             input_ids=self._pad_left([p + answer for p in prompts], self.pad_token_id),

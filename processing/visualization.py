@@ -5,7 +5,6 @@ from PIL import Image, ImageDraw
 
 from .degradations import tensor_to_pil
 
-
 LINE_HEIGHT = 12
 
 

@@ -81,9 +81,7 @@ def build_tiny(kind: str = "llama", task_names=("denoise",), task_token_length: 
         task_token_length=task_token_length,
         task_token_init="random",
     )
-    processor = LM4LVProcessor.from_config(config, tokenizer)
-    config.image_start_token_ids = processor.image_start_token_ids
-    config.image_end_token_ids = processor.image_end_token_ids
+    processor = LM4LVProcessor.from_config(config, tokenizer)  # sets the config's <Img>/</Img> token ids
     model = LM4LVForConditionalGeneration(config).eval()
     return model, processor
 

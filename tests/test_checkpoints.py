@@ -7,12 +7,13 @@ import sys
 
 import pytest
 import torch
-from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, MAEVisionModule, export_remote_code
 from lm4lv.processing import LM4LVProcessor
+
+from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer
 
 
 @pytest.fixture
@@ -80,8 +81,13 @@ def test_bfloat16_llm_loading_keeps_trainables_float32(trained_from_base, tmp_pa
 
 
 def test_processor_round_trip(trained_from_base, tmp_path):
-    _, processor = trained_from_base
+    model, processor = trained_from_base
     processor.save_pretrained(tmp_path / "proc")
+    with pytest.raises(ValueError, match="model's config"):  # a processor alone does not know the tasks
+        LM4LVProcessor.from_pretrained(tmp_path / "proc")
+    saved = json.loads((tmp_path / "proc" / "processor_config.json").read_text())
+    assert "task_names" not in json.dumps(saved) and "model_config" not in json.dumps(saved)
+    model.save_pretrained(tmp_path / "proc")  # a checkpoint: the model's config.json is the processor's source
     reloaded = LM4LVProcessor.from_pretrained(tmp_path / "proc")
     images = random_images(2)
     a, b = processor(images=images, targets=images), reloaded(images=images, targets=images)
@@ -143,5 +149,6 @@ def test_checkpoint_onto_other_base_model_is_refused(trained_from_base, tmp_path
     config = LM4LVConfig.from_pretrained(tmp_path / "ckpt")
     config.text_config.hidden_size = 32
     config.text_config.intermediate_size = 64
-    with pytest.raises(ValueError, match=r"in_adapter\.\w+ has shape \(64,.*\) but this model expects \(32,.*other hidden sizes"):
+    mismatch = r"in_adapter\.\w+ has shape \(64,.*\) but this model expects \(32,.*other hidden sizes"
+    with pytest.raises(ValueError, match=mismatch):
         LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt", llm=str(tmp_path / "other_llm"), config=config)

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from conftest import build_tiny
 from PIL import Image
 
 import lm4lv.trainers.evaluation as evaluation_module
 from lm4lv.cli import COMMANDS, main
 from lm4lv.trainers.evaluation import blend_window, restore_any_size, tile_starts
+
+from conftest import build_tiny
 
 
 def test_tile_starts_cover_the_image():
@@ -44,10 +45,10 @@ def test_restore_with_a_model_keeps_the_size():
 @pytest.fixture(scope="module")
 def checkpoint_dir(base_model_dirs, tmp_path_factory):
     """A trainable-only checkpoint with its processor, as `lm4lv train` writes it."""
-    from conftest import tiny_tokenizer
-
     from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
     from lm4lv.processing import LM4LVProcessor
+
+    from conftest import tiny_tokenizer
 
     llm, vision = base_model_dirs
     folder = tmp_path_factory.mktemp("ckpt")

@@ -14,7 +14,6 @@ from lm4lv.processing.data import (
     PairedTransform,
     bundled_corpus,
     bundled_dataset_card,
-    collate_pairs,
     image_folder_dataset,
     load_image_dataset,
     load_rgb_image,
@@ -99,8 +98,7 @@ def test_pairs_are_deterministic_and_match_degrade(corpus):
     assert torch.equal(batch["clean"][3], clean)
     expected = degrade(clean[None], batch["task"][3], indices=[3], seed=7)[0]
     assert torch.equal(batch["degraded"][3], expected)
-    collated = collate_pairs([pairs[i] for i in range(4)])
-    assert collated["degraded"].shape == (4, 3, 32, 32) and collated["sample_id"].tolist() == [0, 1, 2, 3]
+    assert pairs[0:4]["sample_id"] == [0, 1, 2, 3]
 
 
 def test_streaming_gives_the_same_pairs(corpus):

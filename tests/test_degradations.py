@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import random_images
 from PIL import Image
 
 from lm4lv.processing.degradations import (
@@ -14,6 +13,8 @@ from lm4lv.processing.degradations import (
     pil_to_tensor,
     tensor_to_pil,
 )
+
+from conftest import random_images
 
 
 @pytest.mark.parametrize("task", TASKS)

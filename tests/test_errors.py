@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from conftest import build_tiny, random_images, tiny_text_config, tiny_vision_config
 from PIL import Image
 
 from lm4lv.modeling_lm4lv import LM4LVConfig
+
+from conftest import build_tiny, random_images, tiny_text_config, tiny_vision_config
 
 
 def test_placeholder_count_mismatch(tiny):
@@ -40,7 +41,8 @@ def test_unknown_task(tiny):
 
 def test_image_size_not_matching_vision_config(tiny):
     model, processor = tiny
-    with pytest.raises(ValueError, match=r"shape \(batch, 3, 32, 32\) to match the vision config, got \(1, 3, 48, 48\)"):
+    expected = r"shape \(batch, 3, 32, 32\) to match the vision config, got \(1, 3, 48, 48\)"
+    with pytest.raises(ValueError, match=expected):
         processor(images=random_images(1, size=48))
     batch = processor(images=random_images(1))
     batch["pixel_values"] = torch.zeros(1, 3, 48, 48)
@@ -102,6 +104,14 @@ def test_config_validation_on_load(tmp_path):
 
 def test_generate_needs_image_delimiter_ids():
     model, processor = build_tiny()
+    prompt = processor(images=random_images(1))
     model.config.image_start_token_ids = None
-    with pytest.raises(ValueError, match="image_start_token_ids"):
-        model.generate(**processor(images=random_images(1)))
+    with pytest.raises(ValueError, match="set_image_delimiter_ids"):
+        model.generate(**prompt)
+
+
+def test_a_tokenizer_that_encodes_the_delimiters_differently_is_refused():
+    model, processor = build_tiny()
+    model.config.image_start_token_ids = [1, 2, 3]
+    with pytest.raises(ValueError, match="not the one of the LLM"):
+        type(processor).from_config(model.config, processor.tokenizer)

@@ -5,12 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import random_images
 from peft import PeftModel, PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from lm4lv.processing import LM4LVProcessor
+
+from conftest import random_images
 
 INIT_TEXT = "Remove the noise"
 

@@ -1,7 +1,6 @@
 """PSNR/SSIM against scikit-image references, edge cases, and the `evaluate` scripts."""
 
 import math
-
 import os
 import subprocess
 import sys

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from conftest import build_tiny, random_images
 from torch import nn
 
 from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
+
+from conftest import build_tiny, random_images
 
 TRAINABLE = {"task_prompt_embeddings", "in_adapter.weight", "in_adapter.bias", "out_adapter.weight", "out_adapter.bias"}
 
@@ -65,7 +66,8 @@ def test_sequence_format(tiny):
     assert ids[:first_task].count(image) == n and ids[first_task:].count(image) == n  # LQ before, HQ after
     answer_start = next(i for i, label in enumerate(labels) if label != -100)
     assert answer_start > first_task + t
-    assert ids[answer_start:][: len(processor.image_start_token_ids)] == processor.image_start_token_ids
+    start_ids = processor.model_config.image_start_token_ids
+    assert ids[answer_start:][: len(start_ids)] == start_ids
     assert labels[answer_start:] == ids[answer_start:]  # the whole answer is supervised, nothing else
 
 
@@ -79,7 +81,8 @@ def test_losses_match_manual_computation(tiny):
         torch.cat([model.encode_images(batch["pixel_values"]), model.encode_images(batch["target_pixel_values"])], 1),
         batch["task_ids"],
     )
-    llm_out = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True)
+    llm_out = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                   output_hidden_states=True)
     hidden, logits = llm_out.hidden_states[-1], llm_out.logits
     labels = batch["labels"]
     image = model.config.image_token_id
@@ -134,7 +137,8 @@ def test_batched_left_padded_generation_equals_single():
 def recompute_reference(model, batch, steps: int):
     """The authors' algorithm: batch size 1, forced <Img>, the whole sequence recomputed at every step."""
     config = model.config
-    embeds = model.build_inputs_embeds(batch["input_ids"], model.encode_images(batch["pixel_values"]), batch["task_ids"])
+    features = model.encode_images(batch["pixel_values"])
+    embeds = model.build_inputs_embeds(batch["input_ids"], features, batch["task_ids"])
     for token in config.image_start_token_ids:
         embeds = torch.cat([embeds, model.get_input_embeddings()(torch.tensor([[token]]))], 1)
     features = []
@@ -171,7 +175,7 @@ def test_forced_delimiters_go_through_the_llm_in_one_piece(monkeypatch):
     """<Img> is fed with the prompt and </Img> with the last visual token; the hidden states that pick the text after
     the image equal a full forward over the finished sequence, also for a left-padded sample."""
     model, processor = build_tiny()
-    start, end = processor.image_start_token_ids, processor.image_end_token_ids
+    start, end = processor.model_config.image_start_token_ids, processor.model_config.image_end_token_ids
     n = model.config.num_visual_tokens
     images, instructions = random_images(2), ["Remove the noise from this image.", ""]
     batch = processor(images=images, instructions=instructions)
@@ -179,7 +183,8 @@ def test_forced_delimiters_go_through_the_llm_in_one_piece(monkeypatch):
     backbone, head = model.text_backbone, model.get_output_embeddings()
     forward, lengths, head_inputs = backbone.forward, [], []
     monkeypatch.setattr(backbone, "forward", lambda **kw: lengths.append(kw["inputs_embeds"].shape[1]) or forward(**kw))
-    monkeypatch.setattr(model, "get_output_embeddings", lambda: lambda hidden: head_inputs.append(hidden) or head(hidden))
+    monkeypatch.setattr(model, "get_output_embeddings",
+                        lambda: lambda hidden: head_inputs.append(hidden) or head(hidden))
     gen = model.generate(**batch, max_new_tokens=len(start) + n + len(end) + 3)
     prompt_length = batch["input_ids"].shape[1]
     assert lengths == [prompt_length + len(start)] + [1] * (n - 1) + [1 + len(end)] + [1, 1]
@@ -216,7 +221,7 @@ class ScriptedHead(nn.Module):
 
 def test_generate_honours_emitted_image_start(tiny, monkeypatch):
     model, processor = tiny
-    start, end = processor.image_start_token_ids, processor.image_end_token_ids
+    start, end = processor.model_config.image_start_token_ids, processor.model_config.image_end_token_ids
     eos = processor.tokenizer.eos_token_id
     words = processor.tokenizer.encode("the fox")
     head = ScriptedHead(words + start + [eos], model.config.text_config.vocab_size)

@@ -5,12 +5,13 @@ import resource
 
 import numpy as np
 import torch
-from conftest import build_tiny, random_images
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm4lv.metrics import psnr, ssim
 from lm4lv.processing.degradations import TASKS, degrade
+
+from conftest import build_tiny, random_images
 
 sizes = st.sampled_from([12, 16, 24, 32])
 seeds = st.integers(min_value=0, max_value=2**31 - 1)

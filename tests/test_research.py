@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer, tiny_vision_config
 from transformers import AutoModel, AutoModelForCausalLM, ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import (
@@ -15,9 +14,12 @@ from lm4lv.modeling_lm4lv import (
     LM4LVExpertConfig,
     LM4LVExpertModel,
     LM4LVForConditionalGeneration,
+    LM4LVViTLLMConfig,
+    LM4LVViTLLMModel,
     MAEVisionModule,
     load_vision_module,
 )
+from lm4lv.modeling_lm4lv.modeling_vit_llm import prompt_part
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus, to_tensor
 from lm4lv.trainers import LM4LVTrainingArguments
@@ -25,6 +27,8 @@ from lm4lv.trainers.ablation import METHODS, run_ablation
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
+
+from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer, tiny_vision_config
 
 
 def tiny_autoencoder_config(kind: str = "AutoencoderKL") -> DiffusersAutoencoderConfig:
@@ -39,21 +43,20 @@ def tiny_autoencoder_config(kind: str = "AutoencoderKL") -> DiffusersAutoencoder
     return DiffusersAutoencoderConfig(autoencoder_class=kind, autoencoder_config=config, image_size=32)
 
 
-def build_config(**kwargs) -> LM4LVConfig:
+def build_config(config_class=LM4LVConfig, **kwargs) -> LM4LVConfig:
     kwargs.setdefault("vision_config", tiny_vision_config())
-    return LM4LVConfig(text_config=kwargs.pop("text_config", tiny_text_config()), task_names=["denoise"],
-                       task_token_length=3, **kwargs)
+    return config_class(text_config=kwargs.pop("text_config", tiny_text_config()), task_names=["denoise"],
+                        task_token_length=3, **kwargs)
 
 
 def build_model(config):
     """Model + processor with non-zero adapters and task tokens, in eval mode."""
     torch.manual_seed(0)
     processor = LM4LVProcessor.from_config(config, tiny_tokenizer())
-    config.image_start_token_ids = processor.image_start_token_ids
-    config.image_end_token_ids = processor.image_end_token_ids
-    model_class = LM4LVExpertModel if isinstance(config, LM4LVExpertConfig) else LM4LVForConditionalGeneration
+    model_class = {LM4LVExpertConfig: LM4LVExpertModel, LM4LVViTLLMConfig: LM4LVViTLLMModel}.get(
+        type(config), LM4LVForConditionalGeneration)
     model = model_class(config).eval()
-    if model_class is LM4LVForConditionalGeneration:
+    if model_class is not LM4LVExpertModel:
         torch.nn.init.normal_(model.task_prompt_embeddings, std=0.02)
     return model, processor
 
@@ -95,7 +98,7 @@ def backbone_image_outputs(model, features, bidirectional: bool, zero_positions:
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_vit_llm_has_no_causal_mask_and_no_positions(kind):
-    model, processor = build_model(build_config(text_config=tiny_text_config(kind), generation_mode="parallel"))
+    model, processor = build_model(build_config(LM4LVViTLLMConfig, text_config=tiny_text_config(kind)))
     features = torch.randn(1, model.config.num_visual_tokens, model.config.vision_hidden_size)
     permutation = torch.randperm(features.shape[1], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -116,11 +119,18 @@ def test_vit_llm_has_no_causal_mask_and_no_positions(kind):
     assert torch.equal(generated.sequences, batch["input_ids"])  # one pass: nothing is generated token by token
 
 
-def test_vit_llm_trains_and_its_processor_batch_has_no_answer():
-    model, processor = build_model(build_config(generation_mode="parallel"))
+def test_vit_llm_trains_on_the_prompt_part_of_an_lm4lv_training_batch():
+    model, processor = build_model(build_config(LM4LVViTLLMConfig))
     images = random_images(4)
     batch = processor(images=images, targets=images.flip(-1), task="denoise")
-    assert "labels" not in batch and (batch["input_ids"] == model.config.image_token_id).sum(-1).tolist() == [17] * 4
+    prompt = processor(images=images, task="denoise")
+    # the same training batch as LM4LV's; the one pass reads only the prompt before the answer the labels mark
+    input_ids, attention_mask = prompt_part(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert torch.equal(input_ids, prompt["input_ids"]) and torch.equal(attention_mask, prompt["attention_mask"])
+    with torch.no_grad():
+        trained_on = model(**batch).last_hidden_state
+        prompt_only = model(**prompt, target_pixel_values=batch["target_pixel_values"]).last_hidden_state
+    assert torch.equal(trained_on, prompt_only)
     first, last = loss_falls(model, batch)
     assert last < 0.5 * first
     generated = model.generate(**processor(images=images, task="denoise"))
@@ -197,7 +207,7 @@ def test_run_restoration_trains_each_method(method, tmp_path):
         weight = "model.layers.0.self_attn.q_proj.weight"
         assert not torch.equal(reloaded.language_model.state_dict()[weight], base.state_dict()[weight])
     if method == "vit_llm":
-        assert reloaded.config.generation_mode == "parallel" and processor.generation_mode == "parallel"
+        assert type(reloaded) is LM4LVViTLLMModel and type(reloaded.config) is LM4LVViTLLMConfig
 
 
 # ---------------------------------------------------------------- diffusers autoencoders as vision modules

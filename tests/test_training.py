@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from conftest import build_tiny
 from safetensors import safe_open
 from transformers import TrainerCallback
 
@@ -17,6 +16,8 @@ from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArgumen
 from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
 from lm4lv.trainers.model_card import build_model_card, push_to_hub
 from lm4lv.trainers.training import parse_arguments, train
+
+from conftest import build_tiny
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_RESTORATION = os.path.join(REPOSITORY, "examples", "run_restoration.py")
@@ -80,7 +81,8 @@ def test_resume_gives_the_same_weights(crops, tmp_path):
 def test_run_restoration_end_to_end(base_model_dirs, tmp_path):
     llm, vision = base_model_dirs
     config = {
-        "llm": llm, "vision": vision, "task": "denoise,flip", "task_token_length": 2, "output_dir": str(tmp_path / "out"),
+        "llm": llm, "vision": vision, "task": "denoise,flip", "task_token_length": 2,
+        "output_dir": str(tmp_path / "out"),
         "max_steps": 4, "per_device_train_batch_size": 2, "use_cpu": True, "save_steps": 2, "disable_tqdm": True,
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -178,7 +180,8 @@ def run_training(command, tmp_path, name):
                                 text=True)
         if result.returncode == 0:
             break
-        print(f"{name} run, attempt {attempt + 1}, failed ({result.returncode}):\n{(result.stdout + result.stderr)[-6000:]}")
+        output = (result.stdout + result.stderr)[-6000:]
+        print(f"{name} run, attempt {attempt + 1}, failed ({result.returncode}):\n{output}")
     assert result.returncode == 0, f"{name} run failed twice; output of the last attempt is above"
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     return [entry for entry in state["log_history"] if "loss" in entry]

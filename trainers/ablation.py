@@ -10,10 +10,11 @@ import torch
 from transformers import AutoConfig, set_seed
 
 from lm4lv.modeling_lm4lv import load_vision_module
+from lm4lv.modeling_lm4lv.vision import normalise, unnormalise
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.processing.visualization import image_grid
 from lm4lv.trainers.evaluation import evaluate_restoration, restore
-from lm4lv.trainers.mae_training import normalisation_of, normalise, unnormalise
+from lm4lv.trainers.mae_training import normalisation_of
 from lm4lv.trainers.trainer import LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 

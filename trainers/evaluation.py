@@ -10,21 +10,29 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from lm4lv import metrics
-from lm4lv.modeling_lm4lv import LM4LVExpertConfig, LM4LVExpertModel, LM4LVForConditionalGeneration
+from lm4lv.modeling_lm4lv import (
+    LM4LVExpertConfig,
+    LM4LVExpertModel,
+    LM4LVForConditionalGeneration,
+    LM4LVViTLLMConfig,
+    LM4LVViTLLMModel,
+)
 from lm4lv.processing.data import to_tensor
 from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
 from lm4lv.processing.visualization import image_grid
 
+
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
                            llm_dtype: str = "float32", device: str | None = None):
-    """An LM4LV checkpoint (any generation mode, trainable-only or full) or an expert baseline, by its config, in
+    """An LM4LV checkpoint (LM4LV or ViT-LLM, trainable-only or full) or an expert baseline, by its config, in
     eval mode on `device` (default: CUDA when available). `llm` / `vision` override the base model locations an LM4LV
     checkpoint names; `llm_dtype` (float32, bfloat16 or float16) is the frozen LLM's dtype (trainables stay float32)."""
-    if isinstance(AutoConfig.from_pretrained(path), LM4LVExpertConfig):
+    config = AutoConfig.from_pretrained(path)
+    if isinstance(config, LM4LVExpertConfig):
         model = LM4LVExpertModel.from_pretrained(path)
     else:
-        model = LM4LVForConditionalGeneration.from_pretrained(path, llm=llm, vision=vision,
-                                                              dtype=getattr(torch, llm_dtype))
+        model_class = LM4LVViTLLMModel if isinstance(config, LM4LVViTLLMConfig) else LM4LVForConditionalGeneration
+        model = model_class.from_pretrained(path, llm=llm, vision=vision, dtype=getattr(torch, llm_dtype))
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
 

@@ -13,9 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
 from lm4lv.metrics import psnr, ssim
+from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 
 MODES = ("decoder", "autoencoder", "masked")
 
@@ -38,25 +37,10 @@ def lpips_loss_fn(device):
         ) from error
 
 
-def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """[0, 1] images -> the MAE's normalised input space."""
-    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return (images - mean) / std
-
-
-def unnormalise(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
-    """The MAE's normalised space -> [0, 1] images (not clamped, so gradients flow)."""
-    mean = torch.as_tensor(mean, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
-    return pixel_values * std + mean
-
-
 def normalisation_of(vision_model, mean=None, std=None) -> tuple:
-    """`(mean, std)`: the given values, else the vision config's (`image_mean`/`image_std`), else ImageNet's."""
-    mean = mean or getattr(vision_model.config, "image_mean", None) or IMAGENET_DEFAULT_MEAN
-    std = std or getattr(vision_model.config, "image_std", None) or IMAGENET_DEFAULT_STD
-    return tuple(mean), tuple(std)
+    """`(mean, std)`: the given values, else the vision module's own (`image_normalisation`)."""
+    default_mean, default_std = image_normalisation(vision_model.config)
+    return tuple(mean or default_mean), tuple(std or default_std)
 
 
 def set_trainable(vision_model, mode: str):

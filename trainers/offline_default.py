@@ -58,7 +58,7 @@ DEMO_AUTOENCODER_KL = dict(
 
 
 def default_cache_dir() -> str:
-    """`$LM4LV_CACHE`, else `~/.cache/lm4lv` (created): where the offline default's converted and trained models live."""
+    """`$LM4LV_CACHE`, else `~/.cache/lm4lv` (created): where the offline default's prepared models live."""
     cache_dir = os.environ.get("LM4LV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm4lv")
     os.makedirs(cache_dir, exist_ok=True)
     return cache_dir
@@ -140,6 +140,8 @@ def prepare_autoencoder_kl(cache_dir: str, minutes: float, corpus_train, corpus_
     autoencoder (L1 on the reconstruction from the latent mode; no KL term, no sampling) and cached."""
     return prepare_vision_module(
         cache_dir, f"autoencoder-kl-demo-{minutes:g}min",
-        lambda: DiffusersVisionModule(DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32)),
+        lambda: DiffusersVisionModule(
+            DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32)
+        ),
         minutes, corpus_train, corpus_validation,
     )

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-
 from dataclasses import dataclass, field
 
 import torch

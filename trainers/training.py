@@ -18,19 +18,20 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
 
-from lm4lv.modeling_lm4lv import LM4LVExpertModel, LM4LVForConditionalGeneration
+from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVExpertModel, LM4LVForConditionalGeneration, LM4LVViTLLMModel
 from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 
-
 METHODS = ("lm4lv", "random_init_llm", "vit_llm", *EXPERTS)
 
 
 @dataclass
 class ModelArguments:
+    """The model options of `lm4lv train`; the LM4LV fields default to `LM4LVConfig`'s values."""
+
     llm: str = field(metadata={"help": "Causal LM: Hub id or local folder (anything AutoModelForCausalLM loads)."})
     vision: str = field(
         metadata={"help": "Vision module: ViT-MAE Hub id or local folder (decoder fine-tuned for reconstruction), "
@@ -41,16 +42,24 @@ class ModelArguments:
         metadata={"help": "lm4lv (the paper), or an ablation: random_init_llm, vit_llm, linear, mlp, transformer.",
                   "choices": METHODS},
     )
-    task_token_length: int = field(default=10, metadata={"help": "Task tokens per task."})
-    task_token_init: str = field(default="zeros", metadata={"help": "zeros (authors), random or text."})
-    task_token_init_text: str | None = field(
-        default=None, metadata={"help": "Text whose embeddings initialise the task tokens (--task_token_init text)."}
+    task_token_length: int = field(default=LM4LVConfig.task_token_length, metadata={"help": "Task tokens per task."})
+    task_token_init: str = field(
+        default=LM4LVConfig.task_token_init, metadata={"help": "zeros (authors), random or text."}
     )
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LLM through peft; 0 (the paper) = frozen."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    vision_loss_weight: float = field(default=1.0, metadata={"help": "loss = CE + weight * MSE."})
+    task_token_init_text: str | None = field(
+        default=LM4LVConfig.task_token_init_text,
+        metadata={"help": "Text whose embeddings initialise the task tokens (--task_token_init text)."},
+    )
+    lora_r: int = field(
+        default=LM4LVConfig.lora_r, metadata={"help": "LoRA rank on the LLM through peft; 0 (the paper) = frozen."}
+    )
+    lora_alpha: int = field(default=LM4LVConfig.lora_alpha, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    vision_loss_weight: float = field(
+        default=LM4LVConfig.vision_loss_weight, metadata={"help": "loss = CE + weight * MSE."}
+    )
     visual_skip_connection: bool = field(
-        default=False, metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."}
+        default=LM4LVConfig.visual_skip_connection,
+        metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."},
     )
     llm_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 for the frozen LLM."})
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside --llm, if the LLM is GGUF."})
@@ -59,6 +68,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    """The data options of `lm4lv train`."""
+
     task: str = field(default="denoise", metadata={"help": "Task, or comma-separated mixture of tasks."})
     dataset: str | None = field(
         default=None, metadata={"help": "datasets name/path or an image folder; default: the bundled corpus."}
@@ -114,7 +125,8 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
         model = LM4LVExpertModel.from_llm_and_vision(llm, model_args.vision, model_args.method, tasks, llm_kwargs,
                                                      **config_kwargs)
     else:
-        model = LM4LVForConditionalGeneration.from_base_models(
+        model_class = LM4LVViTLLMModel if model_args.method == "vit_llm" else LM4LVForConditionalGeneration
+        model = model_class.from_base_models(
             llm,
             model_args.vision,
             task_names=tasks,
@@ -122,7 +134,6 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
             llm_kwargs=llm_kwargs,
             task_token_init=model_args.task_token_init,
             task_token_init_text=model_args.task_token_init_text,
-            generation_mode="parallel" if model_args.method == "vit_llm" else "autoregressive",
             lora_r=model_args.lora_r,
             lora_alpha=model_args.lora_alpha,
             **config_kwargs,

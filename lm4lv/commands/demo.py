@@ -47,14 +47,15 @@ class TimeBudget(TrainerCallback):
 
 
 def train_lm4lv(llm: str, vision: str, output_dir: str, minutes: float, profile: Profile,
-                skip_connection: bool = False) -> dict:
+                skip_connection: bool = False) -> tuple:
     """Train LM4LV on denoising for a time budget; returns the trainer and a summary."""
     model_args = ModelArguments(llm=llm, vision=vision, visual_skip_connection=skip_connection)
     data_args = DataArguments(task="denoise")
     expected_steps = estimate_steps(minutes)
     training_args = LM4LVTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
-        warmup_steps=profile.warmup_steps, max_steps=min(profile.max_steps, expected_steps), logging_steps=LOGGING_STEPS,
+        warmup_steps=profile.warmup_steps, max_steps=min(profile.max_steps, expected_steps),
+        logging_steps=LOGGING_STEPS,
         save_steps=200, save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
     )
     start = time.time()
