@@ -29,6 +29,16 @@ class LM4LVConfig(PreTrainedConfig):
             The text for `task_token_init="text"`, e.g. `"remove the noise from this image"`.
         vision_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the MSE on visual positions in `loss = text_loss + vision_loss_weight * vision_loss`.
+        delimiter_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the cross-entropy on the answer's `<Img>`/`</Img>` tokens inside `text_loss` (the mean over the
+            answer's text tokens); `generate()` forces those tokens anyway, and at initialisation their loss
+            dominates the task tokens' gradient. 1.0 is the paper's plain cross-entropy.
+        in_adapter_init (`str`, *optional*, defaults to `"normal"`):
+            Initialisation of `in_adapter`: `"normal"` (the paper; std of the LLM's `initializer_range`) or
+            `"embedding_subspace"`, which maps the vision features' principal axes onto the top principal axes of the
+            LLM's token embeddings, variances matched and the mean feature onto the mean embedding, so visual tokens
+            start out looking like token embeddings to the frozen LLM (applied by
+            [`~LM4LVForConditionalGeneration.init_in_adapter_from_features`], which needs sample features).
         visual_skip_connection (`bool`, *optional*, defaults to `False`):
             An extension beyond the paper (which names skip connections as a remedy for lost detail): each predicted
             visual feature is `input feature + out_adapter(hidden)`, where the input feature is the degraded image's
@@ -65,7 +75,7 @@ class LM4LVConfig(PreTrainedConfig):
 
     ```python
     >>> from transformers import LlamaConfig, ViTMAEConfig
-    >>> from modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
+    >>> from lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 
     >>> config = LM4LVConfig(
     ...     text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -94,6 +104,8 @@ class LM4LVConfig(PreTrainedConfig):
     task_token_init: str = "zeros"
     task_token_init_text: str | None = None
     vision_loss_weight: float = 1.0
+    delimiter_loss_weight: float = 1.0
+    in_adapter_init: str = "normal"
     visual_skip_connection: bool = False
     lora_r: int = 0
     lora_alpha: int = 16
@@ -133,6 +145,10 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.vision_loss_weight < 0:
             raise ValueError(f"vision_loss_weight must be >= 0, got {self.vision_loss_weight}")
+        if self.delimiter_loss_weight < 0:
+            raise ValueError(f"delimiter_loss_weight must be >= 0, got {self.delimiter_loss_weight}")
+        if self.in_adapter_init not in ("normal", "embedding_subspace"):
+            raise ValueError(f"in_adapter_init must be 'normal' or 'embedding_subspace', got {self.in_adapter_init!r}")
         if self.image_token_id >= 0 or self.task_token_id >= 0 or self.image_token_id == self.task_token_id:
             raise ValueError("image_token_id and task_token_id must be distinct negative placeholder ids")
         for name in ("hidden_size", "image_size", "patch_size"):

@@ -399,6 +399,39 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(task_mask[..., None], task_embeds)
         return inputs_embeds
 
+    def delimiter_positions(self, labels: torch.LongTensor) -> torch.BoolTensor:
+        """Positions of `labels` that hold an image delimiter: the `len(<Img>)` positions right before each run of
+        visual labels and the `len(</Img>)` positions right after it."""
+        visual = labels == self.config.image_token_id
+        previous = nn.functional.pad(visual[:, :-1], (1, 0))
+        following = nn.functional.pad(visual[:, 1:], (0, 1))
+        run_starts, run_ends = visual & ~previous, visual & ~following
+        delimiters = torch.zeros_like(visual)
+        for shift in range(1, len(self.config.image_start_token_ids or []) + 1):
+            delimiters[:, :-shift] |= run_starts[:, shift:]
+        for shift in range(1, len(self.config.image_end_token_ids or []) + 1):
+            delimiters[:, shift:] |= run_ends[:, :-shift]
+        return delimiters & ~visual
+
+    @torch.no_grad()
+    def init_in_adapter_from_features(self, features: torch.Tensor):
+        """
+        `config.in_adapter_init="embedding_subspace"`: set `in_adapter` so that the principal axes of `features` (a
+        sample of vision features, `(..., vision_hidden_size)`) map onto the top principal axes of the LLM's token
+        embeddings with matched standard deviations, and the mean feature onto the mean embedding.
+        """
+        features = features.reshape(-1, features.shape[-1]).double()
+        embeddings = self.get_input_embeddings().weight.double()
+        feature_mean, embedding_mean = features.mean(0), embeddings.mean(0)
+        feature_var, feature_axes = torch.linalg.eigh(torch.cov(features.T))
+        embedding_var, embedding_axes = torch.linalg.eigh(torch.cov(embeddings.T))
+        rank = min(features.shape[1], embeddings.shape[1])
+        feature_axes, feature_std = feature_axes[:, -rank:], feature_var[-rank:].clamp(min=1e-12).sqrt()
+        embedding_axes, embedding_std = embedding_axes[:, -rank:], embedding_var[-rank:].clamp(min=0).sqrt()
+        weight = embedding_axes @ torch.diag(embedding_std / feature_std) @ feature_axes.T
+        self.in_adapter.weight.copy_(weight.to(self.in_adapter.weight.dtype))
+        self.in_adapter.bias.copy_((embedding_mean - weight @ feature_mean).to(self.in_adapter.bias.dtype))
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -458,7 +491,11 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         text_loss = states.new_zeros((), dtype=torch.float32)
         if text_positions.any():
             logits = self.get_output_embeddings()(states[text_positions]).float()
-            text_loss = nn.functional.cross_entropy(logits, next_labels[text_positions])
+            token_losses = nn.functional.cross_entropy(logits, next_labels[text_positions], reduction="none")
+            if self.config.delimiter_loss_weight != 1.0:
+                delimiters = self.delimiter_positions(next_labels)[text_positions]
+                token_losses = torch.where(delimiters, self.config.delimiter_loss_weight * token_losses, token_losses)
+            text_loss = token_losses.mean()
         vision_loss = states.new_zeros((), dtype=torch.float32)
         if visual_positions.any():
             if target_features is None:

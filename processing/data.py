@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .degradations import TASKS, degrade, pil_to_tensor, sample_seed, tensor_to_pil
+from .degradations import TASKS, degrade, epoch_seed, pil_to_tensor, sample_seed, tensor_to_pil
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -107,6 +107,28 @@ def bundled_image_dir() -> str:
     return os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
+def bundled_image(file_name: str, downscale: int = 2) -> Image.Image:
+    """One of `BUNDLED_IMAGES` as RGB, downscaled by `downscale` as the bundled corpus uses it."""
+    if file_name not in BUNDLED_IMAGES:
+        raise ValueError(f"{file_name!r} is not a bundled image; choose from {sorted(BUNDLED_IMAGES)}")
+    image = load_rgb_image(os.path.join(bundled_image_dir(), file_name))
+    if downscale > 1:
+        image = image.resize((image.width // downscale, image.height // downscale), Image.BICUBIC)
+    return image
+
+
+def validation_boundary(image: Image.Image, validation_fraction: float = 0.2) -> int:
+    """The column where a bundled image's validation part starts (its right `validation_fraction`)."""
+    return int(image.width * (1 - validation_fraction))
+
+
+def validation_strip(file_name: str = "coffee.png", downscale: int = 2, validation_fraction: float = 0.2):
+    """The whole held-out part of one bundled image (never seen in training), at the corpus's scale: a picture to
+    restore tile by tile and look at, not only 32x32 crops."""
+    image = bundled_image(file_name, downscale)
+    return image.crop((validation_boundary(image, validation_fraction), 0, image.width, image.height))
+
+
 def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2, min_std: float = 0.02,
                    train_stride: int | None = None):
     r"""
@@ -125,10 +147,8 @@ def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction:
 
     splits = {"train": [], "validation": []}
     for file_name, license_text in BUNDLED_IMAGES.items():
-        image = load_rgb_image(os.path.join(bundled_image_dir(), file_name))
-        if downscale > 1:
-            image = image.resize((image.width // downscale, image.height // downscale), Image.BICUBIC)
-        boundary = int(image.width * (1 - validation_fraction))
+        image = bundled_image(file_name, downscale)
+        boundary = validation_boundary(image, validation_fraction)
         for split, (left, right) in (("train", (0, boundary)), ("validation", (boundary, image.width))):
             stride = (train_stride or crop_size // 2) if split == "train" else crop_size
             for top in range(0, image.height - crop_size + 1, stride):
@@ -201,7 +221,8 @@ class PairedTransform:
 
     Used with `Dataset.with_transform` / `IterableDataset.map(..., with_indices=True)`. The task of sample `i` is
     drawn from `tasks` by `(seed, i)` and its degradation by `(seed, i, task)`, so the same index always gives the
-    same pair.
+    same pair. With `num_images` set, sample `i` is image `i % num_images` in training epoch `i // num_images`, and
+    its task and degradation are drawn with `epoch_seed(seed, epoch)`: fresh in every epoch, the same in every run.
 
     Args:
         tasks (`list[str]`): Task names (one, or a mixture sampled uniformly).
@@ -209,6 +230,7 @@ class PairedTransform:
         seed (`int`): Global seed.
         image_column (`str`): Column holding the images.
         params (`dict`): Degradation parameters per task, e.g. `{"denoise": {"sigma": 25 / 255}}`.
+        num_images (`int`, *optional*): Images per epoch, when the dataset repeats them over several epochs.
     """
 
     tasks: list
@@ -216,6 +238,7 @@ class PairedTransform:
     seed: int = 0
     image_column: str = "image"
     params: dict = field(default_factory=dict)
+    num_images: int | None = None
 
     def __post_init__(self):
         self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
@@ -223,36 +246,59 @@ class PairedTransform:
         if unknown or not self.tasks:
             raise ValueError(f"Unknown task(s) {unknown}; choose from {list(TASKS)}")
 
+    def image_and_seed(self, index: int) -> tuple[int, int]:
+        """`(image index, degradation seed)` of sample `index`."""
+        if self.num_images is None:
+            return index, self.seed
+        return index % self.num_images, epoch_seed(self.seed, index // self.num_images)
+
     def task_for(self, index: int) -> str:
-        return self.tasks[sample_seed(self.seed, index, "task") % len(self.tasks)]
+        image, seed = self.image_and_seed(index)
+        return self.tasks[sample_seed(seed, image, "task") % len(self.tasks)]
 
     def __call__(self, batch: dict, indices=None) -> dict:
-        indices = batch["sample_id"] if indices is None else indices
+        indices = [int(i) for i in (batch["sample_id"] if indices is None else indices)]
         clean = torch.stack(
             [to_tensor(load_rgb_image(image, name=f"sample {i}"), self.image_size)
              for image, i in zip(batch[self.image_column], indices)]
         )
-        tasks = [self.task_for(int(i)) for i in indices]
+        tasks = [self.task_for(i) for i in indices]
+        images_and_seeds = [self.image_and_seed(i) for i in indices]
         degraded = torch.empty_like(clean)
-        for task in set(tasks):
-            rows = [k for k, t in enumerate(tasks) if t == task]
+        for task, seed in set(zip(tasks, (seed for _, seed in images_and_seeds))):
+            rows = [k for k, t in enumerate(tasks) if t == task and images_and_seeds[k][1] == seed]
             degraded[rows] = degrade(
-                clean[rows], task, [int(indices[k]) for k in rows], self.seed, **self.params.get(task, {})
+                clean[rows], task, [images_and_seeds[k][0] for k in rows], seed, **self.params.get(task, {})
             )
-        return {"degraded": list(degraded), "clean": list(clean), "task": tasks, "sample_id": [int(i) for i in indices]}
+        return {"degraded": list(degraded), "clean": list(clean), "task": tasks, "sample_id": indices}
 
 
-def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column: str = "image", params=None):
+def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column: str = "image", params=None,
+                   epochs: int = 1):
     r"""
     Paired examples computed on the fly from a `datasets.Dataset` (via `with_transform`) or an `IterableDataset`
     (streaming, via `map(..., with_indices=True)`), never copied to disk.
+
+    With `epochs > 1` (a `datasets.Dataset` only) the images are repeated `epochs` times and each repetition gets its
+    own degradations (`PairedTransform.num_images`): a model trained for several epochs sees fresh noise every
+    epoch, drawn from `(seed, epoch, index)` alone. The repetition is a concatenation of the same Arrow table.
 
     Returns a dataset whose items are `{"degraded": (3, S, S) tensor, "clean": (3, S, S) tensor, "task": str,
     "sample_id": int}`.
     """
     import datasets
 
-    transform = PairedTransform(tasks, image_size, seed, image_column, params or {})
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if epochs > 1 and isinstance(dataset, datasets.IterableDataset):
+        raise ValueError("epochs > 1 needs a map-style datasets.Dataset, not a streaming one")
+    num_images = None
+    if epochs > 1:
+        num_images = len(dataset)
+        if "sample_id" in dataset.column_names:
+            dataset = dataset.remove_columns("sample_id")
+        dataset = datasets.concatenate_datasets([dataset] * epochs)
+    transform = PairedTransform(tasks, image_size, seed, image_column, params or {}, num_images)
     if isinstance(dataset, datasets.IterableDataset):
         def streaming_transform(batch, indices):
             return transform(batch, indices)

@@ -43,6 +43,12 @@ def sample_seed(seed: int, index: int, task: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The degradation seed of training epoch `epoch`: `seed` itself in epoch 0 (so a fixed evaluation set and the
+    first epoch agree with `degrade(..., seed=seed)`), a fresh seed derived from `(seed, epoch)` in every later one."""
+    return seed if epoch == 0 else sample_seed(seed, epoch, "epoch")
+
+
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
@@ -231,6 +237,6 @@ def degrade(images, task: str, indices=None, seed: int = 0, **params):
 
 
 __all__ = [
-    "TASKS", "SPATIAL_TASKS", "DEGRADATIONS", "degrade", "sample_seed", "STRENGTH_LEVELS", "pil_to_tensor",
-    "tensor_to_pil",
+    "TASKS", "SPATIAL_TASKS", "DEGRADATIONS", "degrade", "sample_seed", "epoch_seed", "STRENGTH_LEVELS",
+    "pil_to_tensor", "tensor_to_pil",
 ]

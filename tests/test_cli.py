@@ -86,3 +86,16 @@ def test_top_level_help(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     assert all(name in text for name in COMMANDS)
+
+
+def test_the_evaluation_example_script_runs_on_the_installed_package(tmp_path, checkpoint_dir):
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                          "evaluate_restoration.py")
+    result = subprocess.run([sys.executable, script, checkpoint_dir, "flip", "3"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| flip |" in result.stdout and "Gain (LM4LV - MAE-r)" in result.stdout

@@ -20,7 +20,7 @@ from lm4lv.processing.data import (
     materialize_eval_set,
     paired_dataset,
 )
-from lm4lv.processing.degradations import degrade, pil_to_tensor
+from lm4lv.processing.degradations import degrade, epoch_seed, pil_to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,31 @@ def test_dataset_card():
     assert "image-restoration" in card.data.tags
     for name, license_text in BUNDLED_IMAGES.items():
         assert f"| {name} | {license_text} |" in card.text
+
+
+def test_each_training_epoch_gets_fresh_degradations_from_seed_epoch_and_index(corpus):
+    images = corpus["validation"].select(range(5))
+    one_epoch = paired_dataset(images, ["denoise"], image_size=32, seed=7)
+    three = paired_dataset(images, ["denoise"], image_size=32, seed=7, epochs=3)
+    assert len(three) == 15 and three[0:15]["sample_id"] == list(range(15))
+    first = three[0:5]
+    assert all(torch.equal(a, b) for a, b in zip(first["degraded"], one_epoch[0:5]["degraded"]))  # epoch 0 = seed
+    for epoch in (1, 2):
+        later = three[5 * epoch : 5 * epoch + 5]
+        assert all(torch.equal(a, b) for a, b in zip(later["clean"], first["clean"]))  # the same images
+        assert not any(torch.equal(a, b) for a, b in zip(later["degraded"], first["degraded"]))  # fresh noise
+        expected = degrade(later["clean"][0][None], later["task"][0], indices=[0], seed=epoch_seed(7, epoch))[0]
+        assert torch.equal(later["degraded"][0], expected)
+    again = paired_dataset(images, ["denoise"], image_size=32, seed=7, epochs=3)
+    assert all(torch.equal(a, b) for a, b in zip(again[0:15]["degraded"], three[0:15]["degraded"]))
+
+
+def test_training_runs_get_as_many_degradation_epochs_as_their_steps_need():
+    from lm4lv.trainers import LM4LVTrainingArguments
+    from lm4lv.trainers.training import degradation_epochs
+
+    args = LM4LVTrainingArguments(output_dir="unused", max_steps=30, per_device_train_batch_size=4,
+                                  gradient_accumulation_steps=2, use_cpu=True, report_to=[])
+    assert degradation_epochs(args, 100) == 3  # 30 steps x 8 samples = 240 > 2 x 100
+    by_epochs = LM4LVTrainingArguments(output_dir="unused", num_train_epochs=2.5, use_cpu=True, report_to=[])
+    assert degradation_epochs(by_epochs, 100) == 3 and by_epochs.num_train_epochs == pytest.approx(2.5 / 3)

@@ -115,7 +115,7 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
     for task in results:
         count = sum(1 for t in eval_set["task"] if t == task)
         assert results[task]["LM4LV"]["psnr"]["count"] == count
-        assert len(examples[task]) == min(2, count) and len(examples[task][0]) == 5
+        assert len(examples[task]) == min(2, count) and len(examples[task][0]) == 4  # degraded, MAE-r, LM4LV, clean
     table = results_markdown(results)
     assert table.splitlines()[0].startswith("| Task | Input PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM")
     gain = results["flip"]["LM4LV"]["psnr"]["mean"] - results["flip"]["MAE-r"]["psnr"]["mean"]

@@ -13,7 +13,7 @@ from lm4lv.modeling_lm4lv import load_vision_module
 from lm4lv.modeling_lm4lv.vision import normalise, unnormalise
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.processing.visualization import image_grid
-from lm4lv.trainers.evaluation import evaluate_restoration, restore
+from lm4lv.trainers.evaluation import evaluate_restoration, feature_errors, grid_columns, restore
 from lm4lv.trainers.mae_training import normalisation_of
 from lm4lv.trainers.trainer import LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
@@ -28,6 +28,15 @@ METHODS = {
     "lora": ("LoRA r=8", {"lora_r": 8}),
     "autoencoder_kl": ("LM4LV + AutoencoderKL", {}),
 }
+PAPER_METHODS = tuple(METHODS)  # the paper's comparisons (and LoRA); `lm4lv ablate` runs these by default
+METHODS |= {
+    # sample-efficiency levers (options of the model; the paper's method leaves them off)
+    "embedding_init": ("LM4LV, in_adapter in the embedding subspace", {"in_adapter_init": "embedding_subspace"}),
+    "no_delimiter_loss": ("LM4LV, no loss on forced delimiters", {"delimiter_loss_weight": 0.0}),
+    "embedding_init_no_delimiter_loss": ("LM4LV, both levers", {"in_adapter_init": "embedding_subspace",
+                                                                "delimiter_loss_weight": 0.0}),
+}
+
 
 def vision_reconstruct(vision_model):
     """The "MAE-r" baseline of any vision module: encode the degraded image, decode it unchanged."""
@@ -69,7 +78,7 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
                                         os.path.join(output_dir, "eval_sets", task), seed=1234, limit=eval_samples)
         baselines = {"Input": lambda degraded, task: degraded, **reconstructors}
         scores, examples = evaluate_restoration(eval_set, baselines)
-        columns = {name: [row[1 + i] for row in examples[task]] for i, name in enumerate(baselines)}
+        columns = {name: [row[1 + i] for row in examples[task]] for i, name in enumerate(grid_columns(baselines))}
         degraded_clean = [(row[0], row[-1]) for row in examples[task]]
         results["baselines"][task] = scores[task]
         for key in methods:
@@ -94,7 +103,8 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
             columns[label] = [row[1] for row in examples[task]]
             entry = results["methods"].setdefault(label, {"key": key, "trainable_parameters":
                                                           trainable_parameters(model), "tasks": {}})
-            entry["tasks"][task] = {**scores[task][label], "train_seconds": round(seconds, 1),
+            entry["tasks"][task] = {**scores[task][label], **feature_errors(model, processor, eval_set, task),
+                                    "train_seconds": round(seconds, 1),
                                     "steps": trainer.state.global_step,
                                     "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history)
                                                         if "loss" in e), None)}
@@ -107,19 +117,26 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
 
 
 def ablation_markdown(results: dict, tasks: list[str]) -> str:
-    """Methods as rows, PSNR / SSIM (mean over the evaluation set) per task, trainable parameters, training time."""
-    header = "| Method | Trainable params | " + " | ".join(f"{t} PSNR / SSIM" for t in tasks) + " | Train time |"
-    lines = [header, "|" + " --- |" * (len(tasks) + 3)]
+    """Methods as rows: trainable parameters, PSNR / SSIM (mean over the evaluation set) per task, the feature MSE
+    with teacher forcing and with generation per task (their gap is the exposure bias), training time."""
+    header = ("| Method | Trainable params | " + " | ".join(f"{t} PSNR / SSIM" for t in tasks) + " | "
+              + " | ".join(f"{t} feature MSE: teacher-forced / generated" for t in tasks) + " | Train time |")
+    lines = [header, "|" + " --- |" * (2 * len(tasks) + 3)]
 
     def cells(by_task):
         return " | ".join(f"{by_task[t]['psnr']['mean']:.2f} / {by_task[t]['ssim']['mean']:.4f}" for t in tasks)
 
+    def errors(by_task):
+        return " | ".join(f"{by_task[t]['teacher_forced_mse']:.4f} / {by_task[t]['generated_mse']:.4f}"
+                          if "generated_mse" in by_task[t] else "-" for t in tasks)
+
     for name in next(iter(results["baselines"].values())):
-        lines.append(f"| {name} | - | {cells({t: results['baselines'][t][name] for t in tasks})} | - |")
+        dashes = " | ".join("-" for _ in tasks)
+        lines.append(f"| {name} | - | {cells({t: results['baselines'][t][name] for t in tasks})} | {dashes} | - |")
     for label, entry in results["methods"].items():
         seconds = sum(entry["tasks"][t]["train_seconds"] for t in tasks)
         lines.append(f"| {label} | {entry['trainable_parameters']:,} | {cells(entry['tasks'])} | "
-                     f"{seconds / 60:.1f} min |")
+                     f"{errors(entry['tasks'])} | {seconds / 60:.1f} min |")
     return "\n".join(lines)
 
 

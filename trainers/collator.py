@@ -10,9 +10,9 @@ from lm4lv.processing import LM4LVProcessor
 @dataclass
 class LM4LVDataCollator:
     r"""
-    Turns examples `{"degraded": (3, S, S), "clean": (3, S, S), "task": str}` (from `processing.data.paired_dataset`)
-    into the batch `LM4LVForConditionalGeneration.forward` takes: `input_ids`, `attention_mask`, `pixel_values`,
-    `target_pixel_values`, `task_ids`, `labels`.
+    Turns examples `{"degraded": (3, S, S), "clean": (3, S, S), "task": str}` (from
+    `lm4lv.processing.data.paired_dataset`) into the batch `LM4LVForConditionalGeneration.forward` takes:
+    `input_ids`, `attention_mask`, `pixel_values`, `target_pixel_values`, `task_ids`, `labels`.
     """
 
     processor: LM4LVProcessor

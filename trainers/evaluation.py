@@ -62,6 +62,26 @@ def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor
 
 
 @torch.no_grad()
+def feature_errors(model, processor, eval_set, task: str, batch_size: int = 16) -> dict:
+    """Exposure bias on held-out pairs of `task`: the MSE between predicted and clean-image features when the model
+    is fed the clean features (teacher forcing: the training loss) and when it is fed its own predictions
+    (`generate()`), and their gap. One-pass models (experts, ViT-LLM) have no gap."""
+    rows = [row for row in eval_set if row["task"] == task]
+    totals = {"teacher_forced_mse": 0.0, "generated_mse": 0.0}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        degraded = torch.stack([to_tensor(row["degraded"]) for row in chunk])
+        clean = torch.stack([to_tensor(row["clean"]) for row in chunk])
+        batch = processor(images=degraded, targets=clean, task=task).to(model.device)
+        totals["teacher_forced_mse"] += model(**batch).vision_loss.item() * len(chunk)
+        generated = model.generate(**processor(images=degraded, task=task).to(model.device)).visual_features
+        target = model.encode_images(batch["target_pixel_values"])
+        totals["generated_mse"] += torch.nn.functional.mse_loss(generated, target).item() * len(chunk)
+    errors = {name: total / len(rows) for name, total in totals.items()}
+    return {**errors, "gap": errors["generated_mse"] - errors["teacher_forced_mse"]}
+
+
+@torch.no_grad()
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Tile offsets covering `length` (the last tile is flush with the end)."""
     if length <= tile:
@@ -81,10 +101,16 @@ def blend_window(tile: int, overlap: int) -> torch.Tensor:
 
 @torch.no_grad()
 def restore_any_size(model, processor, image: Image.Image, task: str, overlap: int = 8, batch_size: int = 16):
-    """Restore a PIL RGB image of any size; the output has the input's size."""
+    """Restore a PIL RGB image of any size with LM4LV, tile by tile; the output has the input's size."""
     tile = processor.image_size[0]
     if task in SPATIAL_TASKS and image.size != (tile, tile):
         raise ValueError(f"{task} acts on the whole image: resize it to {tile}x{tile} first (got {image.size})")
+    return restore_tiled(lambda tiles: restore(model, processor, tiles, task), image, tile, overlap, batch_size)
+
+
+def restore_tiled(restore_tiles, image: Image.Image, tile: int, overlap: int = 8, batch_size: int = 16):
+    """Apply `restore_tiles` (`(B, 3, tile, tile)` -> the same, in [0, 1]) to overlapping tiles of a PIL RGB image
+    of any size and blend them; the output has the input's size."""
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, {tile}), got {overlap}")
     pixels = to_tensor(image)
@@ -100,12 +126,28 @@ def restore_any_size(model, processor, image: Image.Image, task: str, overlap: i
     output, total = torch.zeros_like(pixels), torch.zeros(full_h, full_w)
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
-        tiles = torch.stack([pixels[:, y : y + tile, x : x + tile] for y, x in chunk])
-        restored = restore(model, processor, tiles, task)
+        restored = restore_tiles(torch.stack([pixels[:, y : y + tile, x : x + tile] for y, x in chunk]))
         for (y, x), result in zip(chunk, restored):
             output[:, y : y + tile, x : x + tile] += result * weight
             total[y : y + tile, x : x + tile] += weight
     return tensor_to_pil((output / total)[:, :height, :width])
+
+
+def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Image, tile: int, path: str,
+                       overlap: int = 8, crop_border: int = 4) -> dict:
+    """Restore one whole picture tile by tile with each of `restorers` (name -> `fn(tiles) -> tiles`, as
+    `restore_tiled` takes), score it against `clean` (PSNR/SSIM) and save degraded / each result / clean side by side
+    to `path`. Returns `{name: {"psnr": ..., "ssim": ...}}`."""
+    outputs = {name: restore_tiled(function, degraded, tile, overlap) for name, function in restorers.items()}
+    scores = {
+        name: {"psnr": metrics.psnr(output, clean, crop_border=crop_border),
+               "ssim": metrics.ssim(output, clean, crop_border=crop_border)}
+        for name, output in outputs.items()
+    }
+    row = [to_tensor(image) for image in (degraded, *outputs.values(), clean)]
+    labels = ["degraded", *(f"{name} {scores[name]['psnr']:.2f} dB" for name in outputs), "clean"]
+    image_grid([row], column_labels=labels, scale=2).save(path)
+    return scores
 
 
 def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
@@ -135,7 +177,7 @@ def evaluate_restoration(
 
     Args:
         eval_set: A dataset with `degraded`, `clean` (PIL images) and `task` columns (see
-            `processing.data.materialize_eval_set`).
+            `lm4lv.processing.data.materialize_eval_set`).
         methods (`dict[str, callable]`): Name -> `fn(degraded (B, 3, H, W) in [0, 1], task) -> restored` in [0, 1].
             Typically `"Input"` (identity), `"MAE-r"` and `"LM4LV"`.
         batch_size (`int`): Images per call.
@@ -144,9 +186,11 @@ def evaluate_restoration(
 
     Returns:
         `(results, examples)`: `results[task][method] = {"psnr": {...}, "ssim": {...}}` with mean/median/count, and
-        `examples[task]` = rows of `[degraded, method outputs..., clean]` tensors for `image_grid`.
+        `examples[task]` = rows of `[degraded, method outputs..., clean]` tensors for `image_grid` (without the
+        `"Input"` method, which is the degraded column).
     """
     psnr_metric, ssim_metric = metrics.load("psnr"), metrics.load("ssim")
+    grid_methods = grid_columns(methods)
     results, examples = {}, {}
     tasks = sorted(set(eval_set["task"]))
     for task in tasks:
@@ -166,12 +210,17 @@ def evaluate_restoration(
                         predictions=predictions, references=references, crop_border=crop_border
                     )["scores"]
             for i in range(min(len(degraded), grid_samples - len(examples[task]))):
-                examples[task].append([degraded[i]] + [outputs[name][i] for name in methods] + [clean[i]])
+                examples[task].append([degraded[i]] + [outputs[name][i] for name in grid_methods] + [clean[i]])
         results[task] = {
             name: {metric: summarise(values) for metric, values in method_scores.items()}
             for name, method_scores in scores.items()
         }
     return results, examples
+
+
+def grid_columns(method_names) -> list[str]:
+    """The methods shown in picture grids: all but `"Input"`, which the grids' "degraded" column already shows."""
+    return [name for name in method_names if name != "Input"]
 
 
 def results_markdown(results: dict, baseline: str = "MAE-r", ours: tuple[str, ...] = ("LM4LV",)) -> str:
@@ -202,7 +251,7 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
         handle.write(results_markdown(results) + "\n")
     for task, rows in examples.items():
         path = os.path.join(output_dir, f"grid_{task}.png")
-        image_grid(rows, column_labels=["degraded", *method_names, "clean"]).save(path)
+        image_grid(rows, column_labels=["degraded", *grid_columns(method_names), "clean"]).save(path)
         paths[f"grid_{task}"] = path
     return paths
 
@@ -211,10 +260,13 @@ __all__ = [
     "load_restoration_model",
     "add_loading_arguments",
     "load_restoration_model_from_args",
+    "compare_on_picture",
     "evaluate_restoration",
+    "feature_errors",
     "mae_reconstruct",
     "restore",
     "restore_any_size",
+    "restore_tiled",
     "results_markdown",
     "write_results",
 ]

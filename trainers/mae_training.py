@@ -7,7 +7,6 @@ the MAE's own loss) and/or direct unmasked autoencoder training (`mode="autoenco
 """
 
 import math
-import time
 
 import torch
 from torch.utils.data import DataLoader
@@ -77,7 +76,6 @@ def train_vision_module(
     warmup_steps: int = 100,
     lpips_weight: float = 0.0,
     mask_ratio: float = 0.75,
-    time_budget_s: float | None = None,
     mean=None,
     std=None,
     seed: int = 0,
@@ -92,9 +90,8 @@ def train_vision_module(
         mode (`str`): `"decoder"` (encoder frozen, L1 [+ LPIPS]; the paper's fine-tune), `"autoencoder"` (both
             trained unmasked) or `"masked"` (classic MAE pre-training at `mask_ratio`).
         steps, batch_size, learning_rate, warmup_steps: AdamW (betas 0.9/0.95, the authors' values) with linear
-            warmup then cosine decay (over the time budget when that ends first).
+            warmup then cosine decay over `steps` (a fixed count: wall time never decides how much a model trains).
         lpips_weight (`float`): Weight of LPIPS in the loss (1.0 gives the paper's MAE*); needs the `lpips` extra.
-        time_budget_s (`float`, *optional*): Stop early after this many seconds.
         mean, std: The image processor's normalisation (default: the vision config's, else ImageNet's).
     """
     set_trainable(vision_model, mode)
@@ -105,13 +102,11 @@ def train_vision_module(
     parameters = [p for p in vision_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
 
-    def learning_rate_at(step: int, elapsed: float) -> float:
-        """Linear warmup, then cosine decay over the step budget or the time budget, whichever ends first."""
+    def learning_rate_at(step: int) -> float:
+        """Linear warmup, then cosine decay over the remaining steps."""
         if step < warmup_steps:
             return learning_rate * (step + 1) / warmup_steps
         fraction = (step - warmup_steps) / max(1, steps - warmup_steps)
-        if time_budget_s:
-            fraction = max(fraction, elapsed / time_budget_s)
         return learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
 
     generator = torch.Generator().manual_seed(seed)
@@ -120,14 +115,13 @@ def train_vision_module(
     if is_mae:
         vision_model.config.mask_ratio = mask_ratio if mode == "masked" else 0.0
     vision_model.train()
-    losses, start, step = [], time.time(), 0
+    losses, step = [], 0
     try:
-        total = None if time_budget_s else steps  # a time budget ends training at an unknown step
-        with tqdm(total=total, desc=f"Vision module training ({mode})", disable=not progress) as bar:
+        with tqdm(total=steps, desc=f"Vision module training ({mode})", disable=not progress) as bar:
             while step < steps:
                 for batch in loader:
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate_at(step, time.time() - start)
+                        group["lr"] = learning_rate_at(step)
                     loss = reconstruction_loss(vision_model, batch.to(device), mode, mean, std, lpips_fn, lpips_weight)
                     optimizer.zero_grad()
                     loss.backward()
@@ -137,8 +131,7 @@ def train_vision_module(
                     step += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.4f}")
-                    if step >= steps or (time_budget_s and time.time() - start > time_budget_s):
-                        steps = step
+                    if step >= steps:
                         break
     finally:
         if is_mae:

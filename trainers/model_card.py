@@ -8,7 +8,8 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from lm4lv.trainers.evaluation import results_markdown
 
-TEMPLATE_PATH = str(resources.files("lm4lv") / "model_card.md")  # the repository's model_card.md, shipped in the wheel
+# the repository's model_card.md, shipped in the wheel
+TEMPLATE_PATH = str(resources.files("lm4lv") / "model_card.md")
 
 
 def eval_results_from(results: dict, dataset_name: str, method: str = "LM4LV") -> list[EvalResult]:

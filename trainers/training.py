@@ -1,16 +1,8 @@
 """Training LM4LV (adapters + task tokens, LLM and vision module frozen) with `transformers.Trainer`: the arguments
-and `train()` behind `lm4lv train` and `examples/run_restoration.py`.
+and `train()` behind `lm4lv train` and `examples/run_restoration.py` (whose docstrings describe the options)."""
 
-Defaults follow the paper's recipe (AdamW betas 0.9/0.95, lr 3e-4, weight decay 0, 200 warmup steps then cosine
-decay, gradient clipping 1.0). `--task denoise,deblur` trains one model on a mixture of tasks (shared adapters, one
-set of task tokens per task).
-
-`--method` swaps the frozen LLM for one of the paper's ablations, trained and saved the same way: `random_init_llm`
-(same architecture, random weights, written next to the checkpoint), `vit_llm` (one bidirectional, position-free pass
-instead of autoregressive generation), or an expert that replaces the LLM: `linear`, `mlp`, `transformer`.
-`--lora_r 8` adds LoRA adapters to the LLM (an extension; off = the paper).
-"""
-
+import itertools
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -57,6 +49,16 @@ class ModelArguments:
     vision_loss_weight: float = field(
         default=LM4LVConfig.vision_loss_weight, metadata={"help": "loss = CE + weight * MSE."}
     )
+    delimiter_loss_weight: float = field(
+        default=LM4LVConfig.delimiter_loss_weight,
+        metadata={"help": "Weight of the CE on the answer's <Img>/</Img> tokens, which generate() forces."},
+    )
+    in_adapter_init: str = field(
+        default=LM4LVConfig.in_adapter_init,
+        metadata={"help": "normal (the paper) or embedding_subspace (features mapped onto the token embeddings' "
+                          "principal subspace, fitted on the first 256 training images).",
+                  "choices": ["normal", "embedding_subspace"]},
+    )
     visual_skip_connection: bool = field(
         default=LM4LVConfig.visual_skip_connection,
         metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."},
@@ -77,7 +79,9 @@ class DataArguments:
     dataset_split: str = field(default="train")
     image_column: str = field(default="image")
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (corpora too big for disk)."})
-    degradation_seed: int = field(default=0, metadata={"help": "Seed of the on-the-fly degradations."})
+    degradation_seed: int = field(
+        default=0, metadata={"help": "Seed of the on-the-fly degradations (fresh ones each epoch, from this seed)."}
+    )
 
 
 def parse_arguments(argv=None):
@@ -116,6 +120,8 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
         vision_loss_weight=model_args.vision_loss_weight,
         visual_skip_connection=model_args.visual_skip_connection,
     )
+    lm4lv_kwargs = dict(delimiter_loss_weight=model_args.delimiter_loss_weight,
+                        in_adapter_init=model_args.in_adapter_init)
     if model_args.method == "random_init_llm" and not model_args.resume_weights:
         llm = random_init_llm(llm, os.path.join(output_dir, "random_init_llm"), llm_kwargs=llm_kwargs)
         llm_kwargs = {}
@@ -136,10 +142,33 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
             task_token_init_text=model_args.task_token_init_text,
             lora_r=model_args.lora_r,
             lora_alpha=model_args.lora_alpha,
+            **lm4lv_kwargs,
             **config_kwargs,
         )
     tokenizer = AutoTokenizer.from_pretrained(llm, **llm_kwargs)
     return model, LM4LVProcessor.from_config(model.config, tokenizer)
+
+
+def fit_in_adapter_to_embeddings(model, processor, train_dataset, num_images: int = 256):
+    """`in_adapter_init="embedding_subspace"`: fit `in_adapter` on the features of the first `num_images` clean
+    training images."""
+    clean = [example["clean"] for example in itertools.islice(iter(train_dataset), num_images)]
+    pixel_values = processor.preprocess_images(torch.stack(clean)).to(model.device)
+    model.init_in_adapter_from_features(model.encode_images(pixel_values))
+
+
+def degradation_epochs(training_args: LM4LVTrainingArguments, num_images: int) -> int:
+    """How many epochs of fresh degradations a run needs: enough repetitions of the `num_images` training images for
+    `max_steps` global batches. Epoch-based runs (`max_steps` unset) get `ceil(num_train_epochs)` repetitions, and
+    `num_train_epochs` is divided by that count so the Trainer makes one pass over them (its logged `epoch` is then
+    a fraction of that pass)."""
+    if training_args.max_steps > 0:
+        per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                    * training_args.world_size)
+        return max(1, math.ceil(training_args.max_steps * per_step / num_images))
+    epochs = max(1, math.ceil(training_args.num_train_epochs))
+    training_args.num_train_epochs /= epochs
+    return epochs
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: LM4LVTrainingArguments,
@@ -149,9 +178,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
     model, processor = build_model_and_processor(model_args, tasks, training_args.output_dir)
     images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
+    epochs = 1 if data_args.streaming else degradation_epochs(training_args, len(images))
     train_dataset = paired_dataset(
-        images, tasks, model.config.vision_config.image_size, data_args.degradation_seed, data_args.image_column
+        images, tasks, model.config.vision_config.image_size, data_args.degradation_seed, data_args.image_column,
+        epochs=epochs,
     )
+    if getattr(model.config, "in_adapter_init", "normal") == "embedding_subspace" and not model_args.resume_weights:
+        fit_in_adapter_to_embeddings(model, processor, train_dataset)
     trainer = LM4LVTrainer(
         model=model,
         args=training_args,

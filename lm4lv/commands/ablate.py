@@ -24,7 +24,7 @@ Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable paramete
 import argparse
 
 from lm4lv.processing.data import bundled_corpus
-from lm4lv.trainers.ablation import METHODS, run_ablation
+from lm4lv.trainers.ablation import METHODS, PAPER_METHODS, run_ablation
 from lm4lv.trainers.offline_default import (
     PROFILES,
     default_cache_dir,
@@ -40,7 +40,8 @@ def main(argv=None):
     parser.add_argument("--vision", default=None, help="ViT-MAE (default: the demo's small MAE, trained if needed).")
     parser.add_argument("--autoencoder_kl", default=None,
                         help="DiffusersVisionModule folder for autoencoder_kl (default: trained offline if needed).")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated, from {list(METHODS)}.")
+    parser.add_argument("--methods", default=",".join(PAPER_METHODS),
+                        help=f"Comma-separated, from {list(METHODS)}.")
     parser.add_argument("--tasks", default="identity,denoise,rotate", help="Comma-separated tasks.")
     parser.add_argument("--max_steps", type=int, default=200, help="Training steps per method and task.")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -56,10 +57,10 @@ def main(argv=None):
         cache_dir = args.cache_dir or default_cache_dir()
         corpus = bundled_corpus()
         llm = llm or prepare_smollm2(cache_dir)
-        minutes = PROFILES["default"].mae_minutes
-        vision = vision or prepare_mae(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
+        steps = PROFILES["default"].mae_steps
+        vision = vision or prepare_mae(cache_dir, steps, corpus["train"], corpus["validation"])[0]
         if "autoencoder_kl" in methods and autoencoder_kl is None:
-            autoencoder_kl = prepare_autoencoder_kl(cache_dir, minutes, corpus["train"], corpus["validation"])[0]
+            autoencoder_kl = prepare_autoencoder_kl(cache_dir, steps, corpus["train"], corpus["validation"])[0]
     run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
                  args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl)
 

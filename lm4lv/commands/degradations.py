@@ -1,6 +1,6 @@
 """Write a PNG grid of every task's degradation at low / mid / high strength on bundled images.
 
-    python -m examples.degradation_grid --output outputs/degradations.png
+    lm4lv degradations --output outputs/degradations.png
 """
 
 import argparse

@@ -4,14 +4,18 @@
 2. Vision module: a small ViT-MAE trained here on the bundled corpus as an unmasked autoencoder (L1), cached.
 3. LM4LV (adapters + task tokens, SmolLM2 frozen) trained on denoising with the Trainer.
 4. The same recipe with a random-init LLM of the same shape (the paper's "pretraining matters" ablation).
-5. `--profile full` only: LM4LV with the visual skip connection (extension: predicts input feature + correction).
+5. LM4LV with the visual skip connection, its own row (extension: predicts input feature + correction).
 6. Evaluation on the held-out split: noisy input, MAE-r, LM4LV (+ skip), random-init LLM; `report.md`, JSON, PNG grids.
 
     lm4lv demo                      # default profile (<= 20 min on 2 CPU cores)
     lm4lv demo --profile full       # longer training (<= 2 h on 2 CPU cores)
+
+Every profile fixes its step counts (`lm4lv.trainers.offline_default.PROFILES`): the same profile and seed train
+the same steps on the same data everywhere; wall time is measured and reported, never used to stop training.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -20,58 +24,57 @@ import shutil
 import time
 
 import torch
-from transformers import TrainerCallback
 
-from lm4lv.processing.data import bundled_corpus, materialize_eval_set
+from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
+from lm4lv.processing.degradations import degrade
 from lm4lv.trainers import LM4LVTrainingArguments
-from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
+from lm4lv.trainers.evaluation import (
+    compare_on_picture,
+    evaluate_restoration,
+    grid_columns,
+    mae_reconstruct,
+    restore,
+    results_markdown,
+    write_results,
+)
 from lm4lv.trainers.offline_default import PROFILES, Profile, default_cache_dir, prepare_mae, prepare_smollm2
 from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_llm, train
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
-LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps
-
-class TimeBudget(TrainerCallback):
-    """Stops training after `seconds` (checked after each step); the schedule is set for the expected steps."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.start = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.time() - self.start > self.seconds:
-            control.should_training_stop = True
+PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
+PICTURE_SIGMA = 25
+PICTURE_TILE_OVERLAP = 8
 
 
-def train_lm4lv(llm: str, vision: str, output_dir: str, minutes: float, profile: Profile,
+def held_out_picture() -> tuple:
+    """`(degraded, clean)`: the validation strip of `PICTURE`, with Gaussian noise of sigma `PICTURE_SIGMA`."""
+    clean = validation_strip(PICTURE)
+    return degrade(clean, "denoise", seed=1234, sigma=PICTURE_SIGMA / 255), clean
+
+LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
+
+
+def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile,
                 skip_connection: bool = False) -> tuple:
-    """Train LM4LV on denoising for a time budget; returns the trainer and a summary."""
+    """Train LM4LV on denoising for exactly `steps` steps; returns the trainer and a summary (steps, wall time, the
+    logged losses)."""
     model_args = ModelArguments(llm=llm, vision=vision, visual_skip_connection=skip_connection)
     data_args = DataArguments(task="denoise")
-    expected_steps = estimate_steps(minutes)
     training_args = LM4LVTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
-        warmup_steps=profile.warmup_steps, max_steps=min(profile.max_steps, expected_steps),
-        logging_steps=LOGGING_STEPS,
-        save_steps=200, save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
+        warmup_steps=profile.warmup_steps, max_steps=steps, logging_steps=max(1, min(LOGGING_STEPS, steps // 5)),
+        save_steps=200,
+        save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
     )
     start = time.time()
-    trainer = train(model_args, data_args, training_args, callbacks=[TimeBudget(minutes * 60)])
+    trainer = train(model_args, data_args, training_args)
     return trainer, {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
                      "log": [e for e in trainer.state.log_history if "loss" in e]}
 
 
-def estimate_steps(minutes: float, seconds_per_step: float = 0.9) -> int:
-    """Steps that fit the budget at the measured speed of SmolLM2 with 17 visual tokens, batch 4, 2 CPU cores
-    (2,400 steps in 35.8 min)."""
-    return max(1, int(minutes * 60 / seconds_per_step))
-
-
-def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", cache_dir: str | None = None) -> str:
-    """Run the whole job; returns the path of `report.md`."""
+def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", cache_dir: str | None = None,
+             llm: str | None = None) -> str:
+    """Run the whole job; returns the path of `report.md`. `llm` replaces SmolLM2 by another local causal LM."""
     profile = PROFILES[profile_name]
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(output_dir, exist_ok=True)
@@ -80,10 +83,10 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
 
     corpus = bundled_corpus()
     step = time.time()
-    llm = prepare_smollm2(cache_dir)
+    llm = llm or prepare_smollm2(cache_dir)
     timings["LLM conversion (cached after the first run)"] = time.time() - step
     step = time.time()
-    vision, mae_info = prepare_mae(cache_dir, profile.mae_minutes, corpus["train"], corpus["validation"])
+    vision, mae_info = prepare_mae(cache_dir, profile.mae_steps, corpus["train"], corpus["validation"])
     timings["ViT-MAE training (cached after the first run)"] = time.time() - step
 
     step = time.time()
@@ -99,18 +102,18 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     timings["evaluation sets"] = time.time() - step
 
     step = time.time()
-    trainer, lm4lv_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_minutes, profile)
+    trainer, lm4lv_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_steps, profile)
     timings["LM4LV training"] = time.time() - step
     step = time.time()
-    random_llm = random_init_llm(llm, os.path.join(cache_dir, "smollm2-135m-random-init"))
+    random_llm = random_init_llm(llm, os.path.join(cache_dir, f"{os.path.basename(llm.rstrip('/'))}-random-init"))
     random_trainer, random_info = train_lm4lv(random_llm, vision, os.path.join(output_dir, "random_llm"),
-                                              profile.random_llm_minutes, profile)
+                                              profile.random_llm_steps, profile)
     timings["random-init LLM training"] = time.time() - step
     skip_info = None
-    if profile.skip_connection_minutes > 0:
+    if profile.skip_connection_steps > 0:
         step = time.time()
         skip_trainer, skip_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv_skip"),
-                                              profile.skip_connection_minutes, profile, skip_connection=True)
+                                              profile.skip_connection_steps, profile, skip_connection=True)
         timings["LM4LV + skip connection training"] = time.time() - step
 
     step = time.time()
@@ -131,23 +134,29 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     for sigma, fixed_set in fixed_sets.items():
         fixed, _ = evaluate_restoration(fixed_set, methods, grid_samples=0)
         fixed_results[f"denoise (sigma {sigma})"] = fixed["denoise"]
+    picture = compare_on_picture(
+        {name: functools.partial(methods[name], task="denoise") for name in ("MAE-r", *LM4LV_ROWS) if name in methods},
+        *held_out_picture(), processor.image_size[0], os.path.join(output_dir, "picture_denoise.png"),
+        overlap=PICTURE_TILE_OVERLAP,
+    )
     timings["evaluation"] = time.time() - step
     timings["total"] = time.time() - start
 
     report = render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv_info, random_info, skip_info,
-                           timings, output_dir, list(methods))
+                           timings, output_dir, list(methods), picture)
     path = os.path.join(output_dir, "report.md")
     with open(path, "w") as handle:
         handle.write(report)
     with open(os.path.join(output_dir, "report.json"), "w") as handle:
-        json.dump({"results": results, "fixed_sigma": fixed_results, "mae": mae_info, "timings": timings,
+        json.dump({"results": results, "fixed_sigma": fixed_results, "picture": picture, "mae": mae_info,
+                   "timings": timings,
                    "lm4lv": lm4lv_info, "lm4lv_skip": skip_info, "random_init": random_info}, handle, indent=2)
     print(report)
     return path
 
 
 def render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv_info, random_info, skip_info,
-                  timings, output_dir, method_names) -> str:
+                  timings, output_dir, method_names, picture) -> str:
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     medians = " | ".join(
         f"{name} {values['psnr']['median']:.2f}" for name, values in results["denoise"].items()
@@ -155,8 +164,7 @@ def render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
     log = lm4lv_info["log"]
     every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
-    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every]) or (
-        f"none logged (fewer steps than the logging interval of {LOGGING_STEPS})")
+    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every])
     skip_line = "" if skip_info is None else (
         f"\n- LM4LV + skip (extension, `visual_skip_connection=True`: the output adapter predicts a correction added to"
         f" the input image's feature, so training starts at MAE-r): same settings, {skip_info['steps']} steps in"
@@ -175,6 +183,13 @@ Median PSNR: {medians}
 ## Fixed noise levels
 
 {results_markdown(fixed_results, ours=LM4LV_ROWS)}
+
+## A whole held-out picture
+
+The validation strip of `{PICTURE}` (never seen in training; {" x ".join(map(str, validation_strip(PICTURE).size))}
+pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TILE_OVERLAP}-pixel overlap, blended):
+{", ".join(f"{name} {value['psnr']:.2f} dB / {value['ssim']:.4f}" for name, value in picture.items())}
+(`{os.path.join(output_dir, 'picture_denoise.png')}`).
 
 ## Settings
 
@@ -195,7 +210,7 @@ Median PSNR: {medians}
 
 Peak resident memory: {peak_gib:.2f} GiB.
 
-Grids (degraded / {' / '.join(method_names)} / clean): `{os.path.join(output_dir, 'grid_denoise.png')}`.
+Grids (degraded / {' / '.join(grid_columns(method_names))} / clean): `{os.path.join(output_dir, 'grid_denoise.png')}`.
 """
 
 
@@ -204,8 +219,9 @@ def main(argv=None):
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--cache_dir", default=None, help="Where converted/trained base models are cached.")
+    parser.add_argument("--llm", default=None, help="A local causal LM folder instead of SmolLM2-135M-Instruct.")
     args = parser.parse_args(argv)
-    run_demo(args.profile, args.output_dir, args.cache_dir)
+    run_demo(args.profile, args.output_dir, args.cache_dir, args.llm)
 
 
 if __name__ == "__main__":

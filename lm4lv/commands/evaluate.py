@@ -1,6 +1,6 @@
 """Evaluate a trained LM4LV model against MAE-r (and the degraded input) on a fixed evaluation set.
 
-    python -m examples.evaluate_restoration --model CKPT --task denoise --output_dir outputs/eval
+    lm4lv evaluate --model CKPT --task denoise --output_dir outputs/eval
 
 Writes `results.md` (paper layout: tasks as rows, MAE-r / LM4LV columns, gain), `results.json` and one
 `grid_<task>.png` per task (degraded / input / MAE-r / LM4LV / clean).

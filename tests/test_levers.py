@@ -1,0 +1,84 @@
+"""Sample-efficiency levers (documented options; the paper's defaults leave them off): the weight of the text loss on
+the forced image delimiters, and an in_adapter initialised into the token embeddings' principal subspace."""
+
+import pytest
+import torch
+from torch import nn
+
+from lm4lv.processing.data import bundled_corpus, to_tensor
+from lm4lv.trainers import LM4LVTrainingArguments
+from lm4lv.trainers.training import DataArguments, ModelArguments, train
+
+from conftest import build_tiny, random_images, save_base_models
+
+
+def training_batch(processor, count: int = 2):
+    images = random_images(count)
+    return processor(images=images, targets=images.flip(-1), task="denoise")
+
+
+def test_delimiter_positions_are_the_answers_image_delimiters():
+    model, processor = build_tiny()
+    batch = training_batch(processor)
+    labels = batch["labels"]
+    positions = model.delimiter_positions(labels)
+    start, end = model.config.image_start_token_ids, model.config.image_end_token_ids
+    for row, mask in zip(labels, positions):
+        assert row[mask].tolist() == start + end  # the answer's <Img> ... </Img>, nothing else
+        first_visual = int((row == model.config.image_token_id).nonzero()[0])
+        assert mask[first_visual - len(start) : first_visual].all()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_delimiter_loss_weight_scales_only_the_delimiter_tokens(weight):
+    model, processor = build_tiny()
+    batch = training_batch(processor)
+    with torch.no_grad():
+        plain = model(**batch)
+        model.config.delimiter_loss_weight = weight
+        weighted = model(**batch)
+        states, next_labels = plain.last_hidden_state[:, :-1], batch["labels"][:, 1:]
+        text = next_labels >= 0
+        losses = nn.functional.cross_entropy(model.get_output_embeddings()(states[text]), next_labels[text],
+                                             reduction="none")
+        delimiters = model.delimiter_positions(next_labels)[text]
+    torch.testing.assert_close(plain.text_loss, losses.mean())
+    expected = torch.where(delimiters, weight * losses, losses).mean()
+    torch.testing.assert_close(weighted.text_loss, expected)
+    assert weighted.text_loss < plain.text_loss and torch.equal(weighted.vision_loss, plain.vision_loss)
+
+
+def test_in_adapter_maps_feature_axes_onto_the_embedding_subspace():
+    model, processor = build_tiny()
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(32, 32, generator=generator)
+    features = torch.randn(4096, 32, generator=generator) @ mixing + 3.0  # correlated, off-centre features
+    model.init_in_adapter_from_features(features)
+    with torch.no_grad():
+        mapped = model.in_adapter(features).double()
+    embeddings = model.get_input_embeddings().weight.double()
+    torch.testing.assert_close(mapped.mean(0), embeddings.mean(0), atol=1e-4, rtol=0)
+    mapped_var = torch.linalg.eigvalsh(torch.cov(mapped.T))[-32:]
+    embedding_var = torch.linalg.eigvalsh(torch.cov(embeddings.T))[-32:]
+    torch.testing.assert_close(mapped_var, embedding_var, rtol=1e-3, atol=1e-6)
+
+
+def test_training_with_the_embedding_subspace_init(tmp_path):
+    llm, vision = save_base_models(build_tiny()[0], tmp_path)
+    adapters = {}
+    for init in ("normal", "embedding_subspace"):
+        args = LM4LVTrainingArguments(output_dir=str(tmp_path / init), per_device_train_batch_size=2, max_steps=2,
+                                      learning_rate=0.0, use_cpu=True, disable_tqdm=True, save_strategy="no",
+                                      report_to=[])
+        trainer = train(ModelArguments(llm=llm, vision=vision, task_token_length=2, in_adapter_init=init),
+                        DataArguments(task="denoise"), args)
+        assert trainer.model.config.in_adapter_init == init
+        adapters[init] = trainer.model.in_adapter.bias.detach().clone()
+    assert not torch.allclose(adapters["normal"], adapters["embedding_subspace"])
+    # fitted on the first 256 training images (lr 0 keeps the init): their mean feature maps onto the mean embedding
+    model, processor = trainer.model, trainer.processing_class
+    clean = torch.stack([to_tensor(image) for image in bundled_corpus()["train"][:256]["image"]])
+    with torch.no_grad():
+        mapped = model.in_adapter(model.encode_images(processor.preprocess_images(clean)))
+    torch.testing.assert_close(mapped.reshape(-1, mapped.shape[-1]).mean(0),
+                               model.get_input_embeddings().weight.mean(0), atol=1e-4, rtol=0)
