@@ -35,9 +35,9 @@ class LM4LVConfig(PreTrainedConfig):
             dominates the task tokens' gradient. 1.0 is the paper's plain cross-entropy.
         in_adapter_init (`str`, *optional*, defaults to `"normal"`):
             Initialisation of `in_adapter`: `"normal"` (the paper; std of the LLM's `initializer_range`) or
-            `"embedding_subspace"`, which maps the vision features' principal axes onto the top principal axes of the
-            LLM's token embeddings, variances matched and the mean feature onto the mean embedding, so visual tokens
-            start out looking like token embeddings to the frozen LLM (applied by
+            `"embedding_subspace"`, which rotates the vision features' principal axes onto the top principal axes of
+            the LLM's token embeddings, total variance matched and the mean feature onto the mean embedding, so
+            visual tokens start out looking like token embeddings to the frozen LLM (applied by
             [`~LM4LVForConditionalGeneration.init_in_adapter_from_features`], which needs sample features).
         visual_skip_connection (`bool`, *optional*, defaults to `False`):
             An extension beyond the paper (which names skip connections as a remedy for lost detail): each predicted

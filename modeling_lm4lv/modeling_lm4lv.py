@@ -416,21 +416,21 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
     @torch.no_grad()
     def init_in_adapter_from_features(self, features: torch.Tensor):
         """
-        `config.in_adapter_init="embedding_subspace"`: set `in_adapter` so that the principal axes of `features` (a
-        sample of vision features, `(..., vision_hidden_size)`) map onto the top principal axes of the LLM's token
-        embeddings with matched standard deviations, and the mean feature onto the mean embedding.
+        `config.in_adapter_init="embedding_subspace"`: set `in_adapter` to rotate the principal axes of `features` (a
+        sample of vision features, `(..., vision_hidden_size)`) onto the top principal axes of the LLM's token
+        embeddings, with one scale that matches their total variance, and the mean feature onto the mean embedding.
+        (A scale per axis would blow up the features' weakest directions, where generated features carry errors.)
         """
         features = features.reshape(-1, features.shape[-1]).double()
         embeddings = self.get_input_embeddings().weight.double()
-        feature_mean, embedding_mean = features.mean(0), embeddings.mean(0)
         feature_var, feature_axes = torch.linalg.eigh(torch.cov(features.T))
         embedding_var, embedding_axes = torch.linalg.eigh(torch.cov(embeddings.T))
         rank = min(features.shape[1], embeddings.shape[1])
-        feature_axes, feature_std = feature_axes[:, -rank:], feature_var[-rank:].clamp(min=1e-12).sqrt()
-        embedding_axes, embedding_std = embedding_axes[:, -rank:], embedding_var[-rank:].clamp(min=0).sqrt()
-        weight = embedding_axes @ torch.diag(embedding_std / feature_std) @ feature_axes.T
+        scale = (embedding_var[-rank:].clamp(min=0).sum() / feature_var[-rank:].clamp(min=1e-12).sum()).sqrt()
+        weight = scale * embedding_axes[:, -rank:] @ feature_axes[:, -rank:].T
         self.in_adapter.weight.copy_(weight.to(self.in_adapter.weight.dtype))
-        self.in_adapter.bias.copy_((embedding_mean - weight @ feature_mean).to(self.in_adapter.bias.dtype))
+        bias = embeddings.mean(0) - weight @ features.mean(0)
+        self.in_adapter.bias.copy_(bias.to(self.in_adapter.bias.dtype))
 
     # ------------------------------------------------------------------ forward
 

@@ -48,7 +48,7 @@ def test_delimiter_loss_weight_scales_only_the_delimiter_tokens(weight):
     assert weighted.text_loss < plain.text_loss and torch.equal(weighted.vision_loss, plain.vision_loss)
 
 
-def test_in_adapter_maps_feature_axes_onto_the_embedding_subspace():
+def test_in_adapter_rotates_feature_axes_into_the_embedding_subspace():
     model, processor = build_tiny()
     generator = torch.Generator().manual_seed(0)
     mixing = torch.randn(32, 32, generator=generator)
@@ -58,9 +58,15 @@ def test_in_adapter_maps_feature_axes_onto_the_embedding_subspace():
         mapped = model.in_adapter(features).double()
     embeddings = model.get_input_embeddings().weight.double()
     torch.testing.assert_close(mapped.mean(0), embeddings.mean(0), atol=1e-4, rtol=0)
+    embedding_var, embedding_axes = torch.linalg.eigh(torch.cov(embeddings.T))
+    top_axes = embedding_axes[:, -32:]
+    centred = mapped - mapped.mean(0)
+    # a rotation into the embeddings' top-32 principal subspace, scaled to their total variance there
+    torch.testing.assert_close(centred @ top_axes @ top_axes.T, centred, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(torch.cov(mapped.T).trace(), embedding_var[-32:].sum(), rtol=1e-6, atol=0)
+    feature_var = torch.linalg.eigvalsh(torch.cov(features.double().T))
     mapped_var = torch.linalg.eigvalsh(torch.cov(mapped.T))[-32:]
-    embedding_var = torch.linalg.eigvalsh(torch.cov(embeddings.T))[-32:]
-    torch.testing.assert_close(mapped_var, embedding_var, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(mapped_var / mapped_var.sum(), feature_var / feature_var.sum(), rtol=1e-5, atol=1e-9)
 
 
 def test_training_with_the_embedding_subspace_init(tmp_path):
