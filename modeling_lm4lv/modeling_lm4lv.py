@@ -112,15 +112,15 @@ class DecodingRun:
     """What stays fixed during one `generate()` call (delimiter ids, stop ids, budget, skip features), and the
     frozen LLM behind a KV cache: `feed(embeds)` runs new input embeddings after the cached ones."""
 
-    def __init__(self, model, start_ids, end_ids, max_new_tokens, eos_token_id, pad_token_id, positions, full_mask):
+    def __init__(self, model, start_ids, end_ids, forced_start_length, max_new_tokens, eos_token_id, pad_token_id,
+                 positions, full_mask):
         self.backbone = model.text_backbone
         self.embed_dtype = model.get_input_embeddings().weight.dtype
         self.cache = DynamicCache(config=model.language_model.config)
-        self.start_ids, self.end_ids = start_ids, end_ids
+        self.start_ids, self.end_ids, self.forced_start_length = start_ids, end_ids, forced_start_length
         self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
         self.positions, self.full_mask = positions, full_mask
-        self.forced_start_length = 0
-        self.skip_features = None
+        self.skip_features = None  # set by generate() for `visual_skip_connection`
         # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
         self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
 
@@ -149,10 +149,8 @@ class DecodingRun:
         positions = positions_from_mask(full_mask)
         full_mask = None if bool(attention_mask.all()) else full_mask
         forced_start_length = min(len(start_ids), max_new_tokens) if force_image_output else 0
-        run = cls(model, start_ids, end_ids, max_new_tokens - forced_start_length, eos_token_id, pad_token_id,
-                  positions, full_mask)
-        run.forced_start_length = forced_start_length
-        return run
+        return cls(model, start_ids, end_ids, forced_start_length, max_new_tokens - forced_start_length, eos_token_id,
+                   pad_token_id, positions, full_mask)
 
     def feed(self, embeds: torch.Tensor) -> torch.Tensor:
         """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; the new last hidden state."""
@@ -644,6 +642,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         else:
             token = torch.where(has_forced, state.forced[:, 0], self.get_output_embeddings()(state.hidden).argmax(-1))
         token = torch.where(is_visual, config.image_token_id, torch.where(state.unfinished, token, run.pad_token_id))
+        next_embeds = self.get_input_embeddings()(token.clamp(min=0))
         if bool(is_visual.any()):
             rows = torch.arange(token.shape[0], device=token.device)
             slot = state.num_features.clamp(max=config.num_visual_tokens - 1)
@@ -651,11 +650,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             if run.skip_features is not None:
                 feature = feature + run.skip_features[rows, slot]
             state.features[rows, slot] = torch.where(recording[:, None], feature, state.features[rows, slot])
-            next_embeds = torch.where(
-                is_visual[:, None], self.embed_visual(feature), self.get_input_embeddings()(token.clamp(min=0))
-            )
-        else:
-            next_embeds = self.get_input_embeddings()(token.clamp(min=0))
+            next_embeds = torch.where(is_visual[:, None], self.embed_visual(feature), next_embeds)
         state.num_features = state.num_features + recording.long()
         state.forced = torch.where((is_text & has_forced)[:, None], shift_left(state.forced), state.forced)
         state.visual_left = state.visual_left - is_visual.long()

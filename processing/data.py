@@ -246,15 +246,13 @@ class PairedTransform:
         if unknown or not self.tasks:
             raise ValueError(f"Unknown task(s) {unknown}; choose from {list(TASKS)}")
 
-    def image_and_seed(self, index: int) -> tuple[int, int]:
-        """`(image index, degradation seed)` of sample `index`."""
+    def draw(self, index: int) -> tuple[str, int, int]:
+        """`(task, image index, degradation seed)` of sample `index`."""
         if self.num_images is None:
-            return index, self.seed
-        return index % self.num_images, epoch_seed(self.seed, index // self.num_images)
-
-    def task_for(self, index: int) -> str:
-        image, seed = self.image_and_seed(index)
-        return self.tasks[sample_seed(seed, image, "task") % len(self.tasks)]
+            image, seed = index, self.seed
+        else:
+            image, seed = index % self.num_images, epoch_seed(self.seed, index // self.num_images)
+        return self.tasks[sample_seed(seed, image, "task") % len(self.tasks)], image, seed
 
     def __call__(self, batch: dict, indices=None) -> dict:
         indices = [int(i) for i in (batch["sample_id"] if indices is None else indices)]
@@ -262,14 +260,14 @@ class PairedTransform:
             [to_tensor(load_rgb_image(image, name=f"sample {i}"), self.image_size)
              for image, i in zip(batch[self.image_column], indices)]
         )
-        tasks = [self.task_for(i) for i in indices]
-        images_and_seeds = [self.image_and_seed(i) for i in indices]
+        draws = [self.draw(i) for i in indices]
         degraded = torch.empty_like(clean)
-        for task, seed in set(zip(tasks, (seed for _, seed in images_and_seeds))):
-            rows = [k for k, t in enumerate(tasks) if t == task and images_and_seeds[k][1] == seed]
+        for task, seed in {(task, seed) for task, _, seed in draws}:
+            rows = [k for k, (t, _, s) in enumerate(draws) if (t, s) == (task, seed)]
             degraded[rows] = degrade(
-                clean[rows], task, [images_and_seeds[k][0] for k in rows], seed, **self.params.get(task, {})
+                clean[rows], task, [draws[k][1] for k in rows], seed, **self.params.get(task, {})
             )
+        tasks = [task for task, _, _ in draws]
         return {"degraded": list(degraded), "clean": list(clean), "task": tasks, "sample_id": indices}
 
 

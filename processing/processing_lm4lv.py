@@ -207,10 +207,7 @@ class LM4LVProcessor(ProcessorMixin):
         tasks = [task] * batch_size if isinstance(task, str) else list(task)
         if len(tasks) != batch_size:
             raise ValueError(f"Got {len(tasks)} task names for {batch_size} images")
-        for name in tasks:
-            if name not in self.task_names:
-                raise ValueError(f"Unknown task {name!r}: this processor knows {self.task_names}")
-        return torch.tensor([self.task_names.index(name) for name in tasks], dtype=torch.long)
+        return torch.tensor([self.model_config.task_index(name) for name in tasks], dtype=torch.long)
 
     def _pad_left(self, rows: list[list[int]], value: int) -> torch.LongTensor:
         width = max(len(row) for row in rows)

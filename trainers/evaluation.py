@@ -61,27 +61,32 @@ def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor
     return processor.to_unit_range(generated.pixel_values)
 
 
+def task_batches(eval_set, task: str, batch_size: int):
+    """`(degraded, clean)` batches of `(B, 3, H, W)` tensors in [0, 1] for the rows of `eval_set` of `task`."""
+    subset = eval_set.filter(lambda row: row["task"] == task)
+    for start in range(0, len(subset), batch_size):
+        rows = subset[start : start + batch_size]
+        yield (torch.stack([to_tensor(image) for image in rows["degraded"]]),
+               torch.stack([to_tensor(image) for image in rows["clean"]]))
+
+
 @torch.no_grad()
 def feature_errors(model, processor, eval_set, task: str, batch_size: int = 16) -> dict:
     """Exposure bias on held-out pairs of `task`: the MSE between predicted and clean-image features when the model
     is fed the clean features (teacher forcing: the training loss) and when it is fed its own predictions
     (`generate()`), and their gap. One-pass models (experts, ViT-LLM) have no gap."""
-    rows = [row for row in eval_set if row["task"] == task]
-    totals = {"teacher_forced_mse": 0.0, "generated_mse": 0.0}
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        degraded = torch.stack([to_tensor(row["degraded"]) for row in chunk])
-        clean = torch.stack([to_tensor(row["clean"]) for row in chunk])
+    totals, count = {"teacher_forced_mse": 0.0, "generated_mse": 0.0}, 0
+    for degraded, clean in task_batches(eval_set, task, batch_size):
         batch = processor(images=degraded, targets=clean, task=task).to(model.device)
-        totals["teacher_forced_mse"] += model(**batch).vision_loss.item() * len(chunk)
+        totals["teacher_forced_mse"] += model(**batch).vision_loss.item() * len(degraded)
         generated = model.generate(**processor(images=degraded, task=task).to(model.device)).visual_features
         target = model.encode_images(batch["target_pixel_values"])
-        totals["generated_mse"] += torch.nn.functional.mse_loss(generated, target).item() * len(chunk)
-    errors = {name: total / len(rows) for name, total in totals.items()}
+        totals["generated_mse"] += torch.nn.functional.mse_loss(generated, target).item() * len(degraded)
+        count += len(degraded)
+    errors = {name: total / count for name, total in totals.items()}
     return {**errors, "gap": errors["generated_mse"] - errors["teacher_forced_mse"]}
 
 
-@torch.no_grad()
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Tile offsets covering `length` (the last tile is flush with the end)."""
     if length <= tile:
@@ -99,7 +104,6 @@ def blend_window(tile: int, overlap: int) -> torch.Tensor:
     return ramp[:, None] * ramp[None, :]
 
 
-@torch.no_grad()
 def restore_any_size(model, processor, image: Image.Image, task: str, overlap: int = 8, batch_size: int = 16):
     """Restore a PIL RGB image of any size with LM4LV, tile by tile; the output has the input's size."""
     tile = processor.image_size[0]
@@ -108,6 +112,7 @@ def restore_any_size(model, processor, image: Image.Image, task: str, overlap: i
     return restore_tiled(lambda tiles: restore(model, processor, tiles, task), image, tile, overlap, batch_size)
 
 
+@torch.no_grad()
 def restore_tiled(restore_tiles, image: Image.Image, tile: int, overlap: int = 8, batch_size: int = 16):
     """Apply `restore_tiles` (`(B, 3, tile, tile)` -> the same, in [0, 1]) to overlapping tiles of a PIL RGB image
     of any size and blend them; the output has the input's size."""
@@ -150,6 +155,7 @@ def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Imag
     return scores
 
 
+@torch.no_grad()
 def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
     """The MAE-r baseline: encode the degraded image and decode it with no processing in between."""
     pixel_values = processor.preprocess_images(degraded).to(model.device)
@@ -192,15 +198,14 @@ def evaluate_restoration(
     psnr_metric, ssim_metric = metrics.load("psnr"), metrics.load("ssim")
     grid_methods = grid_columns(methods)
     results, examples = {}, {}
-    tasks = sorted(set(eval_set["task"]))
+    task_column = list(eval_set["task"])
+    tasks = sorted(set(task_column))
     for task in tasks:
-        subset = eval_set.filter(lambda row: row["task"] == task)
         scores = {name: {"psnr": [], "ssim": []} for name in methods}
         examples[task] = []
-        for start in tqdm(range(0, len(subset), batch_size), desc=f"Evaluating {task}", unit="batch"):
-            rows = subset[start : start + batch_size]
-            degraded = torch.stack([to_tensor(image) for image in rows["degraded"]])
-            clean = torch.stack([to_tensor(image) for image in rows["clean"]])
+        batches = task_batches(eval_set, task, batch_size)
+        total = -(-task_column.count(task) // batch_size)
+        for degraded, clean in tqdm(batches, total=total, desc=f"Evaluating {task}", unit="batch"):
             outputs = {name: method(degraded, task).float().cpu() for name, method in methods.items()}
             references = [tensor_to_pil(image) for image in clean]
             for name, restored in outputs.items():

@@ -41,6 +41,7 @@ from lm4lv.trainers.offline_default import PROFILES, Profile, default_cache_dir,
 from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_llm, train
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
+LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
 PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
 PICTURE_SIGMA = 25
 PICTURE_TILE_OVERLAP = 8
@@ -50,8 +51,6 @@ def held_out_picture() -> tuple:
     """`(degraded, clean)`: the validation strip of `PICTURE`, with Gaussian noise of sigma `PICTURE_SIGMA`."""
     clean = validation_strip(PICTURE)
     return degrade(clean, "denoise", seed=1234, sigma=PICTURE_SIGMA / 255), clean
-
-LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
 
 
 def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile,
@@ -63,8 +62,7 @@ def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Pro
     training_args = LM4LVTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
         warmup_steps=profile.warmup_steps, max_steps=steps, logging_steps=max(1, min(LOGGING_STEPS, steps // 5)),
-        save_steps=200,
-        save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
+        save_steps=200, save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
     )
     start = time.time()
     trainer = train(model_args, data_args, training_args)
