@@ -39,6 +39,19 @@ class LM4LVConfig(PreTrainedConfig):
             the LLM's token embeddings, total variance matched and the mean feature onto the mean embedding, so
             visual tokens start out looking like token embeddings to the frozen LLM (applied by
             [`~LM4LVForConditionalGeneration.init_in_adapter_from_features`], which needs sample features).
+        out_adapter_init (`str`, *optional*, defaults to `"normal"`):
+            Initialisation of `out_adapter`: `"normal"` (the paper) or `"ridge"`, the closed-form ridge regression from
+            the LLM's hidden states to the target features on teacher-forced training sequences (applied by
+            [`~LM4LVForConditionalGeneration.init_out_adapter_by_ridge`], which needs sample states and targets).
+        teacher_forced_noise (`float`, *optional*, defaults to 0.0):
+            Standard deviation of Gaussian noise added in training to the target features the answer is fed as
+            teacher-forced inputs (the loss targets stay clean), so the model learns to predict from imperfect
+            previous tokens as it must in `generate()`. In feature units (a ViT-MAE's features are layer-normed, of
+            about unit scale per dimension). 0 is the paper's plain teacher forcing.
+        pixel_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of an extra MSE in pixel space: the predicted features are decoded by the frozen vision decoder
+            and compared with the normalised target image (`loss += pixel_loss_weight * pixel_loss`). 0 is the
+            paper's feature loss alone.
         visual_skip_connection (`bool`, *optional*, defaults to `False`):
             An extension beyond the paper (which names skip connections as a remedy for lost detail): each predicted
             visual feature is `input feature + out_adapter(hidden)`, where the input feature is the degraded image's
@@ -106,6 +119,9 @@ class LM4LVConfig(PreTrainedConfig):
     vision_loss_weight: float = 1.0
     delimiter_loss_weight: float = 1.0
     in_adapter_init: str = "normal"
+    out_adapter_init: str = "normal"
+    teacher_forced_noise: float = 0.0
+    pixel_loss_weight: float = 0.0
     visual_skip_connection: bool = False
     lora_r: int = 0
     lora_alpha: int = 16
@@ -149,6 +165,11 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"delimiter_loss_weight must be >= 0, got {self.delimiter_loss_weight}")
         if self.in_adapter_init not in ("normal", "embedding_subspace"):
             raise ValueError(f"in_adapter_init must be 'normal' or 'embedding_subspace', got {self.in_adapter_init!r}")
+        if self.out_adapter_init not in ("normal", "ridge"):
+            raise ValueError(f"out_adapter_init must be 'normal' or 'ridge', got {self.out_adapter_init!r}")
+        for name in ("teacher_forced_noise", "pixel_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.image_token_id >= 0 or self.task_token_id >= 0 or self.image_token_id == self.task_token_id:
             raise ValueError("image_token_id and task_token_id must be distinct negative placeholder ids")
         for name in ("hidden_size", "image_size", "patch_size"):

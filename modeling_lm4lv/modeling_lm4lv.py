@@ -32,12 +32,14 @@ class LM4LVCausalLMOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
-            `text_loss + config.vision_loss_weight * vision_loss`.
+            `text_loss + config.vision_loss_weight * vision_loss` (`+ config.pixel_loss_weight * pixel_loss`).
         text_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Next-token cross-entropy over the supervised text positions of the answer (0 if there are none).
         vision_loss (`torch.FloatTensor` of shape `()`, *optional*):
             MSE between `out_adapter(hidden state)` at the position before each target visual token and the MAE
             feature of that token (0 if there are none).
+        pixel_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `config.pixel_loss_weight > 0`):
+            MSE between the frozen decoder's image of the predicted features and the normalised target image.
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`, *optional*):
             LM logits at every position; only computed when `labels` is not given (training computes logits at the
             supervised text positions alone).
@@ -48,6 +50,7 @@ class LM4LVCausalLMOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     text_loss: torch.FloatTensor | None = None
     vision_loss: torch.FloatTensor | None = None
+    pixel_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
 
@@ -430,6 +433,24 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         bias = embeddings.mean(0) - weight @ features.mean(0)
         self.in_adapter.bias.copy_(bias.to(self.in_adapter.bias.dtype))
 
+    @torch.no_grad()
+    def init_out_adapter_by_ridge(self, states: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3):
+        """
+        `config.out_adapter_init="ridge"`: set `out_adapter` to the ridge regression of `targets` (the features to
+        predict, `(n, vision_hidden_size)`) on `states` (the LLM's last hidden states that predict them, `(n,
+        text_hidden_size)`), centred so the bias is not penalised; the penalty is `ridge` times the states' mean
+        variance, so its strength does not depend on their scale.
+        """
+        states, targets = states.double(), targets.double()
+        state_mean, target_mean = states.mean(0), targets.mean(0)
+        centred = states - state_mean
+        gram = centred.T @ centred
+        penalty = ridge * gram.trace() / gram.shape[0]
+        weight = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype),
+                                    centred.T @ (targets - target_mean)).T
+        self.out_adapter.weight.copy_(weight.to(self.out_adapter.weight.dtype))
+        self.out_adapter.bias.copy_((target_mean - weight @ state_mean).to(self.out_adapter.bias.dtype))
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -466,7 +487,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         >>> out.loss.backward()
         ```"""
         input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
-        encoded = [f for f in (input_features, target_features) if f is not None]
+        fed_targets = target_features
+        if target_features is not None and self.training and self.config.teacher_forced_noise > 0:
+            fed_targets = target_features + self.config.teacher_forced_noise * torch.randn_like(target_features)
+        encoded = [f for f in (input_features, fed_targets) if f is not None]
         visual_features = torch.cat(encoded, dim=1) if encoded else None
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
         if attention_mask is None:
@@ -510,8 +534,14 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
                 )
             vision_loss = nn.functional.mse_loss(predicted, target)
         loss = text_loss + self.config.vision_loss_weight * vision_loss
+        pixel_loss = None
+        if self.config.pixel_loss_weight > 0 and visual_positions.any():
+            decoded = self.vision_model.decode(predicted.reshape(target_features.shape)).float()
+            pixel_loss = nn.functional.mse_loss(decoded, target_pixel_values.float())
+            loss = loss + self.config.pixel_loss_weight * pixel_loss
         return LM4LVCausalLMOutput(
-            loss=loss, text_loss=text_loss, vision_loss=vision_loss, last_hidden_state=hidden_states
+            loss=loss, text_loss=text_loss, vision_loss=vision_loss, pixel_loss=pixel_loss,
+            last_hidden_state=hidden_states,
         )
 
     # ------------------------------------------------------------------ generation

@@ -266,7 +266,7 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     results = run_ablation(llm, vision, list(METHODS), ["identity", "rotate"], str(out), max_steps=2,
                            eval_samples=2, autoencoder_kl=str(autoencoder))
     table = (out / "ablation.md").read_text()
-    for label, _ in METHODS.values():
+    for label, *_ in METHODS.values():
         assert f"| {label} |" in table
     assert "| MAE-r |" in table and "| AutoencoderKL-r |" in table and "| Input |" in table
     saved = json.loads((out / "ablation.json").read_text())

@@ -18,23 +18,34 @@ from lm4lv.trainers.mae_training import normalisation_of
 from lm4lv.trainers.trainer import LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
+# key: (label, ModelArguments overrides, LM4LVTrainingArguments overrides)
 METHODS = {
-    "lm4lv": ("LM4LV", {}),
-    "linear": ("Linear only", {"method": "linear"}),
-    "mlp": ("2-layer MLP", {"method": "mlp"}),
-    "transformer": ("1-layer Transformer", {"method": "transformer"}),
-    "random_init_llm": ("Random-init LLM", {"method": "random_init_llm"}),
-    "vit_llm": ("ViT-LLM (no AR)", {"method": "vit_llm"}),
-    "lora": ("LoRA r=8", {"lora_r": 8}),
-    "autoencoder_kl": ("LM4LV + AutoencoderKL", {}),
+    "lm4lv": ("LM4LV", {}, {}),
+    "linear": ("Linear only", {"method": "linear"}, {}),
+    "mlp": ("2-layer MLP", {"method": "mlp"}, {}),
+    "transformer": ("1-layer Transformer", {"method": "transformer"}, {}),
+    "random_init_llm": ("Random-init LLM", {"method": "random_init_llm"}, {}),
+    "vit_llm": ("ViT-LLM (no AR)", {"method": "vit_llm"}, {}),
+    "lora": ("LoRA r=8", {"lora_r": 8}, {}),
+    "autoencoder_kl": ("LM4LV + AutoencoderKL", {}, {}),
 }
 PAPER_METHODS = tuple(METHODS)  # the paper's comparisons (and LoRA); `lm4lv ablate` runs these by default
+BOTH_LEVERS = {"in_adapter_init": "embedding_subspace", "delimiter_loss_weight": 0.0}
 METHODS |= {
-    # sample-efficiency levers (options of the model; the paper's method leaves them off)
-    "embedding_init": ("LM4LV, in_adapter in the embedding subspace", {"in_adapter_init": "embedding_subspace"}),
-    "no_delimiter_loss": ("LM4LV, no loss on forced delimiters", {"delimiter_loss_weight": 0.0}),
-    "embedding_init_no_delimiter_loss": ("LM4LV, both levers", {"in_adapter_init": "embedding_subspace",
-                                                                "delimiter_loss_weight": 0.0}),
+    # sample-efficiency levers (options of the model and trainer; the paper's method leaves them off): the first two
+    # alone and together, then each further lever on top of those two
+    "embedding_init": ("LM4LV, in_adapter in the embedding subspace", {"in_adapter_init": "embedding_subspace"}, {}),
+    "no_delimiter_loss": ("LM4LV, no loss on forced delimiters", {"delimiter_loss_weight": 0.0}, {}),
+    "embedding_init_no_delimiter_loss": ("LM4LV, both levers", BOTH_LEVERS, {}),
+    "both_ridge_out_adapter": ("both + ridge out_adapter init", BOTH_LEVERS | {"out_adapter_init": "ridge"}, {}),
+    "both_teacher_forced_noise": ("both + teacher-forced input noise 0.3",
+                                  BOTH_LEVERS | {"teacher_forced_noise": 0.3}, {}),
+    "both_pixel_loss": ("both + pixel loss 1.0", BOTH_LEVERS | {"pixel_loss_weight": 1.0}, {}),
+    "both_identity_curriculum": ("both + identity curriculum (first 100 steps)", BOTH_LEVERS,
+                                 {"identity_curriculum_steps": 100}),
+    "both_constant_lr": ("both + constant LR after warmup", BOTH_LEVERS, {"lr_scheduler_type": "constant_with_warmup"}),
+    "both_batch_8": ("both + batch 8", BOTH_LEVERS, {"per_device_train_batch_size": 8}),
+    "both_bf16_llm": ("both + bfloat16 frozen LLM", BOTH_LEVERS | {"llm_dtype": "bfloat16"}, {}),
 }
 
 
@@ -82,16 +93,17 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
         degraded_clean = [(row[0], row[-1]) for row in examples[task]]
         results["baselines"][task] = scores[task]
         for key in methods:
-            label, overrides = METHODS[key]
+            label, model_overrides, training_overrides = METHODS[key]
             run_dir = os.path.join(output_dir, "runs", f"{key}-{task}")
             model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision,
-                                        **overrides)
-            training_args = LM4LVTrainingArguments(
-                output_dir=run_dir, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-                warmup_steps=min(20, max_steps // 10), max_steps=max_steps, logging_steps=max(1, max_steps // 10),
-                save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=seed, dataloader_num_workers=0,
-                report_to=[],
-            )
+                                        **model_overrides)
+            training_args = LM4LVTrainingArguments(**{
+                "output_dir": run_dir, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
+                "warmup_steps": min(20, max_steps // 10), "max_steps": max_steps,
+                "logging_steps": max(1, max_steps // 10), "save_strategy": "no",
+                "use_cpu": not torch.cuda.is_available(), "seed": seed, "dataloader_num_workers": 0, "report_to": [],
+                **training_overrides,
+            })
             set_seed(seed)
             start = time.time()
             trainer = train(model_args, DataArguments(task=task, dataset=dataset), training_args)

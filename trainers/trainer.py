@@ -27,6 +27,11 @@ class LM4LVTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine")
     max_grad_norm: float = field(default=1.0)
     remove_unused_columns: bool = field(default=False)
+    identity_curriculum_steps: int = field(
+        default=0,
+        metadata={"help": "Sample-efficiency lever: for this many first optimizer steps the target is the degraded "
+                          "input itself, so the adapters first learn to copy through the frozen LLM (0 = paper)."},
+    )
 
 
 class LM4LVTrainer(Trainer):
@@ -34,6 +39,7 @@ class LM4LVTrainer(Trainer):
     A `Trainer` that
 
     - logs `text_loss` and `vision_loss` (averaged over the logging interval) next to `loss`;
+    - trains on identity pairs (target = the degraded input) for the first `args.identity_curriculum_steps` steps;
     - saves checkpoints as trainable weights only (safetensors), with the config naming the base models;
     - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly;
     - writes each checkpoint atomically: everything goes to a staging folder that is renamed to `checkpoint-N` once
@@ -49,6 +55,8 @@ class LM4LVTrainer(Trainer):
         self._loss_count = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and self.state.global_step < self.args.identity_curriculum_steps:
+            inputs = {**inputs, "target_pixel_values": inputs["pixel_values"]}
         outputs = model(**inputs)
         if model.training:
             self._loss_sums["text_loss"] += outputs.text_loss.detach().item()

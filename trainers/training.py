@@ -59,6 +59,20 @@ class ModelArguments:
                           "principal subspace, fitted on the first 256 training images).",
                   "choices": ["normal", "embedding_subspace"]},
     )
+    out_adapter_init: str = field(
+        default=LM4LVConfig.out_adapter_init,
+        metadata={"help": "normal (the paper) or ridge (closed-form ridge fit of out_adapter on teacher-forced "
+                          "sequences of the first 256 training pairs, before the first step).",
+                  "choices": ["normal", "ridge"]},
+    )
+    teacher_forced_noise: float = field(
+        default=LM4LVConfig.teacher_forced_noise,
+        metadata={"help": "Std of Gaussian noise on the teacher-forced answer features in training (0 = paper)."},
+    )
+    pixel_loss_weight: float = field(
+        default=LM4LVConfig.pixel_loss_weight,
+        metadata={"help": "Weight of an extra pixel MSE through the frozen vision decoder (0 = paper)."},
+    )
     visual_skip_connection: bool = field(
         default=LM4LVConfig.visual_skip_connection,
         metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."},
@@ -121,7 +135,9 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
         visual_skip_connection=model_args.visual_skip_connection,
     )
     lm4lv_kwargs = dict(delimiter_loss_weight=model_args.delimiter_loss_weight,
-                        in_adapter_init=model_args.in_adapter_init)
+                        in_adapter_init=model_args.in_adapter_init, out_adapter_init=model_args.out_adapter_init,
+                        teacher_forced_noise=model_args.teacher_forced_noise,
+                        pixel_loss_weight=model_args.pixel_loss_weight)
     if model_args.method == "random_init_llm" and not model_args.resume_weights:
         llm = random_init_llm(llm, os.path.join(output_dir, "random_init_llm"), llm_kwargs=llm_kwargs)
         llm_kwargs = {}
@@ -157,6 +173,27 @@ def fit_in_adapter_to_embeddings(model, processor, train_dataset, num_images: in
     model.init_in_adapter_from_features(model.encode_images(pixel_values))
 
 
+@torch.no_grad()
+def fit_out_adapter_by_ridge(model, processor, train_dataset, num_examples: int = 256, batch_size: int = 16):
+    """`out_adapter_init="ridge"`: fit `out_adapter` on the teacher-forced sequences of the first `num_examples`
+    training pairs (the hidden states before each target visual token -> that token's feature)."""
+    collate, config = LM4LVDataCollator(processor), model.config
+    examples = list(itertools.islice(iter(train_dataset), num_examples))
+    was_training = model.training
+    model.eval()
+    states, targets = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(model.device) for k, v in collate(examples[start : start + batch_size]).items()}
+        hidden = model(**batch).last_hidden_state
+        states.append(hidden[:, :-1][batch["labels"][:, 1:] == config.image_token_id].float())
+        target = model.encode_images(batch["target_pixel_values"])
+        if config.visual_skip_connection:
+            target = target - model.encode_images(batch["pixel_values"])
+        targets.append(target.reshape(-1, target.shape[-1]))
+    model.init_out_adapter_by_ridge(torch.cat(states), torch.cat(targets))
+    model.train(was_training)
+
+
 def degradation_epochs(training_args: LM4LVTrainingArguments, num_images: int) -> int:
     """How many epochs of fresh degradations a run needs: enough repetitions of the `num_images` training images for
     `max_steps` global batches. Epoch-based runs (`max_steps` unset) get `ceil(num_train_epochs)` repetitions, and
@@ -185,6 +222,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     )
     if getattr(model.config, "in_adapter_init", "normal") == "embedding_subspace" and not model_args.resume_weights:
         fit_in_adapter_to_embeddings(model, processor, train_dataset)
+    if getattr(model.config, "out_adapter_init", "normal") == "ridge" and not model_args.resume_weights:
+        fit_out_adapter_by_ridge(model, processor, train_dataset)
     trainer = LM4LVTrainer(
         model=model,
         args=training_args,
