@@ -1,12 +1,14 @@
 """Sample-efficiency levers (documented options; the paper's defaults leave them off): the weight of the text loss on
-the forced image delimiters, and an in_adapter initialised into the token embeddings' principal subspace."""
+the forced image delimiters, an in_adapter initialised into the token embeddings' principal subspace, a ridge-fitted
+out_adapter, noise on the teacher-forced answer features, a pixel loss through the frozen decoder and an identity
+curriculum."""
 
 import pytest
 import torch
 from torch import nn
 
 from lm4lv.processing.data import bundled_corpus, to_tensor
-from lm4lv.trainers import LM4LVTrainingArguments
+from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
 from conftest import build_tiny, random_images, save_base_models
@@ -88,3 +90,81 @@ def test_training_with_the_embedding_subspace_init(tmp_path):
         mapped = model.in_adapter(model.encode_images(processor.preprocess_images(clean)))
     torch.testing.assert_close(mapped.reshape(-1, mapped.shape[-1]).mean(0),
                                model.get_input_embeddings().weight.mean(0), atol=1e-4, rtol=0)
+
+
+def test_ridge_init_recovers_a_linear_map_from_states_to_features():
+    model, _ = build_tiny()
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(2000, 64, generator=generator) * 3 + 1
+    weight, bias = torch.randn(32, 64, generator=generator), torch.randn(32, generator=generator)
+    model.init_out_adapter_by_ridge(states, states @ weight.T + bias, ridge=1e-9)
+    torch.testing.assert_close(model.out_adapter.weight.data, weight, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model.out_adapter.bias.data, bias, atol=1e-3, rtol=1e-4)
+    model.init_out_adapter_by_ridge(states, states @ weight.T + bias, ridge=10.0)  # a strong penalty shrinks W
+    assert model.out_adapter.weight.norm() < 0.5 * weight.norm()
+
+
+def test_training_with_the_ridge_init_starts_at_a_lower_vision_loss(tmp_path):
+    llm, vision = save_base_models(build_tiny()[0], tmp_path)
+    first_losses = {}
+    for init in ("normal", "ridge"):
+        args = LM4LVTrainingArguments(output_dir=str(tmp_path / init), per_device_train_batch_size=4, max_steps=1,
+                                      learning_rate=0.0, use_cpu=True, disable_tqdm=True, save_strategy="no",
+                                      logging_steps=1, report_to=[])
+        trainer = train(ModelArguments(llm=llm, vision=vision, task_token_length=2, out_adapter_init=init),
+                        DataArguments(task="denoise"), args)
+        first_losses[init] = next(e["vision_loss"] for e in trainer.state.log_history if "vision_loss" in e)
+    assert first_losses["ridge"] < 0.5 * first_losses["normal"]
+
+
+def test_teacher_forced_noise_changes_the_inputs_in_training_only():
+    model, processor = build_tiny()
+    batch = training_batch(processor)
+    with torch.no_grad():
+        plain = model.eval()(**batch)
+        model.config.teacher_forced_noise = 0.5
+        evaluated = model(**batch)
+        torch.manual_seed(0)
+        noisy = model.train()(**batch)
+    assert torch.equal(evaluated.loss, plain.loss)
+    answer = batch["labels"] == model.config.image_token_id  # the teacher-forced answer positions
+    first_answer = int(answer[0].nonzero()[0])
+    # the prompt (degraded image, task tokens) is untouched; the answer's visual inputs are not
+    torch.testing.assert_close(noisy.last_hidden_state[:, :first_answer], plain.last_hidden_state[:, :first_answer])
+    answer_states = slice(first_answer, None)
+    assert not torch.allclose(noisy.last_hidden_state[:, answer_states], plain.last_hidden_state[:, answer_states])
+
+
+def test_pixel_loss_is_the_decoded_prediction_against_the_target_image():
+    model, processor = build_tiny()
+    batch = training_batch(processor)
+    plain = model(**batch)
+    assert plain.pixel_loss is None
+    model.config.pixel_loss_weight = 0.5
+    weighted = model(**batch)
+    next_labels = batch["labels"][:, 1:]
+    with torch.no_grad():
+        states = weighted.last_hidden_state[:, :-1][next_labels == model.config.image_token_id]
+        predicted = model.out_adapter(states).reshape(2, model.config.num_visual_tokens, -1)
+        expected = nn.functional.mse_loss(model.decode_features(predicted), batch["target_pixel_values"])
+    torch.testing.assert_close(weighted.pixel_loss, expected)
+    torch.testing.assert_close(weighted.loss, plain.loss + 0.5 * expected)
+    weighted.pixel_loss.backward()  # the frozen decoder passes gradients through to the adapters
+    assert model.out_adapter.weight.grad.abs().sum() > 0 and model.in_adapter.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.vision_model.parameters())
+
+
+def test_identity_curriculum_trains_on_the_input_first(tmp_path):
+    model, processor = build_tiny()
+    batch = training_batch(processor)
+    args = LM4LVTrainingArguments(output_dir=str(tmp_path), identity_curriculum_steps=3, use_cpu=True, report_to=[])
+    trainer = LM4LVTrainer(model=model.train(), args=args, data_collator=LM4LVDataCollator(processor),
+                           processing_class=processor)
+    with torch.no_grad():
+        identity = model(**{**batch, "target_pixel_values": batch["pixel_values"]}).loss
+        restoration = model(**batch).loss
+        trainer.state.global_step = 2
+        torch.testing.assert_close(trainer.compute_loss(model, batch), identity)
+        trainer.state.global_step = 3
+        torch.testing.assert_close(trainer.compute_loss(model, batch), restoration)
+    assert not torch.allclose(identity, restoration)
