@@ -43,8 +43,8 @@ class LM4LVTrainer(Trainer):
     - saves checkpoints as trainable weights only (safetensors), with the config naming the base models;
     - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly;
     - writes each checkpoint atomically: everything goes to a staging folder that is renamed to `checkpoint-N` once
-      complete, so a run killed mid-save leaves the previous checkpoints intact and `resume_from_checkpoint=True`
-      never picks a half-written one.
+      complete (after every process has written its part), so a run killed mid-save leaves the previous
+      checkpoints intact and `resume_from_checkpoint=True` never picks a half-written one.
     """
 
     staging_dir_name = ".checkpoint-staging"
@@ -81,12 +81,14 @@ class LM4LVTrainer(Trainer):
         staging = os.path.join(run_dir, self.staging_dir_name)
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()  # no process writes into a staging folder that is about to be removed
         output_dir, save_total_limit = self.args.output_dir, self.args.save_total_limit
         self.args.output_dir, self.args.save_total_limit = staging, None  # the parent writes into the staging folder
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir, self.args.save_total_limit = output_dir, save_total_limit
+        self.accelerator.wait_for_everyone()  # every process has written its files (e.g. its RNG state)
         if not self.args.should_save:
             return
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
