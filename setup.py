@@ -8,6 +8,7 @@ PACKAGE_DIRS = {
     "lm4lv.commands": "lm4lv/commands",
     "lm4lv.modeling_lm4lv": "modeling_lm4lv",
     "lm4lv.processing": "processing",
+    "lm4lv.pipelines": "pipelines",
     "lm4lv.trainers": "trainers",
     "lm4lv.metrics": "metrics",
 }

@@ -1,45 +1,9 @@
-"""The `lm4lv` command line and tiled restoration of images of any size."""
+"""The `lm4lv` command line."""
 
-import numpy as np
 import pytest
 from PIL import Image
 
-import lm4lv.trainers.evaluation as evaluation_module
 from lm4lv.cli import COMMANDS, main
-from lm4lv.trainers.evaluation import blend_window, restore_any_size, tile_starts
-
-from conftest import build_tiny
-
-
-def test_tile_starts_cover_the_image():
-    assert tile_starts(32, 32, 24) == [0]
-    assert tile_starts(70, 32, 24) == [0, 24, 38]
-    for length in (33, 64, 100):
-        starts = tile_starts(length, 32, 24)
-        covered = set()
-        for s in starts:
-            covered |= set(range(s, s + 32))
-        assert covered == set(range(length))
-    assert blend_window(32, 8).min() > 0
-
-
-@pytest.mark.parametrize("size", [(70, 50), (32, 32), (20, 12), (200, 33)])
-def test_tiling_with_an_identity_restorer_is_lossless(size, monkeypatch):
-    model, processor = build_tiny()
-    monkeypatch.setattr(evaluation_module, "restore", lambda model, processor, tiles, task: tiles)
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    out = restore_any_size(model, processor, image, "denoise", overlap=8)
-    assert out.size == image.size
-    assert np.abs(np.asarray(out).astype(int) - np.asarray(image).astype(int)).max() <= 1
-
-
-def test_restore_with_a_model_keeps_the_size():
-    model, processor = build_tiny()
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 45, 3), dtype=np.uint8))
-    assert restore_any_size(model, processor, image, "denoise").size == (45, 40)
-    with pytest.raises(ValueError, match="resize it to 32x32"):
-        restore_any_size(build_tiny(task_names=("rotate",))[0], processor, image, "rotate")
 
 
 @pytest.fixture(scope="module")

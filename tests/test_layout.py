@@ -16,6 +16,7 @@ LAYERS = {
     "metrics": "metrics",
     "modeling_lm4lv": "modeling",
     "processing": "processing",
+    "pipelines": "pipelines",
     "trainers": "trainers",
     "lm4lv": "cli",
 }
@@ -25,8 +26,9 @@ ALLOWED = {
     "degradations": set(),
     "modeling": set(),
     "processing": {"modeling", "degradations"},
-    "trainers": {"metrics", "modeling", "processing", "degradations"},
-    "cli": {"metrics", "modeling", "processing", "degradations", "trainers"},
+    "pipelines": {"modeling", "processing", "degradations"},
+    "trainers": {"metrics", "modeling", "processing", "degradations", "pipelines"},
+    "cli": {"metrics", "modeling", "processing", "degradations", "pipelines", "trainers"},
 }
 
 
@@ -39,7 +41,7 @@ def layer_of_module(name: str) -> str | None:
         return "package root"
     if parts[1:3] == ["processing", "degradations"]:
         return "degradations"
-    return {"metrics": "metrics", "modeling_lm4lv": "modeling", "processing": "processing",
+    return {"metrics": "metrics", "modeling_lm4lv": "modeling", "processing": "processing", "pipelines": "pipelines",
             "trainers": "trainers", "commands": "commands", "cli": "commands"}.get(parts[1], "package root")
 
 
@@ -95,7 +97,8 @@ def test_examples_and_benchmarks_use_only_the_installed_package(folder):
     for path in python_files(folder):
         for name in imports_of(path, folder):
             top = name.split(".")[0]
-            assert top not in ("examples", "modeling_lm4lv", "processing", "trainers", "metrics"), (path, name)
+            assert top not in ("examples", "modeling_lm4lv", "processing", "pipelines", "trainers", "metrics"), (path,
+                                                                                                                name)
             if folder == "examples":
                 assert top != "benchmarks", (path, name)
 
@@ -103,7 +106,7 @@ def test_examples_and_benchmarks_use_only_the_installed_package(folder):
 def test_no_generic_top_level_modules_come_from_this_repository():
     """The repository's folders are reachable only as `lm4lv.*`: from outside the repository none of their bare
     names resolves to our files (another distribution may own such a name; that is not ours to check)."""
-    names = ["modeling_lm4lv", "processing", "trainers", "metrics", "examples", "benchmarks"]
+    names = ["modeling_lm4lv", "processing", "pipelines", "trainers", "metrics", "examples", "benchmarks"]
     script = ("import importlib.util, sys\n"
               "for name in sys.argv[1:]:\n"
               "    spec = importlib.util.find_spec(name)\n"

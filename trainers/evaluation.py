@@ -17,8 +17,9 @@ from lm4lv.modeling_lm4lv import (
     LM4LVViTLLMConfig,
     LM4LVViTLLMModel,
 )
+from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.data import to_tensor
-from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
+from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.visualization import image_grid
 
 
@@ -51,16 +52,6 @@ def load_restoration_model_from_args(args):
                                   device=args.device)
 
 
-@torch.no_grad()
-def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor:
-    """LM4LV restoration of `(B, 3, H, W)` images in [0, 1] (KV-cached batched generation); returns [0, 1] images."""
-    batch = processor(images=degraded, task=task).to(model.device)
-    generated = model.generate(**batch)
-    if not generated.has_image.all():
-        raise RuntimeError(f"{int((~generated.has_image).sum())} samples produced no image for task {task!r}")
-    return processor.to_unit_range(generated.pixel_values)
-
-
 def task_batches(eval_set, task: str, batch_size: int):
     """`(degraded, clean)` batches of `(B, 3, H, W)` tensors in [0, 1] for the rows of `eval_set` of `task`."""
     subset = eval_set.filter(lambda row: row["task"] == task)
@@ -87,63 +78,12 @@ def feature_errors(model, processor, eval_set, task: str, batch_size: int = 16) 
     return {**errors, "gap": errors["generated_mse"] - errors["teacher_forced_mse"]}
 
 
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile offsets covering `length` (the last tile is flush with the end)."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def blend_window(tile: int, overlap: int) -> torch.Tensor:
-    """A `(tile, tile)` weight that ramps linearly over `overlap` pixels at each border (never exactly 0)."""
-    ramp = torch.ones(tile)
-    if overlap:
-        edge = torch.linspace(1 / (overlap + 1), 1, overlap + 1)[:-1]
-        ramp[:overlap], ramp[-overlap:] = edge, edge.flip(0)
-    return ramp[:, None] * ramp[None, :]
-
-
-def restore_any_size(model, processor, image: Image.Image, task: str, overlap: int = 8, batch_size: int = 16):
-    """Restore a PIL RGB image of any size with LM4LV, tile by tile; the output has the input's size."""
-    tile = processor.image_size[0]
-    if task in SPATIAL_TASKS and image.size != (tile, tile):
-        raise ValueError(f"{task} acts on the whole image: resize it to {tile}x{tile} first (got {image.size})")
-    return restore_tiled(lambda tiles: restore(model, processor, tiles, task), image, tile, overlap, batch_size)
-
-
-@torch.no_grad()
-def restore_tiled(restore_tiles, image: Image.Image, tile: int, overlap: int = 8, batch_size: int = 16):
-    """Apply `restore_tiles` (`(B, 3, tile, tile)` -> the same, in [0, 1]) to overlapping tiles of a PIL RGB image
-    of any size and blend them; the output has the input's size."""
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, {tile}), got {overlap}")
-    pixels = to_tensor(image)
-    height, width = pixels.shape[1:]
-    if height < tile or width < tile:  # pad small images by reflection (or edge copies when too small to reflect)
-        pad_h, pad_w = max(0, tile - height), max(0, tile - width)
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        pixels = torch.nn.functional.pad(pixels[None], (0, pad_w, 0, pad_h), mode=mode)[0]
-    full_h, full_w = pixels.shape[1:]
-    stride = tile - overlap
-    boxes = [(y, x) for y in tile_starts(full_h, tile, stride) for x in tile_starts(full_w, tile, stride)]
-    weight = blend_window(tile, overlap)
-    output, total = torch.zeros_like(pixels), torch.zeros(full_h, full_w)
-    for start in range(0, len(boxes), batch_size):
-        chunk = boxes[start : start + batch_size]
-        restored = restore_tiles(torch.stack([pixels[:, y : y + tile, x : x + tile] for y, x in chunk]))
-        for (y, x), result in zip(chunk, restored):
-            output[:, y : y + tile, x : x + tile] += result * weight
-            total[y : y + tile, x : x + tile] += weight
-    return tensor_to_pil((output / total)[:, :height, :width])
-
-
-def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Image, tile: int, path: str,
-                       overlap: int = 8, crop_border: int = 4) -> dict:
-    """Restore one whole picture tile by tile with each of `restorers` (name -> `fn(tiles) -> tiles`, as
-    `restore_tiled` takes), score it against `clean` (PSNR/SSIM) and save degraded / each result / clean side by side
-    to `path`. Returns `{name: {"psnr": ..., "ssim": ...}}`."""
-    outputs = {name: restore_tiled(function, degraded, tile, overlap) for name, function in restorers.items()}
+def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Image, path: str,
+                       crop_border: int = 4) -> dict:
+    """Restore one whole picture with each of `restorers` (name -> `fn(PIL image) -> PIL image`, e.g. an
+    `LM4LVRestorationPipeline` with its task bound), score it against `clean` (PSNR/SSIM) and save degraded / each
+    result / clean side by side to `path`. Returns `{name: {"psnr": ..., "ssim": ...}}`."""
+    outputs = {name: function(degraded) for name, function in restorers.items()}
     scores = {
         name: {"psnr": metrics.psnr(output, clean, crop_border=crop_border),
                "ssim": metrics.ssim(output, clean, crop_border=crop_border)}
@@ -153,13 +93,6 @@ def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Imag
     labels = ["degraded", *(f"{name} {scores[name]['psnr']:.2f} dB" for name in outputs), "clean"]
     image_grid([row], column_labels=labels, scale=2).save(path)
     return scores
-
-
-@torch.no_grad()
-def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
-    """The MAE-r baseline: encode the degraded image and decode it with no processing in between."""
-    pixel_values = processor.preprocess_images(degraded).to(model.device)
-    return processor.to_unit_range(model.vision_model.reconstruct(pixel_values))
 
 
 def summarise(values: list[float]) -> dict:
@@ -270,8 +203,6 @@ __all__ = [
     "feature_errors",
     "mae_reconstruct",
     "restore",
-    "restore_any_size",
-    "restore_tiled",
     "results_markdown",
     "write_results",
 ]

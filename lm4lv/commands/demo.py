@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
 from lm4lv.processing.degradations import degrade
 from lm4lv.trainers import LM4LVTrainingArguments
@@ -132,11 +133,14 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     for sigma, fixed_set in fixed_sets.items():
         fixed, _ = evaluate_restoration(fixed_set, methods, grid_samples=0)
         fixed_results[f"denoise (sigma {sigma})"] = fixed["denoise"]
-    picture = compare_on_picture(
-        {name: functools.partial(methods[name], task="denoise") for name in ("MAE-r", *LM4LV_ROWS) if name in methods},
-        *held_out_picture(), processor.image_size[0], os.path.join(output_dir, "picture_denoise.png"),
-        overlap=PICTURE_TILE_OVERLAP,
-    )
+    pipelines = {"LM4LV": LM4LVRestorationPipeline(model=model, processor=processor, batch_size=16)}
+    if skip_info is not None:
+        pipelines[LM4LV_ROWS[1]] = LM4LVRestorationPipeline(model=skip_model, processor=processor, batch_size=16)
+    restorers = {"MAE-r": functools.partial(pipelines["LM4LV"], task="denoise", method="reconstruction",
+                                            overlap=PICTURE_TILE_OVERLAP)}
+    restorers |= {name: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)
+                  for name, pipe in pipelines.items()}
+    picture = compare_on_picture(restorers, *held_out_picture(), os.path.join(output_dir, "picture_denoise.png"))
     timings["evaluation"] = time.time() - step
     timings["total"] = time.time() - start
 

@@ -1,13 +1,15 @@
-"""Restore an image of any size with a trained LM4LV model: overlapping tiles of the model's input size, blended.
+"""Restore an image of any size with a trained LM4LV model: overlapping tiles of the model's input size, blended
+(`LM4LVRestorationPipeline`, the package's one restoration code path).
 
     lm4lv restore --model CKPT --task denoise IN.png -o OUT.png
 """
 
 import argparse
 
+from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_rgb_image
-from lm4lv.trainers.evaluation import add_loading_arguments, load_restoration_model_from_args, restore_any_size
+from lm4lv.trainers.evaluation import add_loading_arguments, load_restoration_model_from_args
 
 
 def main(argv=None):
@@ -25,9 +27,10 @@ def main(argv=None):
     model = load_restoration_model_from_args(args)
     if args.merge_lora:
         model.merge_lora_adapters()
-    processor = LM4LVProcessor.from_pretrained(args.model)
+    restorer = LM4LVRestorationPipeline(model=model, processor=LM4LVProcessor.from_pretrained(args.model),
+                                        batch_size=args.batch_size)
     image = load_rgb_image(args.image)
-    restore_any_size(model, processor, image, args.task, args.overlap, args.batch_size).save(args.output)
+    restorer(image, task=args.task, overlap=args.overlap).save(args.output)
     print(f"wrote {args.output} ({image.width}x{image.height})")
 
 

@@ -1,0 +1,179 @@
+"""The one restoration code path: `LM4LVRestorationPipeline`, a `transformers` pipeline for the task
+"image-restoration", and the tensor-level restorers it runs (`restore`, `mae_reconstruct`), which the evaluation code
+calls directly on crops of the model's input size.
+
+    >>> import lm4lv
+    >>> from transformers import pipeline
+    >>> restorer = pipeline("image-restoration", model="path/to/checkpoint")
+    >>> restorer("noisy.png", task="denoise").save("restored.png")
+
+Images of any size are restored tile by tile: overlapping tiles of the model's input size, batched across tiles and
+images (`batch_size=`), blended with weights that ramp down over the overlap. Spatial tasks (rotate, flip) act on the
+whole image, so they take only images of the model's input size.
+"""
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.pipelines.base import ChunkPipeline
+
+from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.data import load_rgb_image, to_tensor
+from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
+
+METHODS = ("lm4lv", "reconstruction")  # LM4LV itself, or the MAE-r baseline (encode and decode, nothing between)
+
+
+@torch.no_grad()
+def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor:
+    """LM4LV restoration of `(B, 3, H, W)` images in [0, 1] of the model's input size (KV-cached batched
+    generation); returns [0, 1] images. Refuses outputs that are not images (no image generated, non-finite)."""
+    batch = processor(images=degraded, task=task).to(model.device)
+    generated = model.generate(**batch)
+    if not generated.has_image.all():
+        raise RuntimeError(f"{int((~generated.has_image).sum())} samples produced no image for task {task!r}")
+    return processor.to_unit_range(generated.pixel_values)
+
+
+@torch.no_grad()
+def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
+    """The MAE-r baseline: encode the degraded image and decode it with no processing in between."""
+    pixel_values = processor.preprocess_images(degraded).to(model.device)
+    return processor.to_unit_range(model.vision_model.reconstruct(pixel_values))
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets covering `length` (the last tile is flush with the end)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_window(tile: int, overlap: int) -> torch.Tensor:
+    """A `(tile, tile)` weight that ramps linearly over `overlap` pixels at each border (never exactly 0)."""
+    ramp = torch.ones(tile)
+    if overlap:
+        edge = torch.linspace(1 / (overlap + 1), 1, overlap + 1)[:-1]
+        ramp[:overlap], ramp[-overlap:] = edge, edge.flip(0)
+    return ramp[:, None] * ramp[None, :]
+
+
+def pad_to_tile(pixels: torch.Tensor, tile: int) -> torch.Tensor:
+    """Pad a `(3, H, W)` image smaller than `tile` on the bottom/right, by reflection (or edge copies when it is too
+    small to reflect)."""
+    height, width = pixels.shape[1:]
+    pad_h, pad_w = max(0, tile - height), max(0, tile - width)
+    if not (pad_h or pad_w):
+        return pixels
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return torch.nn.functional.pad(pixels[None], (0, pad_w, 0, pad_h), mode=mode)[0]
+
+
+def to_pil(image) -> Image.Image:
+    """A pipeline input as a PIL RGB image: a path, bytes or PIL image (through `load_rgb_image`, the package's image
+    policy), or a numpy array `(H, W)` / `(H, W, 3|4)`, uint8 in [0, 255] or float in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+            raise ValueError(f"Image arrays must be (H, W) or (H, W, 3|4), got shape {image.shape}")
+        if image.dtype != np.uint8:
+            if not np.issubdtype(image.dtype, np.floating):
+                raise ValueError(f"Image arrays must be uint8 in [0, 255] or float in [0, 1], got {image.dtype}")
+            if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+                raise ValueError("Float image arrays must be finite and in [0, 1]")
+            image = (image * 255).round().astype(np.uint8)
+        image = Image.fromarray(image)
+    return load_rgb_image(image)
+
+
+class LM4LVRestorationPipeline(ChunkPipeline):
+    r"""
+    Restore images with an LM4LV checkpoint: `pipeline("image-restoration", model=CHECKPOINT)` (after `import lm4lv`,
+    which registers the task), or `LM4LVRestorationPipeline(model=model, processor=processor)` for a model in memory.
+
+    Call with one image or a list: paths, PIL images, bytes or numpy arrays, any size and mode (converted to RGB by
+    the package's image policy). Returns a PIL RGB image of the input's size for each input.
+
+    Args (of the call):
+        task (`str`, *optional*): One of the checkpoint's tasks; required when it has more than one.
+        method (`str`, *optional*, defaults to `"lm4lv"`): `"lm4lv"`, or `"reconstruction"` for the MAE-r baseline
+            (the vision module's encode + decode) through the same tiling.
+        overlap (`int`, *optional*, defaults to 8): Pixels shared by neighbouring tiles, in `[0, tile)`.
+        batch_size (`int`, *optional*): Tiles per `generate()` call, across images.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, model, processor: LM4LVProcessor | None = None, **kwargs):
+        self.restoration_processor = processor or LM4LVProcessor.from_pretrained(model.name_or_path)
+        # the image processor lets the base class batch tiles (they need no padding); the tokenizer stays with the
+        # LM4LV processor, which pads prompts itself (LLMs without a pad token included)
+        super().__init__(model=model, image_processor=self.restoration_processor.image_processor, **kwargs)
+
+    def _sanitize_parameters(self, task=None, method=None, overlap=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"Unknown arguments for image restoration: {sorted(kwargs)}")
+        preprocess, forward = {}, {}
+        if task is not None:
+            self.model.config.task_index(task)  # unknown task -> a clear ValueError naming the checkpoint's tasks
+            preprocess["task"] = forward["task"] = task
+        if method is not None:
+            if method not in METHODS:
+                raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            forward["method"] = method
+        if overlap is not None:
+            tile = self.restoration_processor.image_size[0]
+            if not isinstance(overlap, int) or not 0 <= overlap < tile:
+                raise ValueError(f"overlap must be an integer in [0, {tile}), got {overlap!r}")
+            preprocess["overlap"] = overlap
+        return preprocess, forward, {}
+
+    def task_or_default(self, task: str | None) -> str:
+        """`task`, or the checkpoint's only task when none is given."""
+        if task is None:
+            tasks = self.model.config.task_names
+            if len(tasks) > 1:
+                raise ValueError(f"This checkpoint has several tasks {tasks}: pass task=")
+            task = tasks[0]
+        return task
+
+    def preprocess(self, image, task: str | None = None, overlap: int = 8):
+        task = self.task_or_default(task)
+        pixels = to_tensor(to_pil(image))
+        height, width = pixels.shape[1:]
+        tile = self.restoration_processor.image_size[0]
+        if task in SPATIAL_TASKS and (height, width) != (tile, tile):
+            raise ValueError(f"{task} acts on the whole image: give a {tile}x{tile} image (got {width}x{height})")
+        pixels = pad_to_tile(pixels, tile)
+        stride = tile - overlap
+        boxes = [(y, x) for y in tile_starts(pixels.shape[1], tile, stride)
+                 for x in tile_starts(pixels.shape[2], tile, stride)]
+        layout = torch.tensor([[height, width, *pixels.shape[1:], overlap]])
+        for index, (y, x) in enumerate(boxes):
+            yield {"pixel_values": pixels[None, :, y : y + tile, x : x + tile], "box": torch.tensor([[y, x]]),
+                   "layout": layout, "is_last": index == len(boxes) - 1}
+
+    def _forward(self, model_inputs, task: str | None = None, method: str = "lm4lv"):
+        tiles = model_inputs.pop("pixel_values")
+        if method == "reconstruction":
+            restored = mae_reconstruct(self.model, self.restoration_processor, tiles)
+        else:
+            restored = restore(self.model, self.restoration_processor, tiles, self.task_or_default(task))
+        return {"restored": restored, **model_inputs}
+
+    def postprocess(self, tile_outputs):
+        height, width, full_h, full_w, overlap = tile_outputs[0]["layout"][0].tolist()
+        tile = self.restoration_processor.image_size[0]
+        weight = blend_window(tile, overlap)
+        output, total = torch.zeros(3, full_h, full_w), torch.zeros(full_h, full_w)
+        for item in tile_outputs:
+            y, x = item["box"][0].tolist()
+            output[:, y : y + tile, x : x + tile] += item["restored"][0] * weight
+            total[y : y + tile, x : x + tile] += weight
+        return tensor_to_pil((output / total)[:, :height, :width])
+
+
+__all__ = ["LM4LVRestorationPipeline", "restore", "mae_reconstruct"]
