@@ -18,6 +18,7 @@ def reported_numbers(output_dir) -> dict:
     report = json.loads((output_dir / "report.json").read_text())
     return {
         "results": report["results"],
+        "denoise": report["denoise"],
         "fixed_sigma": report["fixed_sigma"],
         "picture": report["picture"],
         "mae": {key: report["mae"][key] for key in ("steps", "validation")},
@@ -41,7 +42,12 @@ def test_the_smoke_profile_gives_the_same_report_numbers_under_load(base_model_d
     assert quiet["mae"]["steps"] == profile.mae_steps
     assert (quiet["lm4lv"]["steps"], quiet["random_init"]["steps"], quiet["lm4lv_skip"]["steps"]) == (
         profile.lm4lv_steps, profile.random_llm_steps, profile.skip_connection_steps)
-    assert set(quiet["results"]["denoise"]) == {"Input", "MAE-r", "LM4LV", "LM4LV + skip", "Random-init LLM"}
+    assert set(quiet["results"]) == set(profile.tasks) == {"denoise", "rotate"}  # Table 2: one row per task
+    for task in profile.tasks:
+        assert set(quiet["results"][task]) == {"Input", "MAE-r", "LM4LV", "MAE-r of the clean image"}
+    assert set(quiet["denoise"]) == {"Input", "MAE-r", "LM4LV", "LM4LV + skip", "Random-init LLM"}
+    report = (tmp_path / "quiet" / "out" / "report.md").read_text()
+    assert "| rotate |" in report and "- rotate: LM4LV" in report and "restoration tasks (denoise" in report
     assert set(quiet["picture"]) == {"MAE-r", "LM4LV", "LM4LV + skip"}  # the whole held-out strip, tile by tile
     picture = Image.open(tmp_path / "quiet" / "out" / "picture_denoise.png")
     assert picture.width > 5 * 2 * 60 and picture.height > 2 * 200  # five pictures side by side, shown at 2x

