@@ -350,3 +350,34 @@ def test_two_process_training_fails_fast_when_one_worker_raises(tmp_path):
     result = subprocess.run(accelerate_launch(str(script)), env=env, timeout=300, capture_output=True, text=True)
     assert result.returncode != 0
     assert "worker 1 hit a corrupt batch" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variable, engine",
+                         [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_a_requested_engine_that_did_not_start_stops_training(variable, engine, monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lm4lv.trainers.trainer import check_distributed_engine
+
+    fallback = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, num_processes=2)  # what --use_cpu gives
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_distributed_engine(fallback)  # nothing requested: plain DDP is what was asked for
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(RuntimeError, match=f"asked for {engine} \\({variable}=true\\) but accelerate set up MULTI_CPU"):
+        check_distributed_engine(fallback)
+    granted = DistributedType.FSDP if engine == "FSDP" else DistributedType.DEEPSPEED
+    check_distributed_engine(SimpleNamespace(distributed_type=granted, num_processes=2))
+
+
+def test_one_process_under_a_multi_process_launch_stops_training(monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lm4lv.trainers.trainer import check_distributed_engine
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started 2 processes \\(WORLD_SIZE\\) but this one trains as 1"):
+        check_distributed_engine(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=1))

@@ -5,6 +5,7 @@ import shutil
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -34,6 +35,30 @@ class LM4LVTrainingArguments(TrainingArguments):
     )
 
 
+# engine -> (the environment variable `accelerate launch` sets when a config asks for it, its DistributedType)
+REQUESTED_ENGINES = {"FSDP": ("ACCELERATE_USE_FSDP", DistributedType.FSDP),
+                     "DeepSpeed": ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)}
+
+
+def check_distributed_engine(accelerator):
+    """Stop with a clear error when the launch asked for an engine (FSDP, DeepSpeed) or for several processes but
+    accelerate set up something else, instead of silently training another way (e.g. accelerate turns an FSDP config
+    into plain DDP on the CPU, and a script started without its launcher runs as one process)."""
+    for engine, (variable, distributed_type) in REQUESTED_ENGINES.items():
+        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != distributed_type:
+            raise RuntimeError(
+                f"The launch asked for {engine} ({variable}=true) but accelerate set up "
+                f"{accelerator.distributed_type.value}: nothing would be sharded. accelerate switches to {engine} only "
+                "on the devices it supports for it (not for --use_cpu); check the launch config and the device."
+            )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and accelerator.num_processes != world_size:
+        raise RuntimeError(
+            f"The launcher started {world_size} processes (WORLD_SIZE) but this one trains as "
+            f"{accelerator.num_processes}: each would train its own copy of the model"
+        )
+
+
 class LM4LVTrainer(Trainer):
     r"""
     A `Trainer` that
@@ -41,6 +66,7 @@ class LM4LVTrainer(Trainer):
     - logs `text_loss` and `vision_loss` (averaged over the logging interval) next to `loss`;
     - trains on identity pairs (target = the degraded input) for the first `args.identity_curriculum_steps` steps;
     - saves checkpoints as trainable weights only (safetensors), with the config naming the base models;
+    - refuses to train when the launch asked for FSDP, DeepSpeed or several processes and did not get them;
     - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly;
     - writes each checkpoint atomically: everything goes to a staging folder that is renamed to `checkpoint-N` once
       complete (after every process has written its part), so a run killed mid-save leaves the previous
@@ -51,6 +77,7 @@ class LM4LVTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        check_distributed_engine(self.accelerator)
         self._loss_sums = {"text_loss": 0.0, "vision_loss": 0.0}
         self._loss_count = 0
 
