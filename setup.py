@@ -47,7 +47,10 @@ setup(
         "lpips": ["lpips>=0.1.4"],
         "diffusers": ["diffusers>=0.30"],
         "timm": ["timm>=1.0"],
-        "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6", "setuptools>=75"],
+        "app": ["gradio>=5.0"],
+        # the browser test drives the system's Chromium (Debian: chromium, chromium-driver) through selenium
+        "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6", "setuptools>=75",
+                "gradio>=5.0", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["lm4lv=lm4lv.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""`lm4lv` command line: demo, train, evaluate, ablate, restore, mae-finetune, degradations."""
+"""`lm4lv` command line: demo, train, evaluate, ablate, restore, app, mae-finetune, degradations."""
 
 import argparse
 import importlib
@@ -10,6 +10,7 @@ COMMANDS = {
     "evaluate": ("lm4lv.commands.evaluate", "Score a checkpoint against MAE-r: tables, JSON, grids."),
     "ablate": ("lm4lv.commands.ablate", "The paper's baselines and ablations x tasks: one comparison table."),
     "restore": ("lm4lv.commands.restore", "Restore an image of any size (tiles with overlap and blending)."),
+    "app": ("lm4lv.commands.app", "A Gradio web app for a checkpoint (needs the app extra)."),
     "mae-finetune": ("lm4lv.commands.mae_finetune", "Train a ViT-MAE (decoder only, or from scratch)."),
     "degradations": ("lm4lv.commands.degradations", "Write a PNG grid of every task's degradations."),
 }
