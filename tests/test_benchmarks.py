@@ -27,3 +27,20 @@ def test_gpu_benchmark_runs_on_tiny_shapes_on_the_cpu(tmp_path):
     assert report["recompute"]["max_abs_difference"] < 1e-3  # the KV cache gives the authors' algorithm's image
     assert [row["checkpointing"] for row in report["training"]] == [False, True]
     assert all(row["samples_per_s"] > 0 for row in report["training"])
+
+
+def test_pipeline_benchmark_runs_on_a_tiny_checkpoint(base_model_dirs, tmp_path, capsys):
+    from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
+    from lm4lv.processing import LM4LVProcessor
+
+    from benchmarks import bench_pipeline
+    from conftest import tiny_tokenizer
+
+    llm, vision = base_model_dirs
+    model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_token_length=3)
+    model.save_pretrained(tmp_path / "tiny")
+    LM4LVProcessor.from_config(model.config, tiny_tokenizer()).save_pretrained(tmp_path / "tiny")
+    bench_pipeline.main(["--model", str(tmp_path / "tiny"), "--quick"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["1", "16"]
+    assert all(float(row.split("|")[3]) > 0 for row in rows)
