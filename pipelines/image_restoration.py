@@ -12,14 +12,12 @@ images (`batch_size=`), blended with weights that ramp down over the overlap. Sp
 whole image, so they take only images of the model's input size.
 """
 
-import numpy as np
 import torch
-from PIL import Image
 from transformers.pipelines.base import ChunkPipeline
 
-from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import load_rgb_image, to_tensor
 from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
+from lm4lv.processing.images import load_rgb_image, to_tensor
+from lm4lv.processing.processing_lm4lv import LM4LVProcessor
 
 METHODS = ("lm4lv", "reconstruction")  # LM4LV itself, or the MAE-r baseline (encode and decode, nothing between)
 
@@ -70,22 +68,6 @@ def pad_to_tile(pixels: torch.Tensor, tile: int) -> torch.Tensor:
     return torch.nn.functional.pad(pixels[None], (0, pad_w, 0, pad_h), mode=mode)[0]
 
 
-def to_pil(image) -> Image.Image:
-    """A pipeline input as a PIL RGB image: a path, bytes or PIL image (through `load_rgb_image`, the package's image
-    policy), or a numpy array `(H, W)` / `(H, W, 3|4)`, uint8 in [0, 255] or float in [0, 1]."""
-    if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
-            raise ValueError(f"Image arrays must be (H, W) or (H, W, 3|4), got shape {image.shape}")
-        if image.dtype != np.uint8:
-            if not np.issubdtype(image.dtype, np.floating):
-                raise ValueError(f"Image arrays must be uint8 in [0, 255] or float in [0, 1], got {image.dtype}")
-            if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-                raise ValueError("Float image arrays must be finite and in [0, 1]")
-            image = (image * 255).round().astype(np.uint8)
-        image = Image.fromarray(image)
-    return load_rgb_image(image)
-
-
 class LM4LVRestorationPipeline(ChunkPipeline):
     r"""
     Restore images with an LM4LV checkpoint: `pipeline("image-restoration", model=CHECKPOINT)` (after `import lm4lv`,
@@ -108,7 +90,9 @@ class LM4LVRestorationPipeline(ChunkPipeline):
     _load_tokenizer = False
 
     def __init__(self, model, processor: LM4LVProcessor | None = None, **kwargs):
-        self.restoration_processor = processor or LM4LVProcessor.from_pretrained(model.name_or_path)
+        # bound to the loaded model's config (also where the model's code came from a Hub folder's remote code)
+        self.restoration_processor = processor or LM4LVProcessor.from_pretrained(model.name_or_path,
+                                                                                 model_config=model.config)
         # the image processor lets the base class batch tiles (they need no padding); the tokenizer stays with the
         # LM4LV processor, which pads prompts itself (LLMs without a pad token included)
         super().__init__(model=model, image_processor=self.restoration_processor.image_processor, **kwargs)
@@ -142,7 +126,7 @@ class LM4LVRestorationPipeline(ChunkPipeline):
 
     def preprocess(self, image, task: str | None = None, overlap: int = 8):
         task = self.task_or_default(task)
-        pixels = to_tensor(to_pil(image))
+        pixels = to_tensor(load_rgb_image(image))
         height, width = pixels.shape[1:]
         tile = self.restoration_processor.image_size[0]
         if task in SPATIAL_TASKS and (height, width) != (tile, tile):

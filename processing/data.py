@@ -1,26 +1,19 @@
 """Datasets for LM4LV: paired (degraded, clean, task) examples from any `datasets` image dataset or image folder,
-on the fly or streaming, a fixed evaluation set on disk, and the bundled default corpus.
-
-Image policy (`load_rgb_image`), applied to every image that enters a dataset:
-
-- EXIF orientation is applied (`ImageOps.exif_transpose`);
-- grayscale (`L`, `1`), palette (`P`) and CMYK images are converted to RGB (gray is replicated to three channels);
-- 16-bit and 32-bit images (`I;16`, `I`, `F`) are scaled to 8 bits by their full type range (`I;16`: /257);
-- transparency (`RGBA`, `LA`, `P` with transparency) is composited over a WHITE background;
-- unreadable, truncated or empty files raise `ImageLoadError` naming the file; dataset builders skip such files with a
-  warning that names each one, so one bad file never stops a build.
+on the fly or streaming, a fixed evaluation set on disk, and the bundled default corpus. Every image that enters a
+dataset goes through the image policy of `lm4lv.processing.images` (`load_rgb_image`); dataset builders skip
+unreadable files with a warning that names each one, so one bad file never stops a build.
 """
 
-import io
 import os
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .degradations import TASKS, degrade, epoch_seed, pil_to_tensor, sample_seed, tensor_to_pil
+from .degradations import TASKS, degrade, epoch_seed, sample_seed, tensor_to_pil
+from .images import ImageLoadError, load_rgb_image, to_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -40,61 +33,6 @@ BUNDLED_IMAGES = {
     "grass.png": "CC0 (CC0Textures)",
     "gravel.png": "CC0 (CC0Textures, Gravel04)",
 }
-
-
-class ImageLoadError(ValueError):
-    """An image that cannot be read or converted; the message names the file."""
-
-
-def load_rgb_image(source, name: str | None = None) -> Image.Image:
-    """
-    Open an image (path, bytes, file object or PIL image) and convert it to RGB following the module's policy.
-
-    Raises:
-        ImageLoadError: for missing, empty, truncated or undecodable files, naming `name` (or the path).
-    """
-    name = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<image>")
-    try:
-        if isinstance(source, Image.Image):
-            image = source
-        else:
-            if isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
-                raise ImageLoadError(f"{name}: empty file (0 bytes)")
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            image.load()
-        image = ImageOps.exif_transpose(image)
-    except ImageLoadError:
-        raise
-    except Exception as error:  # PIL raises many types for corrupt data
-        raise ImageLoadError(f"{name}: cannot read image ({type(error).__name__}: {error})") from error
-    return to_rgb(image, name)
-
-
-def to_rgb(image: Image.Image, name: str = "<image>") -> Image.Image:
-    """Convert a PIL image of any common mode to RGB (policy in the module docstring)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else float(array.max())
-        return Image.fromarray(np.round(np.clip(array, 0, top) / top * 255).astype(np.uint8)).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    try:
-        return image.convert("RGB")
-    except Exception as error:
-        raise ImageLoadError(f"{name}: cannot convert mode {image.mode!r} to RGB ({error})") from error
-
-
-def to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
-    """`(3, H, W)` float tensor in [0, 1]; resized (bicubic, whole image, as the paper) when `size` is given."""
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.BICUBIC)
-    return pil_to_tensor(image)
 
 
 # ---------------------------------------------------------------------------------------------- bundled corpus
@@ -388,15 +326,11 @@ Degradations are not stored: they are computed on the fly from `(seed, index, ta
 
 __all__ = [
     "BUNDLED_IMAGES",
-    "ImageLoadError",
     "PairedTransform",
     "bundled_corpus",
     "bundled_dataset_card",
     "image_folder_dataset",
     "load_image_dataset",
-    "load_rgb_image",
     "materialize_eval_set",
     "paired_dataset",
-    "to_rgb",
-    "to_tensor",
 ]

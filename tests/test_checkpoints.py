@@ -107,8 +107,7 @@ def test_remote_code_export_loads_without_the_package(trained_from_base, tmp_pat
     expected = model.generate(**batch).pixel_values
     script = f"""
 import sys
-sys.modules["modeling_lm4lv"] = None  # this package cannot be imported here
-sys.modules["processing"] = None
+sys.modules["lm4lv"] = None  # this package cannot be imported here
 import torch
 from transformers import AutoModel
 model = AutoModel.from_pretrained({str(tmp_path / "hub")!r}, trust_remote_code=True)

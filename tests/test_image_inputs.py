@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise
-from lm4lv.processing.data import ImageLoadError, load_rgb_image
+from lm4lv.processing.images import ImageLoadError, load_rgb_image
 
 from conftest import build_tiny
 

@@ -168,7 +168,8 @@ def test_timm_encoder_with_a_trained_mae_decoder(tmp_path, base_model_dirs):
     from safetensors.torch import save_file
 
     from lm4lv.modeling_lm4lv import TimmVisionModule, load_vision_module
-    from lm4lv.processing.data import bundled_corpus, to_tensor
+    from lm4lv.processing.data import bundled_corpus
+    from lm4lv.processing.images import to_tensor
     from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
 
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lm4lv.processing.data import bundled_corpus, to_tensor
+from lm4lv.processing.data import bundled_corpus
+from lm4lv.processing.images import to_tensor
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 

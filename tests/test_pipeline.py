@@ -12,8 +12,8 @@ from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.pipelines import LM4LVRestorationPipeline, mae_reconstruct
 from lm4lv.pipelines.image_restoration import blend_window, tile_starts
 from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import ImageLoadError, to_tensor
 from lm4lv.processing.degradations import tensor_to_pil
+from lm4lv.processing.images import ImageLoadError, to_tensor
 
 from conftest import build_tiny, tiny_tokenizer
 
@@ -118,3 +118,32 @@ def test_bad_arguments_and_files_raise_clear_errors(checkpoints, tmp_path):
         restorer(np.full((32, 32, 3), 2.0), task="denoise")
     with pytest.raises(ValueError, match=r"Image arrays must be \(H, W\) or \(H, W, 3\|4\)"):
         restorer(np.zeros((3, 32, 32), np.uint8), task="denoise")
+
+
+def test_exported_folder_runs_the_pipeline_without_the_package(checkpoints, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lm4lv.pipelines import export_with_pipeline
+
+    restorer = pipeline("image-restoration", model=checkpoints["trainable_only"])
+    export_with_pipeline(restorer.model, restorer.restoration_processor, tmp_path / "hub")
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert config["custom_pipelines"]["image-restoration"]["impl"] == "image_restoration.LM4LVRestorationPipeline"
+    random_picture(45, 40).save(tmp_path / "in.png")
+    expected = restorer(str(tmp_path / "in.png"), task="denoise")
+    script = f"""
+import sys
+sys.modules["lm4lv"] = None  # this package cannot be imported here
+from transformers import pipeline
+restorer = pipeline(model={str(tmp_path / "hub")!r}, trust_remote_code=True)
+assert type(restorer).__module__.startswith("transformers_modules"), type(restorer).__module__
+restorer({str(tmp_path / "in.png")!r}, task="denoise").save({str(tmp_path / "out.png")!r})
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, timeout=300, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(expected))

@@ -21,7 +21,8 @@ from lm4lv.modeling_lm4lv import (
 )
 from lm4lv.modeling_lm4lv.modeling_vit_llm import prompt_part
 from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import bundled_corpus, to_tensor
+from lm4lv.processing.data import bundled_corpus
+from lm4lv.processing.images import to_tensor
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.ablation import METHODS, run_ablation
 from lm4lv.trainers.evaluation import load_restoration_model

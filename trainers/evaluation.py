@@ -18,8 +18,8 @@ from lm4lv.modeling_lm4lv import (
     LM4LVViTLLMModel,
 )
 from lm4lv.pipelines import mae_reconstruct, restore
-from lm4lv.processing.data import to_tensor
 from lm4lv.processing.degradations import tensor_to_pil
+from lm4lv.processing.images import to_tensor
 from lm4lv.processing.visualization import image_grid
 
 

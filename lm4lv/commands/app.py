@@ -18,8 +18,8 @@ from PIL import Image
 from lm4lv import metrics
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import ImageLoadError, load_rgb_image
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
+from lm4lv.processing.images import ImageLoadError, load_rgb_image
 from lm4lv.trainers.evaluation import load_restoration_model
 
 MAX_SIDE = 256  # larger uploads are downscaled first: every 32x32 tile is one generate() row on the CPU

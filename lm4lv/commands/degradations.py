@@ -8,8 +8,9 @@ import os
 
 import torch
 
-from lm4lv.processing.data import bundled_corpus, to_tensor
+from lm4lv.processing.data import bundled_corpus
 from lm4lv.processing.degradations import STRENGTH_LEVELS, TASKS, degrade
+from lm4lv.processing.images import to_tensor
 from lm4lv.processing.visualization import image_grid
 
 

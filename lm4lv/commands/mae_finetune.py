@@ -18,7 +18,8 @@ import torch
 from transformers import ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import MAEVisionModule, TimmVisionModule, load_vision_module
-from lm4lv.processing.data import load_image_dataset, to_tensor
+from lm4lv.processing.data import load_image_dataset
+from lm4lv.processing.images import to_tensor
 from lm4lv.trainers.mae_training import MODES, reconstruction_quality, train_vision_module
 
 

@@ -8,7 +8,7 @@ import argparse
 
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import load_rgb_image
+from lm4lv.processing.images import load_rgb_image
 from lm4lv.trainers.evaluation import add_loading_arguments, load_restoration_model_from_args
 
 
