@@ -13,10 +13,31 @@ PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "mo
 
 
 
+# names of the parameters LM4LV trains (the adapters, the task tokens and optional LoRA adapters on the LLM)
+TRAINABLE_PREFIXES = ("in_adapter.", "out_adapter.", "task_prompt_embeddings")
+
+
+def is_trainable_name(name: str) -> bool:
+    return name.startswith(TRAINABLE_PREFIXES) or "lora_" in name
+
+
+def weight_names(weights_file: str) -> list[str]:
+    """Tensor names of a safetensors file; a `ValueError` naming the file when it is not one (empty, truncated,
+    garbage)."""
+    try:
+        with safe_open(weights_file, framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as error:  # safetensors raises several types for a broken header
+        raise ValueError(
+            f"{weights_file}: not a readable safetensors file ({type(error).__name__}: {error})"
+        ) from error
+
+
 def is_trainable_only(weights_file: str) -> bool:
-    """Whether a safetensors file is an LM4LV trainable-only checkpoint (adapters and task tokens)."""
-    with safe_open(weights_file, framework="pt") as handle:
-        return (handle.metadata() or {}).get("lm4lv") == TRAINABLE_WEIGHTS_FORMAT
+    """Whether a safetensors file is an LM4LV trainable-only checkpoint: judged by its content (every tensor is a
+    trainable parameter: adapters, task tokens, LoRA), not by a metadata tag another tool may drop."""
+    names = weight_names(weights_file)
+    return bool(names) and all(is_trainable_name(name) for name in names)
 
 
 def resolve_weights_file(path: str | os.PathLike, kwargs: dict) -> str:
@@ -26,10 +47,14 @@ def resolve_weights_file(path: str | os.PathLike, kwargs: dict) -> str:
         candidate = os.path.join(path, SAFE_WEIGHTS_NAME)
         if os.path.isfile(candidate):
             return candidate
-        if os.path.isfile(os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")):
-            with open(os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")) as handle:
-                first_shard = sorted(set(json.load(handle)["weight_map"].values()))[0]
-            return os.path.join(path, first_shard)
+        index_file = os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")
+        if os.path.isfile(index_file):
+            with open(index_file) as handle:
+                index = json.load(handle)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError(f"{index_file}: no weight_map (the index of a sharded checkpoint lists its shards)")
+            return os.path.join(path, sorted(set(weight_map.values()))[0])
         pickles = [name for name in PICKLE_WEIGHTS_NAMES if os.path.exists(os.path.join(path, name))]
         if pickles:
             raise ValueError(

@@ -16,6 +16,7 @@ from .checkpointing import (
     TRAINABLE_WEIGHTS_FORMAT,
     is_trainable_only,
     resolve_weights_file,
+    weight_names,
     write_atomically,
 )
 from .configuration_lm4lv import LM4LVConfig
@@ -265,8 +266,9 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
                 text_config=language_model.config.to_dict(),
                 vision_config=vision_model.config.to_dict(),
                 task_names=task_names,
-                text_model_name_or_path=llm,
-                vision_model_name_or_path=vision,
+                # local folders are recorded as absolute paths, so the checkpoint loads from any working directory
+                text_model_name_or_path=os.path.abspath(llm) if os.path.isdir(llm) else llm,
+                vision_model_name_or_path=os.path.abspath(vision) if os.path.isdir(vision) else vision,
                 **config_kwargs,
             )
         else:
@@ -770,14 +772,25 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         if not is_trainable_only(weights_file):
             dtype = kwargs.pop("dtype", None)
             kwargs["use_safetensors"] = True
-            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            output_loading_info = kwargs.pop("output_loading_info", False)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                                  output_loading_info=True, **kwargs)
+            problems = {kind: sorted(info[kind]) for kind in ("missing_keys", "unexpected_keys") if info[kind]}
+            if problems:
+                raise ValueError(
+                    f"{weights_file} is not a complete checkpoint of this model: "
+                    + "; ".join(f"{kind.replace('_', ' ')} {names[:8]}" + (" ..." if len(names) > 8 else "")
+                                for kind, names in problems.items())
+                )
+            check_finite(model.trainable_state_dict(), weights_file)
             model.freeze_base_models()  # loading replaces parameters, which resets requires_grad
             if dtype is not None:  # the LLM only: trainables and the vision module stay float32, as in from_base_models
                 model.language_model.to(dtype)
-            return model
+            return (model, info) if output_loading_info else model
         config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path)
-        llm = llm or config.text_model_name_or_path
-        vision = vision or config.vision_model_name_or_path
+        llm = llm or base_model_location(config.text_model_name_or_path, pretrained_model_name_or_path, "LLM")
+        vision = vision or base_model_location(config.vision_model_name_or_path, pretrained_model_name_or_path,
+                                               "vision module")
         if not llm or not vision:
             raise ValueError(
                 f"{pretrained_model_name_or_path} holds trainable weights only, and its config names no base "
@@ -790,11 +803,19 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
     def load_trainable_weights(self, weights_file: str):
         """Load a trainable-only safetensors file, checking names and shapes with a clear error on mismatch."""
         own = dict(self.named_parameters())
+        trainable = self.trainable_state_dict()
+        weight_names(weights_file)  # a clear error naming the file when it is not a readable safetensors file
         with safe_open(weights_file, framework="pt") as handle:
             for name in handle.keys():
                 if name not in own:
                     raise ValueError(f"{weights_file}: unknown parameter {name!r} for this model")
+                if name not in trainable:
+                    raise ValueError(
+                        f"{weights_file}: {name!r} is a frozen base-model weight; a trainable-only checkpoint holds "
+                        "only adapters, task tokens and LoRA weights"
+                    )
                 tensor = handle.get_tensor(name)
+                check_finite({name: tensor}, weights_file)
                 if tensor.shape != own[name].shape:
                     raise ValueError(
                         f"{weights_file}: {name} has shape {tuple(tensor.shape)} but this model expects "
@@ -832,6 +853,34 @@ def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_w
         vision_loss=vision_loss,
         last_hidden_state=last_hidden_state,
     )
+
+
+def check_finite(tensors: dict, weights_file: str):
+    """Refuse NaN/inf weights, naming the tensor and the file: they would turn every output into NaN."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{weights_file}: {name} holds NaN or inf values")
+
+
+def base_model_location(location: str | None, checkpoint: str | os.PathLike, what: str) -> str | None:
+    """Where a base model named in a checkpoint's config is. A relative path is resolved against a local checkpoint
+    folder (when it exists there, or starts with "."); anything but a Hub id (`org/name`) must exist, or this raises
+    naming it."""
+    if not location:
+        return location
+    location = os.path.expanduser(location)
+    if not os.path.isabs(location) and os.path.isdir(checkpoint):
+        beside = os.path.normpath(os.path.join(checkpoint, location))
+        if os.path.exists(beside) or location.startswith("."):
+            location = beside
+    is_hub_id = not os.path.isabs(location) and not location.startswith(".") and location.count("/") == 1
+    if not is_hub_id and not os.path.exists(location):
+        option = "llm" if what == "LLM" else "vision"
+        raise FileNotFoundError(
+            f"The base {what} named in {checkpoint}'s config, {location}, does not exist: pass its folder with "
+            f"{option}=... (on the command line: --{option})"
+        )
+    return location
 
 
 def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
