@@ -82,6 +82,34 @@ def write_atomically(path: str, write):
             os.remove(tmp_path)
 
 
+def write_text_atomically(path: str, text: str):
+    """`write_atomically` for a text file (reports, tables, JSON)."""
+
+    def write(tmp_path):
+        with open(tmp_path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    write_atomically(path, write)
+
+
+def write_files_atomically(directory: str | os.PathLike, write, last: tuple[str, ...] = ("config.json",)):
+    """Call `write(staging)` on a staging folder inside `directory`, then move every file it wrote into `directory`
+    (those in `last` at the end): a write that fails part-way leaves the files already there untouched, and a
+    folder's `config.json` never describes weights that were not written. Other files in `directory` are kept."""
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=directory, prefix=".tmp-save-")
+    try:
+        write(staging)
+        names = sorted(os.listdir(staging), key=lambda name: name in last)
+        for name in names:
+            with open(os.path.join(staging, name), "rb") as written:
+                os.fsync(written.fileno())
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(directory, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_folder_atomically(path: str, write):
     """Call `write(tmp_folder)`, then rename the folder onto `path`: a killed run never leaves half a folder."""
     tmp = f"{path}.tmp-{os.getpid()}"

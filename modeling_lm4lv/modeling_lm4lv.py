@@ -17,7 +17,7 @@ from .checkpointing import (
     is_trainable_only,
     resolve_weights_file,
     weight_names,
-    write_atomically,
+    write_files_atomically,
 )
 from .configuration_lm4lv import LM4LVConfig
 from .peft_interop import PeftInteropMixin
@@ -732,12 +732,15 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             save_full (`bool`, *optional*, defaults to `False`): With `False` (the default) write the config and
                 a safetensors file of the trainable parameters only; the config names the base LLM and vision module
                 so [`from_pretrained`] rebuilds the whole model. With `True` write every weight into the folder
-                (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`.
+                (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`. Either way the files are
+                written to a staging folder first and moved in at the end (`config.json` last), so a write that fails
+                part-way leaves a previous checkpoint in the folder intact.
             kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`; otherwise only
                 `is_main_process` is read (the trainable weights are taken from the model, not from a `state_dict`).
         """
         if save_full:
-            return super().save_pretrained(save_directory, **kwargs)
+            save_everything = super().save_pretrained
+            return write_files_atomically(save_directory, lambda staging: save_everything(staging, **kwargs))
         if getattr(self, "lora_merged", False):
             raise ValueError(
                 "LoRA adapters were merged into the LLM, which no longer equals the base LLM the config names; save "
@@ -745,13 +748,14 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             )
         if not kwargs.get("is_main_process", True):
             return
-        os.makedirs(save_directory, exist_ok=True)
-        self.config.save_pretrained(save_directory)
         tensors = {name: t.contiguous().cpu() for name, t in self.trainable_state_dict().items()}
-        write_atomically(
-            os.path.join(save_directory, SAFE_WEIGHTS_NAME),
-            lambda path: save_file(tensors, path, metadata={"format": "pt", "lm4lv": TRAINABLE_WEIGHTS_FORMAT}),
-        )
+
+        def write(staging):
+            save_file(tensors, os.path.join(staging, SAFE_WEIGHTS_NAME),
+                      metadata={"format": "pt", "lm4lv": TRAINABLE_WEIGHTS_FORMAT})
+            self.config.save_pretrained(staging)
+
+        write_files_atomically(save_directory, write)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):

@@ -17,6 +17,7 @@ from lm4lv.modeling_lm4lv import (
     LM4LVViTLLMConfig,
     LM4LVViTLLMModel,
 )
+from lm4lv.modeling_lm4lv.checkpointing import write_atomically, write_text_atomically
 from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor
@@ -180,16 +181,15 @@ def results_markdown(results: dict, baseline: str = "MAE-r", ours: tuple[str, ..
 
 
 def write_results(results: dict, examples: dict, output_dir: str, method_names: list[str]) -> dict:
-    """Write `results.json`, `results.md` and one `grid_<task>.png` per task; returns the paths."""
+    """Write `results.json`, `results.md` and one `grid_<task>.png` per task, each completely or not at all; returns
+    the paths."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {"json": os.path.join(output_dir, "results.json"), "markdown": os.path.join(output_dir, "results.md")}
-    with open(paths["json"], "w") as handle:
-        json.dump(results, handle, indent=2)
-    with open(paths["markdown"], "w") as handle:
-        handle.write(results_markdown(results) + "\n")
+    write_text_atomically(paths["json"], json.dumps(results, indent=2))
+    write_text_atomically(paths["markdown"], results_markdown(results) + "\n")
     for task, rows in examples.items():
         path = os.path.join(output_dir, f"grid_{task}.png")
-        image_grid(rows, column_labels=["degraded", *grid_columns(method_names), "clean"]).save(path)
+        write_atomically(path, image_grid(rows, column_labels=["degraded", *grid_columns(method_names), "clean"]).save)
         paths[f"grid_{task}"] = path
     return paths
 

@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from lm4lv.modeling_lm4lv.checkpointing import write_text_atomically
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
@@ -171,13 +172,11 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     report = render_report(profile_name, profile, results, denoise_results["denoise"], fixed_results, mae_info,
                            lm4lv_info, random_info, skip_info, timings, output_dir, list(denoise_methods), picture)
     path = os.path.join(output_dir, "report.md")
-    with open(path, "w") as handle:
-        handle.write(report)
-    with open(os.path.join(output_dir, "report.json"), "w") as handle:
-        json.dump({"results": results, "denoise": denoise_results["denoise"], "fixed_sigma": fixed_results,
-                   "picture": picture, "recipe": RECIPE, "mae": mae_info,
-                   "timings": timings,
-                   "lm4lv": lm4lv_info, "lm4lv_skip": skip_info, "random_init": random_info}, handle, indent=2)
+    write_text_atomically(path, report)
+    write_text_atomically(os.path.join(output_dir, "report.json"), json.dumps(
+        {"results": results, "denoise": denoise_results["denoise"], "fixed_sigma": fixed_results, "picture": picture,
+         "recipe": RECIPE, "mae": mae_info, "timings": timings, "lm4lv": lm4lv_info, "lm4lv_skip": skip_info,
+         "random_init": random_info}, indent=2))
     print(report)
     return path
 

@@ -6,6 +6,7 @@
 
 import argparse
 
+from lm4lv.modeling_lm4lv.checkpointing import write_atomically
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.images import load_rgb_image
@@ -30,7 +31,8 @@ def main(argv=None):
     restorer = LM4LVRestorationPipeline(model=model, processor=LM4LVProcessor.from_pretrained(args.model),
                                         batch_size=args.batch_size)
     image = load_rgb_image(args.image)
-    restorer(image, task=args.task, overlap=args.overlap).save(args.output)
+    restored = restorer(image, task=args.task, overlap=args.overlap)
+    write_atomically(args.output, restored.save)  # an existing output is replaced only by a complete image
     print(f"wrote {args.output} ({image.width}x{image.height})")
 
 
