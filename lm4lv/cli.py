@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -21,7 +22,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="lm4lv",
         description="LM4LV: a frozen LLM for low-level vision. `lm4lv COMMAND --help` explains each command.",
-        epilog="\n".join(f"  {name:<14}{help_text}" for name, (_, help_text) in COMMANDS.items()),
+        epilog="\n".join(f"  {name:<14}{help_text}" for name, (_, help_text) in COMMANDS.items())
+        + "\n\nExit status: 0 done, 1 failed (one line on stderr; --debug or LM4LV_DEBUG=1 shows the traceback), "
+        "2 usage error.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to run")
@@ -30,8 +33,20 @@ def main(argv=None):
         return 0 if argv else 2
     args = parser.parse_args(argv[:1])
     module = importlib.import_module(COMMANDS[args.command][0])
-    sys.argv = [f"lm4lv {args.command}", *argv[1:]]
-    module.main(argv[1:])
+    debug = "--debug" in argv[1:] or os.environ.get("LM4LV_DEBUG", "") not in ("", "0")
+    command_argv = [arg for arg in argv[1:] if arg != "--debug"]
+    sys.argv = [f"lm4lv {args.command}", *command_argv]
+    try:
+        module.main(command_argv)
+    except KeyboardInterrupt:
+        print(f"lm4lv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one clear line, not a traceback (usage errors already exited with status 2)
+        if debug:
+            raise
+        print(f"lm4lv {args.command}: error: {error}\n(run with --debug or LM4LV_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,6 +23,7 @@ Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable paramete
 
 import argparse
 
+from lm4lv.commands.arguments import positive_int
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.trainers.ablation import METHODS, PAPER_METHODS, run_ablation
 from lm4lv.trainers.offline_default import (
@@ -43,10 +44,10 @@ def main(argv=None):
     parser.add_argument("--methods", default=",".join(PAPER_METHODS),
                         help=f"Comma-separated, from {list(METHODS)}.")
     parser.add_argument("--tasks", default="identity,denoise,rotate", help="Comma-separated tasks.")
-    parser.add_argument("--max_steps", type=int, default=200, help="Training steps per method and task.")
+    parser.add_argument("--max_steps", type=positive_int, default=200, help="Training steps per method and task.")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--eval_samples", type=int, default=32, help="Held-out crops per task.")
+    parser.add_argument("--batch_size", type=positive_int, default=4)
+    parser.add_argument("--eval_samples", type=positive_int, default=32, help="Held-out crops per task.")
     parser.add_argument("--dataset", default=None, help="Images (datasets name/path or folder); default: bundled.")
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")

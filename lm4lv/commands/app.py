@@ -16,6 +16,7 @@ import os
 from PIL import Image
 
 from lm4lv import metrics
+from lm4lv.commands.arguments import checkpoint_location, port_number
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
@@ -95,8 +96,8 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="LM4LV checkpoint folder.")
-    parser.add_argument("--port", type=int, default=7860, help="Port to serve on (127.0.0.1).")
+    parser.add_argument("--model", required=True, type=checkpoint_location, help="LM4LV checkpoint folder.")
+    parser.add_argument("--port", type=port_number, default=7860, help="Port to serve on (127.0.0.1).")
     parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
     parser.add_argument("--vision", default=None, help="Override the vision module location.")
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ import os
 
 import datasets
 
+from lm4lv.commands.arguments import checkpoint_location, positive_int
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.trainers.evaluation import (
@@ -26,17 +27,19 @@ from lm4lv.trainers.evaluation import (
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="LM4LV checkpoint folder or Hub id.")
+    parser.add_argument("--model", required=True, type=checkpoint_location, help="LM4LV checkpoint folder or Hub id.")
     parser.add_argument("--task", default=None, help="Comma-separated tasks (default: all the model knows).")
     parser.add_argument("--eval_set", default=None, help="A saved evaluation set (else built and saved).")
     parser.add_argument("--dataset", default=None, help="Images for a new evaluation set (default: bundled).")
     parser.add_argument("--dataset_split", default="validation")
-    parser.add_argument("--num_samples", type=int, default=64, help="Images per new evaluation set.")
+    parser.add_argument("--num_samples", type=positive_int, default=64, help="Images per new evaluation set.")
     parser.add_argument("--seed", type=int, default=1234, help="Degradation seed of a new evaluation set.")
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--batch_size", type=positive_int, default=16)
     parser.add_argument("--output_dir", default="outputs/eval")
     add_loading_arguments(parser)
     args = parser.parse_args(argv)
+    if args.eval_set and not os.path.isdir(args.eval_set):
+        parser.error(f"--eval_set: no such folder: {args.eval_set}")
 
     model = load_restoration_model_from_args(args)
     processor = LM4LVProcessor.from_pretrained(args.model)

@@ -1,0 +1,46 @@
+"""Argument types shared by the `lm4lv` commands: values and paths are checked by the parser (usage error, exit 2),
+before any model is loaded."""
+
+import argparse
+import os
+
+
+def bounded_int(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in `[minimum, maximum]`."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {number}")
+        return number
+
+    return parse
+
+
+positive_int = bounded_int(1)
+non_negative_int = bounded_int(0)
+port_number = bounded_int(1, 65535)
+
+
+def existing_file(value: str) -> str:
+    """An argparse type: a path to an existing file."""
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return value
+
+
+def checkpoint_location(value: str) -> str:
+    """An argparse type: an existing checkpoint folder, or a Hub id (`org/name`; a local-looking path that does not
+    exist is refused here instead of being looked up on the Hub)."""
+    if os.path.isdir(value):
+        if not os.path.isfile(os.path.join(value, "config.json")):
+            raise argparse.ArgumentTypeError(f"{value} has no config.json: not a checkpoint folder")
+        return value
+    looks_local = value.startswith((".", "/", "~")) or value.count("/") != 1
+    if looks_local:
+        raise argparse.ArgumentTypeError(f"no such checkpoint folder: {value}")
+    return value
