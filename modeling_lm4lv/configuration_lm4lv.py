@@ -140,12 +140,32 @@ class LM4LVConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.task_names is None:
             self.task_names = ["denoise"]
+        if isinstance(self.task_names, str) or not all(isinstance(name, str) for name in self.task_names):
+            raise TypeError(f"task_names must be a list of task names (e.g. ['denoise']), got {self.task_names!r}")
         self.task_names = list(self.task_names)
+        self.check_field_types()
         # An MAE is used here as an autoencoder: every patch kept, in order. `random_masking` reads the ratio at
         # every call, so it must be 0 on the config the vision module holds.
         if self.vision_config.model_type == "vit_mae":
             self.vision_config.mask_ratio = 0.0
         self.validate_lm4lv()
+
+    # fields whose type is checked at construction (a wrong type otherwise fails later, far from its cause)
+    FIELD_TYPES = {
+        "task_token_length": int, "lora_r": int, "lora_alpha": int, "image_token_id": int, "task_token_id": int,
+        "vision_loss_weight": float, "delimiter_loss_weight": float, "teacher_forced_noise": float,
+        "pixel_loss_weight": float, "task_token_init": str, "in_adapter_init": str, "out_adapter_init": str,
+        "image_start_text": str, "image_end_text": str, "visual_skip_connection": bool,
+    }
+
+    def check_field_types(self):
+        """Raise a `TypeError` naming the field when a value has the wrong type (an int is a valid float; a bool is
+        neither)."""
+        for name, kind in self.FIELD_TYPES.items():
+            value = getattr(self, name)
+            accepted = (int, float) if kind is float else kind
+            if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
+                raise TypeError(f"LM4LVConfig.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
 
     def validate_lm4lv(self):
         """Raise a `ValueError` naming the field when a value cannot work."""

@@ -115,3 +115,20 @@ def test_a_tokenizer_that_encodes_the_delimiters_differently_is_refused():
     model.config.image_start_token_ids = [1, 2, 3]
     with pytest.raises(ValueError, match="not the one of the LLM"):
         type(processor).from_config(model.config, processor.tokenizer)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("task_names", "deblur", r"task_names must be a list of task names \(e.g. \['denoise'\]\), got 'deblur'"),
+    ("task_names", ["denoise", 3], r"task_names must be a list of task names"),
+    ("task_token_length", "3", "LM4LVConfig.task_token_length must be int, got str '3'"),
+    ("lora_r", 2.0, "LM4LVConfig.lora_r must be int, got float 2.0"),
+    ("vision_loss_weight", "1", "LM4LVConfig.vision_loss_weight must be float, got str '1'"),
+    ("visual_skip_connection", 1, "LM4LVConfig.visual_skip_connection must be bool, got int 1"),
+    ("task_token_length", True, "LM4LVConfig.task_token_length must be int, got bool True"),
+])
+def test_config_fields_of_the_wrong_type_raise_naming_the_field(field, value, message):
+    from lm4lv.modeling_lm4lv import LM4LVConfig
+
+    with pytest.raises(TypeError, match=message):
+        LM4LVConfig(**{field: value})
+    assert LM4LVConfig(vision_loss_weight=2).vision_loss_weight == 2  # an int is a valid float
