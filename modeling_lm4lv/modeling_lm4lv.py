@@ -898,7 +898,12 @@ def shift_left(queue: torch.LongTensor) -> torch.LongTensor:
 
 
 def check_pixel_values(pixel_values: torch.Tensor):
-    """Refuse NaN/inf pixels: they would silently turn every output into NaN."""
+    """Refuse integer tensors (raw uint8 pixels, not the processor's normalised floats) and NaN/inf pixels, which
+    would silently turn every output into NaN."""
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be normalised float images from LM4LVProcessor, got a {pixel_values.dtype} tensor"
+        )
     if not torch.isfinite(pixel_values).all():
         raise ValueError("pixel_values contain NaN or inf")
 

@@ -195,6 +195,32 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
+# (task, parameter) -> its valid range [low, high] (None: unbounded); larger ones are also bounded by the image size
+PARAMETER_RANGES = {
+    ("denoise", "sigma"): (0.0, 1.0),
+    ("deblur", "kernel_size"): (1, None),
+    ("deblur", "sigma"): (1e-6, None),
+    ("pepper", "amount"): (0.0, 1.0),
+    ("derain", "amount"): (0.0, 1000.0),
+    ("mask", "mask_ratio"): (0.0, 1.0),
+    ("mask", "mask_size"): (1, None),
+}
+
+
+def check_parameters(task: str, params: dict, image_side: int):
+    """Raise a `ValueError` naming the task and parameter when a degradation parameter is out of its range."""
+    for name, value in params.items():
+        low, high = PARAMETER_RANGES.get((task, name), (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"{task}: {name} must be {bounds}, got {value}")
+    if task == "deblur" and params.get("kernel_size", 1) // 2 >= image_side:
+        raise ValueError(f"deblur: kernel_size {params['kernel_size']} is too large for images of side {image_side} "
+                         f"(at most {2 * image_side - 1})")
+    if task == "mask" and params.get("mask_size", 1) > image_side:
+        raise ValueError(f"mask: mask_size {params['mask_size']} is larger than the image side {image_side}")
+
+
 def degrade(images, task: str, indices=None, seed: int = 0, **params):
     r"""
     Degrade images for `task`.
@@ -223,6 +249,11 @@ def degrade(images, task: str, indices=None, seed: int = 0, **params):
         return degrade(images[None], task, indices, seed, **params)[0]
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"Expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"degrade takes float images in [0, 1], got {images.dtype} (for uint8, divide by 255 first)")
+    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+        raise ValueError("degrade takes float images in [0, 1] (finite); got values outside that range")
+    check_parameters(task, params, min(images.shape[2:]))
     if task == "rotate" and images.shape[2] != images.shape[3] and params.get("angle", 90) % 180:
         raise ValueError(f"rotate by 90/270 degrees needs square images, got {tuple(images.shape[2:])}")
     indices = range(images.shape[0]) if indices is None else indices

@@ -7,6 +7,7 @@ from transformers import AutoConfig, BatchFeature, ProcessorMixin
 
 from lm4lv.modeling_lm4lv.modeling_lm4lv import IGNORE_INDEX
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
+from lm4lv.processing.images import load_rgb_image
 
 
 class LM4LVProcessor(ProcessorMixin):
@@ -175,6 +176,10 @@ class LM4LVProcessor(ProcessorMixin):
                 )
             return normalise(images.float(), self.image_processor.image_mean, self.image_processor.image_std)
         images = images if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise ValueError("No images given: pass at least one image")
+        # numpy arrays follow the package's image policy (uint8 in [0, 255] or float in [0, 1]; rescaled once)
+        images = [load_rgb_image(image) if isinstance(image, np.ndarray) else image for image in images]
         for index, image in enumerate(images):
             if isinstance(image, Image.Image) and image.mode != "RGB":
                 raise ValueError(
