@@ -16,6 +16,7 @@ Depends on numpy and torch only.
 
 import numpy as np
 import torch
+from PIL import Image
 
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
@@ -26,6 +27,8 @@ def to_uint8_rgb(image) -> np.ndarray:
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] == 3 and array.shape[1] != 3:
+        raise ValueError(f"Ambiguous image layout {array.shape} (channels first or last?): pass an (H, W, 3) array")
     if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
         array = array.transpose(1, 2, 0)
     if array.ndim != 3 or array.shape[-1] != 3:
@@ -136,6 +139,19 @@ def evaluate_metric_class(name: str):
                 features=datasets.Features({"predictions": datasets.Image(), "references": datasets.Image()}),
                 reference_urls=["https://github.com/XPixelGroup/BasicSR/blob/master/basicsr/metrics/psnr_ssim.py"],
             )
+
+        def compute(self, *, predictions=None, references=None, **kwargs):
+            """As `evaluate.Metric.compute`, but arrays and tensors (uint8, or float in [0, 1]; `(H, W, 3)` or
+            `(3, H, W)`) are turned into 8-bit images first, as the module docstring promises; anything else raises
+            a short message (not the `evaluate` format check's dump of the whole array)."""
+
+            def as_images(images):
+                if images is None:
+                    return None
+                return [image if isinstance(image, Image.Image)
+                        else Image.fromarray(to_uint8_rgb(image).astype(np.uint8)) for image in images]
+
+            return super().compute(predictions=as_images(predictions), references=as_images(references), **kwargs)
 
         def _compute(self, predictions, references, crop_border=4, test_y_channel=False):
             if len(predictions) != len(references) or not predictions:

@@ -129,3 +129,27 @@ def _one_pixel_off() -> np.ndarray:
 def test_unknown_metric_name_is_refused():
     with pytest.raises(ValueError, match="LM4LV ships"):
         metrics.load("lpips")
+
+
+def test_evaluate_modules_take_float_arrays_and_tensors_and_say_what_is_wrong():
+    import numpy as np
+    import pytest
+    import torch
+
+    from lm4lv import metrics
+
+    rng = np.random.default_rng(0)
+    floats = rng.random((16, 16, 3))
+    as_uint8 = (floats * 255).round().astype(np.uint8)
+    for name in metrics.METRIC_NAMES:
+        module = metrics.load(name)
+        from_floats = module.compute(predictions=[floats], references=[as_uint8 // 2], crop_border=0)[name]
+        from_tensor = module.compute(predictions=[torch.from_numpy(floats).permute(2, 0, 1)],
+                                     references=[as_uint8 // 2], crop_border=0)[name]
+        from_uint8 = module.compute(predictions=[as_uint8], references=[as_uint8 // 2], crop_border=0)[name]
+        assert from_floats == from_tensor == from_uint8
+        with pytest.raises(ValueError, match=r"^Float images must be in \[0, 1\], got \[") as error:
+            module.compute(predictions=[floats * 3], references=[as_uint8], crop_border=0)
+        assert len(str(error.value)) < 80  # a short message, not the whole array
+        with pytest.raises(ValueError, match="Ambiguous image layout \\(3, 16, 3\\)"):
+            module.compute(predictions=[np.zeros((3, 16, 3))], references=[as_uint8[:3]], crop_border=0)
