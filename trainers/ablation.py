@@ -66,8 +66,10 @@ def trainable_parameters(model) -> int:
 
 def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], output_dir: str, max_steps: int,
                  learning_rate: float = 1e-3, batch_size: int = 4, eval_samples: int = 32, dataset: str | None = None,
-                 autoencoder_kl: str | None = None, seed: int = 0) -> dict:
-    """Train and score every method on every task; write the table, JSON and grids. Returns the results."""
+                 autoencoder_kl: str | None = None, seed: int = 0, recipe: dict | None = None) -> dict:
+    """Train and score every method on every task; write the table, JSON and grids. Returns the results. `recipe`
+    (LM4LV options such as `offline_default.RECIPE`) is applied to the paper's methods (`PAPER_METHODS`) under their
+    own overrides; the lever methods state their options in full."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"Unknown methods {unknown}; choose from {sorted(METHODS)}")
@@ -82,6 +84,7 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
     evaluation_images = load_image_dataset(dataset, "validation")
     results = {"settings": {"llm": llm, "vision": vision, "autoencoder_kl": autoencoder_kl, "max_steps": max_steps,
                             "learning_rate": learning_rate, "batch_size": batch_size, "eval_samples": eval_samples,
+                            "recipe": recipe or {},
                             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"},
                "methods": {}, "baselines": {}}
     for task in tasks:
@@ -95,8 +98,9 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
         for key in methods:
             label, model_overrides, training_overrides = METHODS[key]
             run_dir = os.path.join(output_dir, "runs", f"{key}-{task}")
+            base = (recipe or {}) if key in PAPER_METHODS else {}
             model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision,
-                                        **model_overrides)
+                                        **{**base, **model_overrides})
             training_args = LM4LVTrainingArguments(**{
                 "output_dir": run_dir, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
                 "warmup_steps": min(20, max_steps // 10), "max_steps": max_steps,
@@ -162,7 +166,8 @@ def write_ablation(results: dict, tasks: list[str], output_dir: str):
         handle.write(
             f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task, {settings['max_steps']} steps, batch "
             f"{settings['batch_size']}, lr {settings['learning_rate']}; {settings['eval_samples']} held-out crops per "
-            f"task; PSNR/SSIM with BasicSR conventions (crop border 4). Training time is the sum over tasks. "
+            f"task; PSNR/SSIM with BasicSR conventions (crop border 4). Recipe of the paper's methods: "
+            f"{settings['recipe'] or 'the paper'}. Training time is the sum over tasks. "
             f"Machine: {settings['machine']}.\n"
         )
     print(table)

@@ -5,7 +5,8 @@
     lm4lv ablate --llm meta-llama/Llama-2-7b-chat-hf --vision facebook/vit-mae-large ...
 
 Every method is trained by `lm4lv.trainers.training.train` (one model per task, as in the paper; same data, steps,
-batch and learning rate for all) and scored on the same fixed held-out evaluation set per task with PSNR/SSIM.
+batch and learning rate for all; the LM4LV-based ones with the package's recipe, `--recipe paper` for the paper's)
+and scored on the same fixed held-out evaluation set per task with PSNR/SSIM.
 Methods (`--methods`, comma-separated keys):
 
     lm4lv            LM4LV: frozen LLM, adapters + task tokens (the paper)
@@ -28,6 +29,7 @@ from lm4lv.processing.data import bundled_corpus
 from lm4lv.trainers.ablation import METHODS, PAPER_METHODS, run_ablation
 from lm4lv.trainers.offline_default import (
     PROFILES,
+    RECIPE,
     default_cache_dir,
     prepare_autoencoder_kl,
     prepare_mae,
@@ -49,6 +51,9 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=positive_int, default=4)
     parser.add_argument("--eval_samples", type=positive_int, default=32, help="Held-out crops per task.")
     parser.add_argument("--dataset", default=None, help="Images (datasets name/path or folder); default: bundled.")
+    parser.add_argument("--recipe", choices=["default", "paper"], default="default",
+                        help="LM4LV options of the paper's methods: the package's recipe (offline_default.RECIPE, "
+                             "picked by the lever study) or the paper's plain one.")
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
     args = parser.parse_args(argv)
@@ -63,7 +68,8 @@ def main(argv=None):
         if "autoencoder_kl" in methods and autoencoder_kl is None:
             autoencoder_kl = prepare_autoencoder_kl(cache_dir, steps, corpus["train"], corpus["validation"])[0]
     run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
-                 args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl)
+                 args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl,
+                 recipe=RECIPE if args.recipe == "default" else None)
 
 
 if __name__ == "__main__":
