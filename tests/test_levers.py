@@ -20,6 +20,15 @@ def training_batch(processor, count: int = 2):
     return processor(images=images, targets=images.flip(-1), task="denoise")
 
 
+def train_without_learning(llm, vision, output_dir, max_steps: int, **model_options):
+    """`train()` on the tiny models with learning rate 0, so the initialisation is what the run ends with."""
+    args = LM4LVTrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=max_steps,
+                                  learning_rate=0.0, use_cpu=True, disable_tqdm=True, save_strategy="no",
+                                  logging_steps=1, report_to=[])
+    return train(ModelArguments(llm=llm, vision=vision, task_token_length=2, **model_options),
+                 DataArguments(task="denoise"), args)
+
+
 def test_delimiter_positions_are_the_answers_image_delimiters():
     model, processor = build_tiny()
     batch = training_batch(processor)
@@ -76,11 +85,7 @@ def test_training_with_the_embedding_subspace_init(tmp_path):
     llm, vision = save_base_models(build_tiny()[0], tmp_path)
     adapters = {}
     for init in ("normal", "embedding_subspace"):
-        args = LM4LVTrainingArguments(output_dir=str(tmp_path / init), per_device_train_batch_size=2, max_steps=2,
-                                      learning_rate=0.0, use_cpu=True, disable_tqdm=True, save_strategy="no",
-                                      report_to=[])
-        trainer = train(ModelArguments(llm=llm, vision=vision, task_token_length=2, in_adapter_init=init),
-                        DataArguments(task="denoise"), args)
+        trainer = train_without_learning(llm, vision, tmp_path / init, max_steps=2, in_adapter_init=init)
         assert trainer.model.config.in_adapter_init == init
         adapters[init] = trainer.model.in_adapter.bias.detach().clone()
     assert not torch.allclose(adapters["normal"], adapters["embedding_subspace"])
@@ -109,11 +114,7 @@ def test_training_with_the_ridge_init_starts_at_a_lower_vision_loss(tmp_path):
     llm, vision = save_base_models(build_tiny()[0], tmp_path)
     first_losses = {}
     for init in ("normal", "ridge"):
-        args = LM4LVTrainingArguments(output_dir=str(tmp_path / init), per_device_train_batch_size=4, max_steps=1,
-                                      learning_rate=0.0, use_cpu=True, disable_tqdm=True, save_strategy="no",
-                                      logging_steps=1, report_to=[])
-        trainer = train(ModelArguments(llm=llm, vision=vision, task_token_length=2, out_adapter_init=init),
-                        DataArguments(task="denoise"), args)
+        trainer = train_without_learning(llm, vision, tmp_path / init, max_steps=1, out_adapter_init=init)
         first_losses[init] = next(e["vision_loss"] for e in trainer.state.log_history if "vision_loss" in e)
     assert first_losses["ridge"] < 0.5 * first_losses["normal"]
 
