@@ -108,8 +108,10 @@ def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction:
 
 def image_folder_dataset(folder: str):
     r"""
-    A `datasets.Dataset` of every readable image under `folder` (recursively), with columns `image` (PIL RGB) and
-    `path`. Unreadable files are skipped with a warning naming each; `dataset.info.description` lists them too.
+    A `datasets.Dataset` of every readable image under `folder` (recursively), with columns `image` and `path`.
+    The dataset holds the paths: each image is decoded when it is accessed (and converted by the image policy where
+    it is used), so memory does not grow with the folder. Every file is decoded once here to check it; unreadable
+    files are skipped with a warning naming each, and `dataset.info.description` lists them too.
     """
     import datasets
 
@@ -119,20 +121,21 @@ def image_folder_dataset(folder: str):
         for name in names
         if name.lower().endswith(IMAGE_EXTENSIONS)
     )
-    rows, skipped = [], []
+    readable, skipped = [], []
     for path in paths:
         try:
-            rows.append({"image": load_rgb_image(path), "path": path})
+            load_rgb_image(path)  # decoded to check it, then dropped
+            readable.append(path)
         except ImageLoadError as error:
             skipped.append(str(error))
             warnings.warn(f"Skipping {error}", stacklevel=2)
-    if not rows:
+    if not readable:
         raise ValueError(f"No readable images in {folder} (skipped: {skipped or 'none found'})")
     features = datasets.Features({"image": datasets.Image(), "path": datasets.Value("string")})
     info = datasets.DatasetInfo(
         description=f"Images from {folder}; skipped unreadable files: {skipped}", features=features
     )
-    return datasets.Dataset.from_list(rows, features=features, info=info)
+    return datasets.Dataset.from_dict({"image": readable, "path": readable}, features=features, info=info)
 
 
 def load_image_dataset(name_or_path: str | None = None, split: str = "train", streaming: bool = False):

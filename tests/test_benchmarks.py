@@ -44,3 +44,11 @@ def test_pipeline_benchmark_runs_on_a_tiny_checkpoint(base_model_dirs, tmp_path,
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
     assert [row.split("|")[2].strip() for row in rows] == ["1", "16"]
     assert all(float(row.split("|")[3]) > 0 for row in rows)
+
+
+def test_image_folder_benchmark_runs(capsys):
+    from benchmarks import bench_image_folder
+
+    bench_image_folder.main(["--images", "12", "--size", "32"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| decoded", "| paths"))]
+    assert len(rows) == 2 and all(float(row.split("|")[2]) >= 0 for row in rows)
