@@ -76,6 +76,9 @@ def write_atomically(path: str, write):
         write(tmp_path)
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes the file owner-only; give it a new file's usual mode
         os.replace(tmp_path, path)
     finally:
         if os.path.exists(tmp_path):
