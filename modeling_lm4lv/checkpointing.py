@@ -17,6 +17,11 @@ PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "mo
 TRAINABLE_PREFIXES = ("in_adapter.", "out_adapter.", "task_prompt_embeddings")
 
 
+def looks_like_hub_id(location: str) -> bool:
+    """Whether a model location reads as a Hub id (`org/name`) rather than a local path."""
+    return not location.startswith((".", "/", "~")) and not os.path.isabs(location) and location.count("/") == 1
+
+
 def is_trainable_name(name: str) -> bool:
     return name.startswith(TRAINABLE_PREFIXES) or "lora_" in name
 

@@ -15,6 +15,7 @@ from .checkpointing import (
     SAFE_WEIGHTS_NAME,
     TRAINABLE_WEIGHTS_FORMAT,
     is_trainable_only,
+    looks_like_hub_id,
     resolve_weights_file,
     weight_names,
     write_files_atomically,
@@ -877,8 +878,7 @@ def base_model_location(location: str | None, checkpoint: str | os.PathLike, wha
         beside = os.path.normpath(os.path.join(checkpoint, location))
         if os.path.exists(beside) or location.startswith("."):
             location = beside
-    is_hub_id = not os.path.isabs(location) and not location.startswith(".") and location.count("/") == 1
-    if not is_hub_id and not os.path.exists(location):
+    if not looks_like_hub_id(location) and not os.path.exists(location):
         option = "llm" if what == "LLM" else "vision"
         raise FileNotFoundError(
             f"The base {what} named in {checkpoint}'s config, {location}, does not exist: pass its folder with "

@@ -4,6 +4,8 @@ before any model is loaded."""
 import argparse
 import os
 
+from lm4lv.modeling_lm4lv.checkpointing import looks_like_hub_id
+
 
 def bounded_int(minimum: int, maximum: int | None = None):
     """An argparse type: an integer in `[minimum, maximum]`."""
@@ -40,7 +42,6 @@ def checkpoint_location(value: str) -> str:
         if not os.path.isfile(os.path.join(value, "config.json")):
             raise argparse.ArgumentTypeError(f"{value} has no config.json: not a checkpoint folder")
         return value
-    looks_local = value.startswith((".", "/", "~")) or value.count("/") != 1
-    if looks_local:
+    if not looks_like_hub_id(value):
         raise argparse.ArgumentTypeError(f"no such checkpoint folder: {value}")
     return value
