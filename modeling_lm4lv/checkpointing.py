@@ -3,15 +3,18 @@
 import json
 import os
 import shutil
+import socket
 import tempfile
+from urllib.parse import urlparse
 
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 from safetensors import safe_open
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
 PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
-
-
+HUB_PROBE_SECONDS = 3.0  # how long check_hub_location waits for the Hub to answer
 
 # names of the parameters LM4LV trains (the adapters, the task tokens and optional LoRA adapters on the LLM)
 TRAINABLE_PREFIXES = ("in_adapter.", "out_adapter.", "task_prompt_embeddings")
@@ -20,6 +23,31 @@ TRAINABLE_PREFIXES = ("in_adapter.", "out_adapter.", "task_prompt_embeddings")
 def looks_like_hub_id(location: str) -> bool:
     """Whether a model location reads as a Hub id (`org/name`) rather than a local path."""
     return not location.startswith((".", "/", "~")) and not os.path.isabs(location) and location.count("/") == 1
+
+
+def check_hub_location(location: str | os.PathLike, what: str):
+    """Fail within seconds, naming `location`, when it reads as a Hub id (`org/name`), is not in the local Hub cache
+    and the Hub cannot be reached (offline mode, no network): transformers would retry for about half a minute and then
+    give a generic message. `what` names the location in the message ("checkpoint", "LLM", ...)."""
+    location = str(location)
+    if os.path.exists(location) or not looks_like_hub_id(location):
+        return
+    if isinstance(try_to_load_from_cache(location, "config.json"), str):
+        return
+    if hub_constants.HF_HUB_OFFLINE:
+        reason = "offline mode is on (HF_HUB_OFFLINE)"
+    else:
+        endpoint = urlparse(hub_constants.ENDPOINT)
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        try:
+            socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+            return
+        except OSError as error:
+            reason = f"{hub_constants.ENDPOINT} cannot be reached ({error})"
+    raise OSError(
+        f"The {what} {location!r} is not a local folder, so it was taken as a Hub id, but {reason}: pass the path "
+        "of a local folder instead (one written by save_pretrained, or a downloaded snapshot)"
+    )
 
 
 def is_trainable_name(name: str) -> bool:

@@ -158,6 +158,22 @@ class LM4LVConfig(PreTrainedConfig):
         "image_start_text": str, "image_end_text": str, "visual_skip_connection": bool,
     }
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """The saved config's dict, refused with the file named when it is not a JSON object or lacks the base models'
+        sub-configs (which would otherwise be replaced by defaults of another size)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        where = f"{pretrained_model_name_or_path}'s config.json"
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"{where} holds a JSON {type(config_dict).__name__}, not an object of config fields")
+        missing = [key for key in ("text_config", "vision_config") if not isinstance(config_dict.get(key), dict)]
+        if missing:
+            raise ValueError(
+                f"{where} has no {' or '.join(missing)}: an LM4LV config holds the base LLM's config (text_config) "
+                "and the vision module's (vision_config); save the model with save_pretrained to write both"
+            )
+        return config_dict, kwargs
+
     def check_field_types(self):
         """Raise a `TypeError` naming the field when a value has the wrong type (an int is a valid float; a bool is
         neither)."""

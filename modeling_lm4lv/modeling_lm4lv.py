@@ -14,6 +14,7 @@ from transformers.utils import ModelOutput
 from .checkpointing import (
     SAFE_WEIGHTS_NAME,
     TRAINABLE_WEIGHTS_FORMAT,
+    check_hub_location,
     is_trainable_only,
     looks_like_hub_id,
     resolve_weights_file,
@@ -142,6 +143,8 @@ class DecodingRun:
         device = attention_mask.device
         start_ids = torch.tensor(config.image_start_token_ids, device=device)
         end_ids = torch.tensor(config.image_end_token_ids, device=device)
+        if max_new_tokens is not None and (type(max_new_tokens) is not int or max_new_tokens < 1):
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         if max_new_tokens is None:
             max_new_tokens = len(start_ids) + config.num_visual_tokens + len(end_ids) + 8
         if eos_token_id is None:
@@ -259,6 +262,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             config_kwargs: Further [`LM4LVConfig`] fields (`task_token_length`, `vision_loss_weight`, ...).
         """
         llm_kwargs = dict(llm_kwargs or {})
+        check_hub_location(llm, "LLM")
+        check_hub_location(vision, "vision module")
         language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **llm_kwargs)
         vision_model = load_vision_module(vision)
         tokenizer = AutoTokenizer.from_pretrained(llm, **{k: v for k, v in llm_kwargs.items() if k == "gguf_file"})
@@ -773,6 +778,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             kwargs: Passed to `PreTrainedModel.from_pretrained` for full checkpoints.
         """
         llm, vision = kwargs.pop("llm", None), kwargs.pop("vision", None)
+        check_hub_location(pretrained_model_name_or_path, "checkpoint")
         weights_file = resolve_weights_file(pretrained_model_name_or_path, kwargs)
         if not is_trainable_only(weights_file):
             dtype = kwargs.pop("dtype", None)

@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, BatchFeature, ProcessorMixin
 
+from lm4lv.modeling_lm4lv.checkpointing import check_hub_location
 from lm4lv.modeling_lm4lv.modeling_lm4lv import IGNORE_INDEX
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image
@@ -80,6 +81,7 @@ class LM4LVProcessor(ProcessorMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, model_config=None, **kwargs) -> "LM4LVProcessor":
         """Load the processor of a checkpoint, bound to the checkpoint's own `config.json` (or to `model_config`,
         e.g. the loaded model's config)."""
+        check_hub_location(pretrained_model_name_or_path, "checkpoint")
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if model_config is None:
             hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
@@ -209,6 +211,10 @@ class LM4LVProcessor(ProcessorMixin):
 
     def task_ids(self, task, batch_size: int) -> torch.LongTensor:
         """Task indices for a task name or a list of names (one per sample)."""
+        if not isinstance(task, (str, list, tuple)) or not all(isinstance(name, str) for name in task):
+            raise ValueError(
+                f"task must be a task name or a list of names (one per image) from {self.task_names}, got {task!r}"
+            )
         tasks = [task] * batch_size if isinstance(task, str) else list(task)
         if len(tasks) != batch_size:
             raise ValueError(f"Got {len(tasks)} task names for {batch_size} images")

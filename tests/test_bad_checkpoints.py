@@ -4,6 +4,7 @@ non-finite weights raise naming the tensor, broken files raise naming the file, 
 import json
 import os
 import shutil
+import time
 
 import pytest
 import torch
@@ -115,3 +116,45 @@ def test_relative_base_model_paths_resolve_against_the_checkpoint(saved, base_mo
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(FileNotFoundError, match="The base LLM named in .*, .*no-such-llm, does not exist: pass its"):
         LM4LVForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("content, message", [
+    ([1, 2], "config.json holds a JSON list, not an object of config fields"),
+    ("a string", "config.json holds a JSON str, not an object of config fields"),
+    ("without text_config", "config.json has no text_config: an LM4LV config holds the base LLM's config"),
+    ("without vision_config", "config.json has no vision_config: an LM4LV config holds the base LLM's config"),
+])
+def test_a_config_json_that_is_no_lm4lv_config_raises_naming_the_file(saved, tmp_path, content, message):
+    folder = copy_of(saved, "trainable", tmp_path)
+    if isinstance(content, str) and content.startswith("without "):
+        config = json.loads((folder / "config.json").read_text())
+        config.pop(content.removeprefix("without "))
+        content = config
+    (folder / "config.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=f"{folder}'s {message}"):
+        LM4LVForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_hub_id_without_the_hub_fails_within_seconds_naming_it(monkeypatch, offline):
+    from huggingface_hub import constants
+
+    from lm4lv.modeling_lm4lv import checkpointing
+    from lm4lv.processing import LM4LVProcessor
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+    def unreachable(address, timeout):
+        assert timeout <= 5
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(checkpointing.socket, "create_connection", unreachable)
+    reason = "offline mode is on" if offline else "cannot be reached"
+    for load, what in [(LM4LVForConditionalGeneration.from_pretrained, "checkpoint"),
+                       (LM4LVProcessor.from_pretrained, "checkpoint"),
+                       (lambda hub_id: LM4LVForConditionalGeneration.from_base_models(hub_id, "/no/mae"), "LLM")]:
+        start = time.monotonic()
+        with pytest.raises(OSError, match=f"The {what} 'no-org/no-model' is not a local folder, so it was taken as a "
+                                          f"Hub id, but .*{reason}.*: pass the path of a local folder"):
+            load("no-org/no-model")
+        assert time.monotonic() - start < 5

@@ -60,3 +60,18 @@ def test_non_finite_weights_never_come_out_as_an_image():
         model.out_adapter.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         restore(model, processor, random_images(1), "denoise")
+
+
+@pytest.mark.parametrize("task, max_new_tokens, message", [
+    (0, None, r"task must be a task name or a list of names \(one per image\) from \['denoise', 'rotate'\], got 0"),
+    (["denoise", 1], None, "task must be a task name or a list of names"),
+    ("deblur", None, r"Unknown task 'deblur': this model has task tokens for \['denoise', 'rotate'\]"),
+    ("denoise", -1, "max_new_tokens must be a positive integer, got -1"),
+    ("denoise", 0, "max_new_tokens must be a positive integer, got 0"),
+    ("denoise", 2.5, "max_new_tokens must be a positive integer, got 2.5"),
+])
+def test_generate_arguments_are_validated(task, max_new_tokens, message):
+    model, processor = build_tiny(task_names=("denoise", "rotate"))
+    images = random_images(2)
+    with pytest.raises(ValueError, match=message):
+        model.generate(**processor(images=images, task=task), max_new_tokens=max_new_tokens)

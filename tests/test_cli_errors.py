@@ -66,3 +66,16 @@ def test_a_failure_after_loading_exits_1_with_one_line(files, capsys):
                  str(files / "o.png")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("lm4lv restore: error: ") and "Traceback" not in error
+
+
+def test_a_hub_id_while_offline_is_a_usage_error_naming_it(files, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["restore", "--model", "no-org/no-model", "--task", "denoise", str(files / "good.png"), "-o",
+              str(files / "o.png")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "The checkpoint 'no-org/no-model' is not a local folder, so it was taken as a Hub id, but offline" in error
+    assert "Traceback" not in error

@@ -4,7 +4,7 @@ before any model is loaded."""
 import argparse
 import os
 
-from lm4lv.modeling_lm4lv.checkpointing import looks_like_hub_id
+from lm4lv.modeling_lm4lv.checkpointing import check_hub_location, looks_like_hub_id
 
 
 def bounded_int(minimum: int, maximum: int | None = None):
@@ -44,4 +44,8 @@ def checkpoint_location(value: str) -> str:
         return value
     if not looks_like_hub_id(value):
         raise argparse.ArgumentTypeError(f"no such checkpoint folder: {value}")
+    try:
+        check_hub_location(value, "checkpoint")
+    except OSError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
     return value
