@@ -218,14 +218,20 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             random weights; use [`from_base_models`] for pretrained parts and [`from_pretrained`] for checkpoints.
     """
 
-    def __init__(self, config: LM4LVConfig):
+    def __init__(self, config: LM4LVConfig, language_model: PreTrainedModel | None = None,
+                 vision_model: PreTrainedModel | None = None):
         super().__init__(config)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = (language_model if language_model is not None
+                               else AutoModelForCausalLM.from_config(config.text_config))
         if config.lora_r:
             self.add_lora_adapters()
-        self.vision_model = vision_module_from_config(config.vision_config)
-        self.in_adapter = nn.Linear(config.vision_hidden_size, config.text_config.hidden_size)
-        self.out_adapter = nn.Linear(config.text_config.hidden_size, config.vision_hidden_size)
+        self.vision_model = (vision_model if vision_model is not None
+                             else vision_module_from_config(config.vision_config))
+        with torch.device("meta"):  # no default init drawn from the RNG: post_init initialises them
+            self.in_adapter = nn.Linear(config.vision_hidden_size, config.text_config.hidden_size)
+            self.out_adapter = nn.Linear(config.text_config.hidden_size, config.vision_hidden_size)
+        for adapter in (self.in_adapter, self.out_adapter):
+            adapter.to_empty(device=self.language_model.device)
         self.task_prompt_embeddings = nn.Parameter(
             torch.zeros(len(config.task_names), config.task_token_length, config.text_config.hidden_size)
         )
@@ -264,8 +270,12 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         llm_kwargs = dict(llm_kwargs or {})
         check_hub_location(llm, "LLM")
         check_hub_location(vision, "vision module")
+        # the new weights' init must not depend on how the base models load (under DeepSpeed ZeRO-3 they are built
+        # inside zero.Init, which draws default inits from the RNG before the weights are read)
+        rng_state = torch.get_rng_state()
         language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **llm_kwargs)
         vision_model = load_vision_module(vision)
+        torch.set_rng_state(rng_state)
         tokenizer = AutoTokenizer.from_pretrained(llm, **{k: v for k, v in llm_kwargs.items() if k == "gguf_file"})
         if config is None:
             config = cls.config_class(
@@ -280,17 +290,9 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         else:
             check_base_model_shapes(config, language_model.config, vision_model.config)
         config.set_image_delimiter_ids(tokenizer)
-        with torch.device("meta"):
-            model = cls(config)
-        model.language_model = language_model
-        if config.lora_r:
-            model.add_lora_adapters()
-        model.vision_model = vision_model
-        for module in (model.in_adapter, model.out_adapter):
-            module.to_empty(device="cpu")
-            model._init_weights(module)
-        model.task_prompt_embeddings = nn.Parameter(torch.empty_like(model.task_prompt_embeddings, device="cpu"))
-        model._init_weights(model)
+        # the loaded parts are used as they are (under DeepSpeed ZeRO-3: already partitioned); only the new adapters,
+        # task tokens and LoRA adapters are initialised
+        model = cls(config, language_model=language_model, vision_model=vision_model)
         if config.task_token_init == "text":
             model.init_task_tokens_from_text(tokenizer, config.task_token_init_text)
         model.freeze_base_models()

@@ -31,6 +31,9 @@ class PeftInteropMixin:
         for name, param in self.language_model.named_parameters():
             if "lora_" in name:  # trainables stay in float32 when the frozen LLM is in bf16/fp16 (as peft's autocast)
                 param.data = param.data.float()
+        for name, module in self.language_model.named_modules():
+            if "lora_" in name:  # peft initialised them (B = 0: the LLM unchanged); post_init must not re-initialise
+                module._is_hf_initialized = True
 
     @torch.no_grad()
     def merge_lora_adapters(self):
