@@ -7,6 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import ModelOutput
@@ -743,8 +744,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
                 (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`. Either way the files are
                 written to a staging folder first and moved in at the end (`config.json` last), so a write that fails
                 part-way leaves a previous checkpoint in the folder intact.
-            kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`; otherwise only
-                `is_main_process` is read (the trainable weights are taken from the model, not from a `state_dict`).
+            kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`. Otherwise `is_main_process`
+                and `state_dict` are read: the trainable weights are taken from `state_dict` when given (whole tensors
+                gathered from a sharding engine, as `LM4LVTrainer.save_model` does; other entries are ignored), else
+                from the model, which must then hold them whole.
         """
         if save_full:
             save_everything = super().save_pretrained
@@ -756,7 +759,20 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             )
         if not kwargs.get("is_main_process", True):
             return
-        tensors = {name: t.contiguous().cpu() for name, t in self.trainable_state_dict().items()}
+        own = self.trainable_state_dict()
+        given = kwargs.get("state_dict")
+        sharded = any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in self.parameters() if p.requires_grad)
+        if given is None and sharded:
+            raise ValueError(
+                "The trainable parameters are sharded (FSDP2 or DeepSpeed ZeRO-3): gather them on every process with "
+                "lm4lv.trainers.engines.gather_trainable_state_dict and pass state_dict=... (LM4LVTrainer.save_model "
+                "does)"
+            )
+        source = own if given is None else given
+        missing = sorted(set(own) - set(source))
+        if missing:
+            raise ValueError(f"state_dict lacks trainable parameters {missing}")
+        tensors = {name: source[name].contiguous().cpu() for name in own}
 
         def write(staging):
             save_file(tensors, os.path.join(staging, SAFE_WEIGHTS_NAME),
@@ -836,6 +852,9 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
                         f"other hidden sizes (text {self.config.text_config.hidden_size}, vision "
                         f"{self.config.vision_hidden_size}) or another number of tasks/task tokens"
                     )
+                if isinstance(own[name], DTensor):  # sharded by FSDP2: each process keeps its shard of the tensor
+                    tensor = distribute_tensor(tensor.to(own[name].dtype), own[name].device_mesh, own[name].placements,
+                                               src_data_rank=None)
                 with torch.no_grad():
                     own[name].copy_(tensor)
             missing = set(self.trainable_state_dict()) - set(handle.keys())

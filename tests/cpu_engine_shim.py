@@ -5,7 +5,8 @@
 - accelerate 1.15's `AcceleratorState` switches to FSDP only for GPU-like backends, so an FSDP launch with `--use_cpu`
   silently becomes plain DDP (`MULTI_CPU`; `LM4LVTrainer` refuses that fallback). The shim sets the FSDP distributed
   type and plugin on such a `MULTI_CPU` state, so the 2-process CPU tests run the same FSDP code (wrapping, sharded
-  parameters and gradients, state dicts) as GPU runs.
+  parameters and gradients, state dicts) as GPU runs. The FSDP configs also need `fsdp_sync_module_states: false`
+  and `fsdp_cpu_ram_efficient_loading: false` on the CPU (accelerate looks for a GPU-like device to sync from).
 - DeepSpeed on the CPU (`DS_ACCELERATOR=cpu`, `--ddp_backend gloo`) JIT-compiles a shared-memory all-reduce op with a
   C++ compiler when its communication backend starts; the shim makes it use plain gloo collectives instead, so the
   tests compile nothing.
@@ -14,7 +15,8 @@
 import runpy
 import sys
 
-from accelerate.state import AcceleratorState
+import torch
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, is_deepspeed_available
 
 accelerator_state_init = AcceleratorState.__init__
@@ -23,8 +25,11 @@ accelerator_state_init = AcceleratorState.__init__
 def init_with_fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
     accelerator_state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
     if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-        self.distributed_type = DistributedType.FSDP
         self.fsdp_plugin = fsdp_plugin
+        # on this state and on the PartialState every later AcceleratorState() copies its values from; the device is
+        # "cpu", not "cpu:0": FSDP1 requires the parameters' device to equal its `device_id`
+        for state in (self.__dict__, PartialState._shared_state):
+            state.update(distributed_type=DistributedType.FSDP, device=torch.device("cpu"))
 
 
 AcceleratorState.__init__ = init_with_fsdp_on_cpu

@@ -5,11 +5,18 @@ import shutil
 from dataclasses import dataclass, field
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import save_fsdp_optimizer
 from transformers import Trainer, TrainingArguments
+from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm4lv.modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, is_trainable_only
+from lm4lv.trainers.engines import (
+    check_distributed_engine,
+    gather_trainable_state_dict,
+    is_fsdp1,
+    load_trainable_weights,
+)
 
 
 @dataclass
@@ -33,30 +40,6 @@ class LM4LVTrainingArguments(TrainingArguments):
         metadata={"help": "Sample-efficiency lever: for this many first optimizer steps the target is the degraded "
                           "input itself, so the adapters first learn to copy through the frozen LLM (0 = paper)."},
     )
-
-
-# engine -> (the environment variable `accelerate launch` sets when a config asks for it, its DistributedType)
-REQUESTED_ENGINES = {"FSDP": ("ACCELERATE_USE_FSDP", DistributedType.FSDP),
-                     "DeepSpeed": ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)}
-
-
-def check_distributed_engine(accelerator):
-    """Stop with a clear error when the launch asked for an engine (FSDP, DeepSpeed) or for several processes but
-    accelerate set up something else, instead of silently training another way (e.g. accelerate turns an FSDP config
-    into plain DDP on the CPU, and a script started without its launcher runs as one process)."""
-    for engine, (variable, distributed_type) in REQUESTED_ENGINES.items():
-        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != distributed_type:
-            raise RuntimeError(
-                f"The launch asked for {engine} ({variable}=true) but accelerate set up "
-                f"{accelerator.distributed_type.value}: nothing would be sharded. accelerate switches to {engine} only "
-                "on the devices it supports for it (not for --use_cpu); check the launch config and the device."
-            )
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and accelerator.num_processes != world_size:
-        raise RuntimeError(
-            f"The launcher started {world_size} processes (WORLD_SIZE) but this one trains as "
-            f"{accelerator.num_processes}: each would train its own copy of the model"
-        )
 
 
 class LM4LVTrainer(Trainer):
@@ -128,11 +111,76 @@ class LM4LVTrainer(Trainer):
         rotate_checkpoints(output_dir=run_dir, save_total_limit=save_total_limit,
                            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the trainable weights (gathered whole from every process's shards under FSDP or DeepSpeed), the config
+        naming the base models and the processor: a folder that `from_pretrained` loads. The frozen LLM and vision
+        module are never written. Every process must call it (the gather is a collective)."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        state_dict = gather_trainable_state_dict(self.accelerator, self.model_wrapped)
+        self._save(output_dir, state_dict=state_dict)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # The model's part of a checkpoint is save_model's trainable-only file: accelerate's save_fsdp_model, and a
+        # DeepSpeed engine checkpoint unless told otherwise, would write the whole model, frozen LLM included.
+        if is_fsdp1(self.accelerator):
+            # torch's FSDP1 optimizer state dicts lose Adam's moments on the CPU when loaded (DCP fills an empty
+            # template; the full path overwrites exp_avg with exp_avg_sq): each process saves its own shard's state,
+            # which a resume with the same processes and wrapping loads as it is
+            os.makedirs(output_dir, exist_ok=True)  # every process writes here, maybe before rank 0 created it
+            torch.save(self.optimizer.state_dict(), self.fsdp1_optimizer_file(output_dir))
+        elif self.is_fsdp_enabled:
+            save_fsdp_optimizer(self.accelerator.state.fsdp_plugin, self.accelerator, self.optimizer, self.model,
+                                output_dir)
+        else:
+            self.model_wrapped.save_checkpoint(output_dir, exclude_frozen_parameters=True)
+        if self.args.should_save and not self.lr_scheduler_is_deepspeeds():
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
+    def fsdp1_optimizer_file(self, checkpoint: str) -> str:
+        return os.path.join(checkpoint, f"optimizer_shard_{self.args.process_index}_of_{self.args.world_size}.pt")
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not is_fsdp1(self.accelerator):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        optimizer_file = self.fsdp1_optimizer_file(checkpoint)
+        if not os.path.isfile(optimizer_file):
+            raise FileNotFoundError(
+                f"{optimizer_file} is missing: an FSDP1 checkpoint resumes with the number of processes that wrote it"
+            )
+        self.optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True))
+        self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, SCHEDULER_NAME), weights_only=True))
+
+    def lr_scheduler_is_deepspeeds(self) -> bool:
+        """Whether DeepSpeed's engine owns the LR scheduler (then its checkpoint holds it)."""
+        if not self.is_deepspeed_enabled:
+            return False
+        from accelerate.utils import DeepSpeedSchedulerWrapper
+
+        return isinstance(self.lr_scheduler, DeepSpeedSchedulerWrapper)
+
+    def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
+        if not (self.is_deepspeed_enabled and resume_from_checkpoint is not None):
+            return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+        # DeepSpeed checkpoints exclude the frozen parameters, which transformers' strict engine resume refuses: the
+        # engine state (optimizer, step) is loaded without strictness, then the trainable weights from our file.
+        model, train_dataloader = super()._prepare_for_training(max_steps, train_dataloader, None)
+        load_path, _ = self.model_wrapped.load_checkpoint(resume_from_checkpoint, load_module_strict=False,
+                                                          load_optimizer_states=True, load_lr_scheduler_states=True)
+        if load_path is None:
+            raise ValueError(f"{resume_from_checkpoint} holds no DeepSpeed engine checkpoint (global_step*)")
+        self._load_from_checkpoint(resume_from_checkpoint, self.model_wrapped)
+        self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        return model, train_dataloader
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = model if model is not None else self.model
         weights_file = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
         if os.path.isfile(weights_file) and is_trainable_only(weights_file):
-            self.accelerator.unwrap_model(model).load_trainable_weights(weights_file)
+            load_trainable_weights(self.accelerator, model, weights_file)
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
