@@ -110,6 +110,15 @@ def save_base_models(model, folder):
     return str(llm_dir), str(vision_dir)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a launcher's rendezvous)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def base_model_dirs(tmp_path_factory):
     """Local folders of a tiny LLaMA (+ tokenizer) and a tiny MAE."""

@@ -4,7 +4,6 @@ selenium uploads an image, picks a task, runs it and reads the result; a corrupt
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from PIL import Image
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.processing import LM4LVProcessor
 
-from conftest import tiny_tokenizer
+from conftest import free_port, tiny_tokenizer
 
 pytest.importorskip("gradio", reason="the app needs the app extra: pip install -e '.[app]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (the dev extra)")
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.skipif(
     reason="the browser test needs Chromium and its driver (Debian: apt-get install chromium chromium-driver)",
 )
 TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

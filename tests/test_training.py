@@ -16,7 +16,7 @@ from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, res
 from lm4lv.trainers.model_card import build_model_card, push_to_hub
 from lm4lv.trainers.training import parse_arguments, train
 
-from conftest import build_tiny
+from conftest import build_tiny, free_port
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_RESTORATION = os.path.join(REPOSITORY, "examples", "run_restoration.py")
@@ -149,14 +149,6 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
         assert name in uploaded["files"], uploaded["files"]
     assert "eval_results" not in uploaded["card"] or "model-index" in uploaded["card"]
     assert "model-index" in uploaded["card"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def accelerate_launch(*args) -> list[str]:
