@@ -151,3 +151,22 @@ def test_checkpoint_onto_other_base_model_is_refused(trained_from_base, tmp_path
     mismatch = r"in_adapter\.\w+ has shape \(64,.*\) but this model expects \(32,.*other hidden sizes"
     with pytest.raises(ValueError, match=mismatch):
         LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt", llm=str(tmp_path / "other_llm"), config=config)
+
+
+def test_save_pretrained_takes_gathered_trainable_weights_and_refuses_shards(tmp_path):
+    """Under a sharding engine the Trainer gathers the trainable weights and passes them as state_dict; without it,
+    sharded parameters are refused instead of saving one process's shard."""
+    from safetensors.torch import load_file
+
+    model, _ = build_tiny()
+    gathered = {name: torch.full_like(tensor, 0.5) for name, tensor in model.trainable_state_dict().items()}
+    model.save_pretrained(tmp_path / "gathered", state_dict={**gathered, "frozen.weight": torch.zeros(1)})
+    saved = load_file(tmp_path / "gathered" / "model.safetensors")
+    assert saved.keys() == gathered.keys() and all(torch.equal(saved[name], gathered[name]) for name in saved)
+    incomplete = {name: tensor for name, tensor in gathered.items() if name != "out_adapter.bias"}
+    with pytest.raises(ValueError, match=r"state_dict lacks trainable parameters \['out_adapter.bias'\]"):
+        model.save_pretrained(tmp_path / "incomplete", state_dict=incomplete)
+    model.in_adapter.weight.ds_id = 0  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    with pytest.raises(ValueError, match="The trainable parameters are sharded"):
+        model.save_pretrained(tmp_path / "sharded")
+    assert not (tmp_path / "sharded").exists()
