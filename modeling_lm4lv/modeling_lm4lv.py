@@ -1,6 +1,7 @@
 """PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters, task tokens."""
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -318,7 +319,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             raise ValueError(f"task_token_init_text {text!r} has no tokens")
         length = self.config.task_token_length
         token_ids = (token_ids * (length // len(token_ids) + 1))[:length]
-        embeddings = self.get_input_embeddings()(torch.tensor(token_ids, device=self.task_prompt_embeddings.device))
+        with readable_parameters(self.get_input_embeddings().parameters()):
+            embeddings = self.get_input_embeddings()(torch.tensor(token_ids, device=self.task_prompt_embeddings.device))
         self.task_prompt_embeddings.copy_(embeddings.float().expand_as(self.task_prompt_embeddings))
 
     def train(self, mode: bool = True):
@@ -434,7 +436,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         (A scale per axis would blow up the features' weakest directions, where generated features carry errors.)
         """
         features = features.reshape(-1, features.shape[-1]).double()
-        embeddings = self.get_input_embeddings().weight.double()
+        with readable_parameters(self.get_input_embeddings().parameters()):
+            embeddings = self.get_input_embeddings().weight.double()
         feature_var, feature_axes = torch.linalg.eigh(torch.cov(features.T))
         embedding_var, embedding_axes = torch.linalg.eigh(torch.cov(embeddings.T))
         rank = min(features.shape[1], embeddings.shape[1])
@@ -885,6 +888,22 @@ def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_w
         vision_loss=vision_loss,
         last_hidden_state=last_hidden_state,
     )
+
+
+@contextmanager
+def readable_parameters(parameters):
+    """Within the block, parameters that DeepSpeed ZeRO-3 partitioned at load time (`zero.Init`, before any engine
+    exists) hold their whole values, read-only; other parameters are left as they are. A collective under ZeRO-3: every
+    process must enter it. For the fits that read the frozen parts before training (text-initialised task tokens,
+    `in_adapter_init`, `out_adapter_init`)."""
+    partitioned = [param for param in parameters if hasattr(param, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield
 
 
 def check_finite(tensors: dict, weights_file: str):

@@ -25,7 +25,10 @@ SHIM = os.path.join(REPOSITORY, "tests", "cpu_engine_shim.py")
 RUN_RESTORATION = os.path.join(REPOSITORY, "examples", "run_restoration.py")
 TRAINING = ["--task", "denoise", "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1",
             "--learning_rate", "1e-2", "--warmup_steps", "0", "--disable_tqdm", "true", "--seed", "0",
-            "--train_sampling_strategy", "sequential"]
+            "--train_sampling_strategy", "sequential",
+            # the options that read the frozen parts before training (partitioned under ZeRO-3) or in the loss
+            "--in_adapter_init", "embedding_subspace", "--out_adapter_init", "ridge", "--task_token_init", "text",
+            "--task_token_init_text", "Remove the noise.", "--pixel_loss_weight", "1.0"]
 ENGINE_ARGUMENTS = {"fsdp1": ["--use_cpu"], "fsdp2": ["--use_cpu"],
                     "zero2": ["--ddp_backend", "gloo"], "zero3": ["--ddp_backend", "gloo"]}
 

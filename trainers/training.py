@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVExpertModel, LM4LVForConditionalGeneration, LM4LVViTLLMModel
 from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
+from lm4lv.modeling_lm4lv.modeling_lm4lv import readable_parameters
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
@@ -170,7 +171,9 @@ def fit_in_adapter_to_embeddings(model, processor, train_dataset, num_images: in
     training images."""
     clean = [example["clean"] for example in itertools.islice(iter(train_dataset), num_images)]
     pixel_values = processor.preprocess_images(torch.stack(clean)).to(model.device)
-    model.init_in_adapter_from_features(model.encode_images(pixel_values))
+    with readable_parameters(model.vision_model.parameters()):
+        features = model.encode_images(pixel_values)
+    model.init_in_adapter_from_features(features)
 
 
 @torch.no_grad()
@@ -182,14 +185,16 @@ def fit_out_adapter_by_ridge(model, processor, train_dataset, num_examples: int 
     was_training = model.training
     model.eval()
     states, targets = [], []
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(model.device) for k, v in collate(examples[start : start + batch_size]).items()}
-        hidden = model(**batch).last_hidden_state
-        states.append(hidden[:, :-1][batch["labels"][:, 1:] == config.image_token_id].float())
-        target = model.encode_images(batch["target_pixel_values"])
-        if config.visual_skip_connection:
-            target = target - model.encode_images(batch["pixel_values"])
-        targets.append(target.reshape(-1, target.shape[-1]))
+    with readable_parameters(model.parameters()):  # under ZeRO-3: the whole model, once, on every process
+        batches = [collate(examples[start : start + batch_size]) for start in range(0, len(examples), batch_size)]
+        for batch in batches:
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            hidden = model(**batch).last_hidden_state
+            states.append(hidden[:, :-1][batch["labels"][:, 1:] == config.image_token_id].float())
+            target = model.encode_images(batch["target_pixel_values"])
+            if config.visual_skip_connection:
+                target = target - model.encode_images(batch["pixel_values"])
+            targets.append(target.reshape(-1, target.shape[-1]))
     model.init_out_adapter_by_ridge(torch.cat(states), torch.cat(targets))
     model.train(was_training)
 
