@@ -275,6 +275,10 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     lm4lv, lora = saved["methods"]["LM4LV"], saved["methods"]["LoRA r=8"]
     assert lm4lv["trainable_parameters"] == 2 * 32 * 64 + 32 + 64 + 10 * 64
     assert lora["trainable_parameters"] > lm4lv["trainable_parameters"]
+    multi_task = saved["methods"].pop("LM4LV, one model for all tasks")
+    assert multi_task["tasks"]["identity"]["steps"] == multi_task["tasks"]["rotate"]["steps"] == 4  # 2 x 2 tasks
+    assert multi_task["trainable_parameters"] == lm4lv["trainable_parameters"] + 10 * 64  # the second task's tokens
+    assert multi_task["tasks"]["rotate"]["train_seconds"] == 0.0  # one model, trained once (at the first task)
     for entry in saved["methods"].values():
         assert entry["tasks"]["rotate"]["steps"] == 2 and entry["tasks"]["rotate"]["psnr"]["count"] == 2
     assert (out / "grid_identity.png").exists() and (out / "grid_rotate.png").exists()

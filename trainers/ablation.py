@@ -30,6 +30,11 @@ METHODS = {
     "autoencoder_kl": ("LM4LV + AutoencoderKL", {}, {}),
 }
 PAPER_METHODS = tuple(METHODS)  # the paper's comparisons (and LoRA); `lm4lv ablate` runs these by default
+# beyond the paper: ONE LM4LV model for all the run's tasks (shared adapters, task tokens per task), trained for the
+# steps of all the per-task models together and scored on each task's evaluation set
+MULTI_TASK = "lm4lv_multitask"
+METHODS[MULTI_TASK] = ("LM4LV, one model for all tasks", {}, {})
+RECIPE_METHODS = (*PAPER_METHODS, MULTI_TASK)  # the methods `recipe` applies to
 BOTH_LEVERS = {"in_adapter_init": "embedding_subspace", "delimiter_loss_weight": 0.0}
 METHODS |= {
     # sample-efficiency levers (options of the model and trainer; the paper's method leaves them off): the first two
@@ -87,6 +92,7 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
                             "recipe": recipe or {},
                             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"},
                "methods": {}, "baselines": {}}
+    multi_task_runs = {}
     for task in tasks:
         eval_set = materialize_eval_set(evaluation_images, [task], image_size,
                                         os.path.join(output_dir, "eval_sets", task), seed=1234, limit=eval_samples)
@@ -97,21 +103,27 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
         results["baselines"][task] = scores[task]
         for key in methods:
             label, model_overrides, training_overrides = METHODS[key]
-            run_dir = os.path.join(output_dir, "runs", f"{key}-{task}")
-            base = (recipe or {}) if key in PAPER_METHODS else {}
-            model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision,
-                                        **{**base, **model_overrides})
-            training_args = LM4LVTrainingArguments(**{
-                "output_dir": run_dir, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
-                "warmup_steps": min(20, max_steps // 10), "max_steps": max_steps,
-                "logging_steps": max(1, max_steps // 10), "save_strategy": "no",
-                "use_cpu": not torch.cuda.is_available(), "seed": seed, "dataloader_num_workers": 0, "report_to": [],
-                **training_overrides,
-            })
-            set_seed(seed)
-            start = time.time()
-            trainer = train(model_args, DataArguments(task=task, dataset=dataset), training_args)
-            seconds = time.time() - start
+            if key in multi_task_runs:  # the multi-task model was trained at the first task; scored on every task
+                trainer, seconds = multi_task_runs[key], 0.0
+            else:
+                run_tasks = tasks if key == MULTI_TASK else [task]
+                base = (recipe or {}) if key in RECIPE_METHODS else {}
+                model_args = ModelArguments(llm=llm, vision=autoencoder_kl if key == "autoencoder_kl" else vision,
+                                            **{**base, **model_overrides})
+                training_args = LM4LVTrainingArguments(**{
+                    "output_dir": os.path.join(output_dir, "runs", f"{key}-{'-'.join(run_tasks)}"),
+                    "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
+                    "warmup_steps": min(20, max_steps // 10), "max_steps": max_steps * len(run_tasks),
+                    "logging_steps": max(1, max_steps // 10), "save_strategy": "no",
+                    "use_cpu": not torch.cuda.is_available(), "seed": seed, "dataloader_num_workers": 0,
+                    "report_to": [], **training_overrides,
+                })
+                set_seed(seed)
+                start = time.time()
+                trainer = train(model_args, DataArguments(task=",".join(run_tasks), dataset=dataset), training_args)
+                seconds = time.time() - start
+                if key == MULTI_TASK:
+                    multi_task_runs[key] = trainer
             model, processor = trainer.model.eval(), trainer.processing_class
             scores, examples = evaluate_restoration(
                 eval_set, {label: lambda degraded, task: restore(model, processor, degraded, task)}
@@ -164,7 +176,8 @@ def write_ablation(results: dict, tasks: list[str], output_dir: str):
     table = ablation_markdown(results, tasks)
     with open(os.path.join(output_dir, "ablation.md"), "w") as handle:
         handle.write(
-            f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task, {settings['max_steps']} steps, batch "
+            f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task (the multi-task row: one model for "
+            f"all tasks, trained for the sum of their steps), {settings['max_steps']} steps, batch "
             f"{settings['batch_size']}, lr {settings['learning_rate']}; {settings['eval_samples']} held-out crops per "
             f"task; PSNR/SSIM with BasicSR conventions (crop border 4). Recipe of the paper's methods: "
             f"{settings['recipe'] or 'the paper'}. Training time is the sum over tasks. "

@@ -17,6 +17,8 @@ Methods (`--methods`, comma-separated keys):
     vit_llm          "ViT-LLM": one pass, no causal mask, no positions, outputs read at the input positions
     lora             LM4LV with LoRA r=8 on the LLM (an extension, not in the paper)
     autoencoder_kl   LM4LV with a diffusers AutoencoderKL as the vision module instead of the MAE
+    lm4lv_multitask  ONE LM4LV model for all --tasks (task tokens per task), trained for their steps together
+                     (beyond the paper; not run by default)
 
 The sample-efficiency lever study (README, "Sample-efficiency levers"; always with their own options): lm4lv with
 `--recipe paper` is its baseline; embedding_init, no_delimiter_loss and embedding_init_no_delimiter_loss (both);
