@@ -10,7 +10,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from lm4lv.modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, is_trainable_only
+from lm4lv.modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, LM4LVForConditionalGeneration, is_trainable_only
 from lm4lv.trainers.engines import (
     check_distributed_engine,
     gather_trainable_state_dict,
@@ -114,7 +114,10 @@ class LM4LVTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the trainable weights (gathered whole from every process's shards under FSDP or DeepSpeed), the config
         naming the base models and the processor: a folder that `from_pretrained` loads. The frozen LLM and vision
-        module are never written. Every process must call it (the gather is a collective)."""
+        module are never written. Every process must call it (the gather is a collective). Models without that
+        checkpoint format (the no-LLM expert baselines) are saved whole, as the `Trainer` does."""
+        if not isinstance(self.accelerator.unwrap_model(self.model_wrapped), LM4LVForConditionalGeneration):
+            return super().save_model(output_dir, _internal_call)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         state_dict = gather_trainable_state_dict(self.accelerator, self.model_wrapped)
         self._save(output_dir, state_dict=state_dict)
