@@ -1,5 +1,9 @@
 """Tiny random models and a tiny trained tokenizer, built in the test process (no network)."""
 
+import json
+import os
+import subprocess
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -117,6 +121,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def run_training(command: list[str], output_dir) -> list[dict]:
+    """Run a training command (a script, or `accelerate launch` of one) offline on the CPU with `--output_dir
+    output_dir`; the logged losses of its `checkpoint-4`."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               GLOO_SOCKET_IFNAME="lo", DS_ACCELERATOR="cpu")
+    result = subprocess.run([*command, "--output_dir", str(output_dir)], env=env, timeout=600, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry]
 
 
 @pytest.fixture(scope="session")

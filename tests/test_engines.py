@@ -6,7 +6,6 @@ CPU-specific settings changed; tests/cpu_engine_shim.py holds the workarounds th
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.trainers import LM4LVTrainer
 
-from conftest import free_port
+from conftest import free_port, run_training
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_CONFIGS = os.path.join(REPOSITORY, "examples", "accelerate")
@@ -58,17 +57,6 @@ def launch_config(engine: str, folder) -> str:
     return str(path)
 
 
-def train_run(command: list[str], output_dir) -> list[dict]:
-    """Run a training command; the logged losses of its last checkpoint."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               GLOO_SOCKET_IFNAME="lo", DS_ACCELERATOR="cpu")
-    result = subprocess.run([*command, "--output_dir", str(output_dir)], env=env, timeout=600, capture_output=True,
-                            text=True)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
-    return [entry for entry in state["log_history"] if "loss" in entry]
-
-
 def saved_tensor_names(checkpoint) -> set[str]:
     """Names of every tensor a checkpoint holds that names a model parameter: safetensors files, DeepSpeed's module
     states and distributed-checkpoint (DCP) folders."""
@@ -92,7 +80,7 @@ def one_process(base_model_dirs, tmp_path_factory):
     """1 process x batch 4: the losses and the final trainable weights every engine must reproduce."""
     llm, vision = base_model_dirs
     output_dir = tmp_path_factory.mktemp("one") / "run"
-    losses = train_run([sys.executable, RUN_RESTORATION, "--llm", llm, "--vision", vision, *TRAINING, "--use_cpu",
+    losses = run_training([sys.executable, RUN_RESTORATION, "--llm", llm, "--vision", vision, *TRAINING, "--use_cpu",
                         "--per_device_train_batch_size", "4"], output_dir)
     return losses, load_file(output_dir / "model.safetensors")
 
@@ -106,7 +94,7 @@ def test_engine_trains_checkpoints_and_resumes_like_one_process(engine, one_proc
                str(free_port()), SHIM, RUN_RESTORATION, "--llm", llm, "--vision", vision, *TRAINING,
                *ENGINE_ARGUMENTS[engine], "--per_device_train_batch_size", "2"]
 
-    losses = train_run(command, tmp_path / "run")
+    losses = run_training(command, tmp_path / "run")
     assert len(losses) == len(reference_losses) == 4
     for ours, reference in zip(losses, reference_losses):  # same samples per step, gradients averaged over 2
         for key in ("loss", "vision_loss", "text_loss"):
@@ -127,7 +115,7 @@ def test_engine_trains_checkpoints_and_resumes_like_one_process(engine, one_proc
     for name, tensor in reference_weights.items():
         torch.testing.assert_close(model.trainable_state_dict()[name], tensor, rtol=1e-5, atol=1e-5)
 
-    resumed = train_run([*command, "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-2")],
+    resumed = run_training([*command, "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-2")],
                         tmp_path / "resumed")
     assert [entry["step"] for entry in resumed] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint's history
     for ours, uninterrupted in zip(resumed[2:], losses[2:]):

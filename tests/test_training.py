@@ -16,7 +16,7 @@ from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, res
 from lm4lv.trainers.model_card import build_model_card, push_to_hub
 from lm4lv.trainers.training import parse_arguments, train
 
-from conftest import build_tiny, free_port
+from conftest import build_tiny, free_port, run_training
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_RESTORATION = os.path.join(REPOSITORY, "examples", "run_restoration.py")
@@ -159,18 +159,6 @@ def accelerate_launch(*args) -> list[str]:
     return [launcher, "launch", "--config_file", config, "--main_process_port", str(free_port()), *args]
 
 
-def run_training(command, tmp_path, name):
-    import subprocess
-
-    out = tmp_path / name
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               GLOO_SOCKET_IFNAME="lo")
-    result = subprocess.run([*command, "--output_dir", str(out)], env=env, timeout=600, capture_output=True, text=True)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    return [entry for entry in state["log_history"] if "loss" in entry]
-
-
 SLOW_RANK_LAUNCHER = """
 import runpy, sys, time
 from transformers import Trainer
@@ -199,10 +187,11 @@ def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
               "--max_steps", "4", "--save_steps", "4", "--logging_steps", "1", "--learning_rate", "1e-2",
               "--warmup_steps", "0", "--use_cpu", "--disable_tqdm", "true", "--seed", "0",
               "--train_sampling_strategy", "sequential"]
-    one = run_training([sys.executable, *common, "--per_device_train_batch_size", "4"], tmp_path, "one")
+    one = run_training([sys.executable, *common, "--per_device_train_batch_size", "4"], tmp_path / "one")
     launcher = tmp_path / "slow_rank.py"  # rank 1 is slowed down while it writes its checkpoint files
     launcher.write_text(SLOW_RANK_LAUNCHER)
-    two = run_training(accelerate_launch(str(launcher), *common, "--per_device_train_batch_size", "2"), tmp_path, "two")
+    two = run_training(accelerate_launch(str(launcher), *common, "--per_device_train_batch_size", "2"),
+                       tmp_path / "two")
     checkpoint = tmp_path / "two" / "checkpoint-4"
     assert (checkpoint / "rng_state_0.pth").is_file() and (checkpoint / "rng_state_1.pth").is_file()
     assert not (tmp_path / "two" / LM4LVTrainer.staging_dir_name).exists()
