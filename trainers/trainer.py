@@ -177,6 +177,7 @@ class LM4LVTrainer(Trainer):
             raise ValueError(f"{resume_from_checkpoint} holds no DeepSpeed engine checkpoint (global_step*)")
         self._load_from_checkpoint(resume_from_checkpoint, self.model_wrapped)
         self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        self._load_scaler(resume_from_checkpoint)
         return model, train_dataloader
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
