@@ -44,10 +44,10 @@ PAPER_TASKS = ("denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip"
 # Sized from the speed measured on this project's 2-core development machine (AMD EPYC, AVX2; README, "Results of the
 # offline main job"): SmolLM2 with the recipe, 17 visual tokens, batch 4: 1.36 s a step; the demo MAE, batch 64:
 # 0.35 s a step; the evaluation about 4 min (6 min with seven tasks). Default: <= 20 min from an empty cache (about
-# 18.5 min there); full: <= 2 h (about 85 min there). The default's MAE is also `lm4lv ablate`'s.
+# 18.5 min there); full: <= 2 h (about 105 min there). The default's MAE is also `lm4lv ablate`'s.
 PROFILES = {
     "default": Profile(mae_steps=1000, lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
-    "full": Profile(mae_steps=2100, lm4lv_steps=2200, random_llm_steps=250, skip_connection_steps=400,
+    "full": Profile(mae_steps=2100, lm4lv_steps=3000, random_llm_steps=300, skip_connection_steps=500,
                     tasks=PAPER_TASKS),
     "smoke": Profile(mae_steps=20, lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2,
                      eval_samples=8, tasks=("denoise", "rotate")),
