@@ -42,12 +42,13 @@ class Profile:
 PAPER_TASKS = ("denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip")
 
 # Sized from the speed measured on this project's 2-core development machine (AMD EPYC, AVX2; README, "Results of the
-# offline main job"): SmolLM2 with the recipe, 17 visual tokens, batch 4: 1.36 s a step; the demo MAE, batch 64:
-# 0.35 s a step; the evaluation about 4 min (6 min with seven tasks). Default: <= 20 min from an empty cache (about
-# 18.5 min there); full: <= 2 h (about 105 min there). The default's MAE is also `lm4lv ablate`'s.
+# offline main job"), which varies by about a third from day to day: SmolLM2 with the recipe, 17 visual tokens,
+# batch 4: 1.36-1.85 s a step; the demo MAE, batch 64: 0.35-0.47 s a step; the evaluation 4-6 min (about 9 with seven
+# tasks). Default: <= 20 min from an empty cache at the faster speed; full: <= 2 h at the slower. Both profiles and
+# `lm4lv ablate` share one MAE (1,000 steps), so MAE-r is the same baseline everywhere.
 PROFILES = {
     "default": Profile(mae_steps=1000, lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
-    "full": Profile(mae_steps=2100, lm4lv_steps=3000, random_llm_steps=300, skip_connection_steps=500,
+    "full": Profile(mae_steps=1000, lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,
                     tasks=PAPER_TASKS),
     "smoke": Profile(mae_steps=20, lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2,
                      eval_samples=8, tasks=("denoise", "rotate")),
