@@ -41,14 +41,17 @@ class Profile:
 # The paper's Table 2: five restoration tasks and two spatial ones
 PAPER_TASKS = ("denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip")
 
+# The demo MAE's training steps, shared by both profiles and `lm4lv ablate` (one cached MAE, so MAE-r is the same
+# baseline everywhere)
+DEMO_MAE_STEPS = 1000
+
 # Sized from the speed measured on this project's 2-core development machine (AMD EPYC, AVX2; README, "Results of the
 # offline main job"), which varies by about a third from day to day: SmolLM2 with the recipe, 17 visual tokens,
-# batch 4: 1.36-1.85 s a step; the demo MAE, batch 64: 0.35-0.47 s a step; the evaluation 4-6 min (about 9 with seven
-# tasks). Default: <= 20 min from an empty cache at the faster speed; full: <= 2 h at the slower. Both profiles and
-# `lm4lv ablate` share one MAE (1,000 steps), so MAE-r is the same baseline everywhere.
+# batch 4: 1.36-2.0 s a step; the demo MAE, batch 64: 0.35-0.47 s a step; the evaluation 4-6 min (6.4 with seven
+# tasks). Default: <= 20 min from an empty cache at the faster speed; full: <= 2 h at the slower.
 PROFILES = {
-    "default": Profile(mae_steps=1000, lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
-    "full": Profile(mae_steps=1000, lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,
+    "default": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
+    "full": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,
                     tasks=PAPER_TASKS),
     "smoke": Profile(mae_steps=20, lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2,
                      eval_samples=8, tasks=("denoise", "rotate")),

@@ -35,7 +35,7 @@ from lm4lv.commands.arguments import positive_int
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.trainers.ablation import METHODS, PAPER_METHODS, run_ablation
 from lm4lv.trainers.offline_default import (
-    PROFILES,
+    DEMO_MAE_STEPS,
     RECIPE,
     default_cache_dir,
     prepare_autoencoder_kl,
@@ -70,10 +70,9 @@ def main(argv=None):
         cache_dir = args.cache_dir or default_cache_dir()
         corpus = bundled_corpus()
         llm = llm or prepare_smollm2(cache_dir)
-        steps = PROFILES["default"].mae_steps
-        vision = vision or prepare_mae(cache_dir, steps, corpus["train"], corpus["validation"])[0]
+        vision = vision or prepare_mae(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])[0]
         if "autoencoder_kl" in methods and autoencoder_kl is None:
-            autoencoder_kl = prepare_autoencoder_kl(cache_dir, steps, corpus["train"], corpus["validation"])[0]
+            autoencoder_kl = prepare_autoencoder_kl(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])[0]
     run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
                  args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl,
                  recipe=RECIPE if args.recipe == "default" else None)
