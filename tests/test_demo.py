@@ -21,6 +21,7 @@ def reported_numbers(output_dir) -> dict:
         "denoise": report["denoise"],
         "fixed_sigma": report["fixed_sigma"],
         "picture": report["picture"],
+        "mae_r_feature_mse": report["mae_r_feature_mse"],
         "mae": {key: report["mae"][key] for key in ("steps", "validation")},
         **{run: {"steps": report[run]["steps"], "log": [{k: v for k, v in entry.items() if k != "epoch"}
                                                          for entry in report[run]["log"]]}
@@ -51,6 +52,9 @@ def test_the_smoke_profile_gives_the_same_report_numbers_under_load(base_model_d
     assert set(quiet["picture"]) == {"MAE-r", "LM4LV", "LM4LV + skip"}  # the whole held-out strip, tile by tile
     picture = Image.open(tmp_path / "quiet" / "out" / "picture_denoise.png")
     assert picture.width > 5 * 2 * 60 and picture.height > 2 * 200  # five pictures side by side, shown at 2x
+    assert quiet["mae_r_feature_mse"]["denoise"] > 0  # the training curves' target line
+    assert Image.open(tmp_path / "quiet" / "out" / "loss_curves.png").size == (720, 400)
+    assert f"({quiet['mae_r_feature_mse']['denoise']:.4f})" in report
 
 
 def reported_numbers_of_run(folder, llm) -> dict:

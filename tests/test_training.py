@@ -11,8 +11,16 @@ from transformers import TrainerCallback
 
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, paired_dataset
+from lm4lv.processing.visualization import PALETTE, line_chart, round_ticks
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
-from lm4lv.trainers.evaluation import evaluate_restoration, mae_reconstruct, restore, results_markdown, write_results
+from lm4lv.trainers.evaluation import (
+    evaluate_restoration,
+    input_feature_mse,
+    mae_reconstruct,
+    restore,
+    results_markdown,
+    write_results,
+)
 from lm4lv.trainers.model_card import build_model_card, push_to_hub
 from lm4lv.trainers.training import parse_arguments, train
 
@@ -98,6 +106,46 @@ def test_yaml_config(tmp_path):
     (tmp_path / "c.yaml").write_text("llm: a\nvision: b\ntask: rotate\noutput_dir: o\nlearning_rate: 0.001\n")
     model_args, data_args, training_args = parse_arguments([str(tmp_path / "c.yaml")])
     assert (model_args.llm, data_args.task, training_args.learning_rate) == ("a", "rotate", 0.001)
+
+
+def test_input_feature_mse_is_the_copy_baseline_on_the_vision_loss_scale(tmp_path):
+    model, processor = build_tiny(task_names=("denoise",))
+    validation = bundled_corpus()["validation"].select(range(5))
+    eval_set = materialize_eval_set(validation, ["denoise"], 32, str(tmp_path / "eval"), seed=1)
+    degraded = torch.stack([processor.preprocess_images(image)[0] for image in eval_set["degraded"]])
+    clean = torch.stack([processor.preprocess_images(image)[0] for image in eval_set["clean"]])
+    expected = torch.nn.functional.mse_loss(model.encode_images(degraded), model.encode_images(clean)).item()
+    assert input_feature_mse(model, processor, eval_set, "denoise", batch_size=2) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+    unchanged = eval_set.map(lambda row: {"degraded": row["clean"]})
+    assert input_feature_mse(model, processor, unchanged, "denoise") == 0.0
+
+
+def test_line_chart_draws_each_series_and_reference_and_refuses_what_it_cannot_draw():
+    falling = [(step, 1.0 / step) for step in range(1, 101)]
+    chart = line_chart({"falling": falling, "flat": [(1, 0.2), (100, 0.2)]}, {"target": 0.05}, x_label="step")
+    assert chart.size == (720, 400)
+    pixels = chart.load()
+    rows_of = {colour: sorted({y for x in range(chart.width) for y in range(chart.height) if pixels[x, y] == colour})
+               for colour in PALETTE[:3]}
+    assert all(rows_of.values())  # both lines and the dashed reference are drawn
+    legend_bottom = 8 + 12 * 4
+    plot_rows = {colour: [y for y in rows if y > legend_bottom] for colour, rows in rows_of.items()}
+    first_x = min(x for x in range(chart.width) for y in range(legend_bottom, chart.height)
+                  if pixels[x, y] == PALETTE[0])
+    last_x = max(x for x in range(chart.width) for y in range(legend_bottom, chart.height)
+                 if pixels[x, y] == PALETTE[0])
+    y_at = {x: [y for y in range(legend_bottom, chart.height) if pixels[x, y] == PALETTE[0]] for x in (first_x, last_x)}
+    assert max(y_at[first_x]) < min(y_at[last_x])  # the falling series starts high and ends low
+    # on a log axis 0.2 lies above 0.05 (the reference) and both inside the falling series' span
+    assert max(plot_rows[PALETTE[1]]) < min(plot_rows[PALETTE[2]]) < max(y_at[last_x])
+    assert round_ticks(25, 2000, log=False) == [500, 1000, 1500, 2000]
+    assert round_ticks(-1.2, 0.14, log=True) == [0.1, 0.2, 0.5, 1.0]  # log10 bounds: 0.063 to 1.38
+    assert round_ticks(-0.85, -0.72, log=True) == pytest.approx([0.15, 0.16, 0.17, 0.18, 0.19])  # too narrow for 1-2-5
+    with pytest.raises(ValueError, match="positive values"):
+        line_chart({"zero": [(0, 0.0), (1, 1.0)]})
+    with pytest.raises(ValueError, match="at most 5"):
+        line_chart({str(i): [(0, 1.0), (1, 2.0)] for i in range(6)})
 
 
 def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):

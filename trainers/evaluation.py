@@ -79,6 +79,20 @@ def feature_errors(model, processor, eval_set, task: str, batch_size: int = 16) 
     return {**errors, "gap": errors["generated_mse"] - errors["teacher_forced_mse"]}
 
 
+@torch.no_grad()
+def input_feature_mse(model, processor, eval_set, task: str, batch_size: int = 16) -> float:
+    """MAE-r on the vision loss's scale: the MSE between the degraded and the clean image's features on held-out pairs
+    of `task`. A model whose generated features have a lower MSE predicts the clean image better than a copy of its
+    input's features (which is what MAE-r decodes)."""
+    total, count = 0.0, 0
+    for degraded, clean in task_batches(eval_set, task, batch_size):
+        batch = processor(images=degraded, targets=clean, task=task).to(model.device)
+        features, target = model.encode_images(batch["pixel_values"]), model.encode_images(batch["target_pixel_values"])
+        total += torch.nn.functional.mse_loss(features, target).item() * len(degraded)
+        count += len(degraded)
+    return total / count
+
+
 def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Image, path: str,
                        crop_border: int = 4) -> dict:
     """Restore one whole picture with each of `restorers` (name -> `fn(PIL image) -> PIL image`, e.g. an
@@ -201,6 +215,7 @@ __all__ = [
     "compare_on_picture",
     "evaluate_restoration",
     "feature_errors",
+    "input_feature_mse",
     "mae_reconstruct",
     "restore",
     "results_markdown",

@@ -28,16 +28,17 @@ import time
 
 import torch
 
-from lm4lv.modeling_lm4lv.checkpointing import write_text_atomically
+from lm4lv.modeling_lm4lv.checkpointing import write_atomically, write_text_atomically
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
-from lm4lv.processing.visualization import image_grid
+from lm4lv.processing.visualization import image_grid, line_chart
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import (
     compare_on_picture,
     evaluate_restoration,
     grid_columns,
+    input_feature_mse,
     mae_reconstruct,
     restore,
     results_markdown,
@@ -145,14 +146,17 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     ceiling, _ = evaluate_restoration(ceiling_set, {CEILING: methods["MAE-r"]}, grid_samples=0)
     for task in results:
         results[task][CEILING] = ceiling[task][CEILING]
-    denoise_methods = dict(methods)
+    ablations = {}  # denoising only; Input, MAE-r and LM4LV on the same crops are already in `results`
     if skip_info is not None:
         skip_model = skip_trainer.model.eval()
-        denoise_methods[LM4LV_ROWS[1]] = lambda degraded, task: restore(skip_model, processor, degraded, task)
-    denoise_methods["Random-init LLM"] = lambda degraded, task: restore(random_model, processor, degraded, task)
-    denoise_results, denoise_examples = evaluate_restoration(denoise_set, denoise_methods)
+        ablations[LM4LV_ROWS[1]] = lambda degraded, task: restore(skip_model, processor, degraded, task)
+    ablations["Random-init LLM"] = lambda degraded, task: restore(random_model, processor, degraded, task)
+    ablation_results, ablation_examples = evaluate_restoration(denoise_set, ablations)
+    denoise_methods = methods | ablations
+    denoise_results = {name: results["denoise"][name] for name in methods} | ablation_results["denoise"]
+    denoise_rows = [ours[:-1] + theirs[1:] for ours, theirs in zip(examples["denoise"], ablation_examples["denoise"])]
     write_results(results, examples, output_dir, list(methods))
-    image_grid(denoise_examples["denoise"], column_labels=["degraded", *grid_columns(denoise_methods), "clean"]).save(
+    image_grid(denoise_rows, column_labels=["degraded", *grid_columns(denoise_methods), "clean"]).save(
         os.path.join(output_dir, "grid_denoise_ablations.png"))
     fixed_results = {}
     for sigma, fixed_set in fixed_sets.items():
@@ -166,19 +170,35 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     restorers |= {name: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)
                   for name, pipe in pipelines.items()}
     picture = compare_on_picture(restorers, *held_out_picture(), os.path.join(output_dir, "picture_denoise.png"))
+    reference = input_feature_mse(model, processor, denoise_set, "denoise")
+    curves = loss_curves(profile.tasks, {"LM4LV": lm4lv_info, LM4LV_ROWS[1]: skip_info, "Random-init LLM": random_info},
+                         reference)
+    write_atomically(os.path.join(output_dir, "loss_curves.png"), curves.save)
     timings["evaluation"] = time.time() - step
     timings["total"] = time.time() - start
 
-    report = render_report(profile_name, profile, results, denoise_results["denoise"], fixed_results, mae_info,
-                           lm4lv_info, random_info, skip_info, timings, output_dir, list(denoise_methods), picture)
+    report = render_report(profile_name, profile, results, denoise_results, fixed_results, mae_info,
+                           lm4lv_info, random_info, skip_info, timings, output_dir, list(denoise_methods), picture,
+                           reference)
     path = os.path.join(output_dir, "report.md")
     write_text_atomically(path, report)
     write_text_atomically(os.path.join(output_dir, "report.json"), json.dumps(
-        {"results": results, "denoise": denoise_results["denoise"], "fixed_sigma": fixed_results, "picture": picture,
-         "recipe": RECIPE, "mae": mae_info, "timings": timings, "lm4lv": lm4lv_info, "lm4lv_skip": skip_info,
-         "random_init": random_info}, indent=2))
+        {"results": results, "denoise": denoise_results, "fixed_sigma": fixed_results, "picture": picture,
+         "mae_r_feature_mse": {"denoise": reference}, "recipe": RECIPE, "mae": mae_info, "timings": timings,
+         "lm4lv": lm4lv_info, "lm4lv_skip": skip_info, "random_init": random_info}, indent=2))
     print(report)
     return path
+
+
+def loss_curves(tasks, runs: dict, mae_r_feature_mse: float):
+    """The vision loss (teacher-forced feature MSE) of each training run over its steps (`runs`: row name -> the
+    summary `train_lm4lv` returns, or None for a run the profile skips), against MAE-r's feature MSE on held-out
+    denoising as a dashed line: a PNG-ready line chart."""
+    series = {f"{name} ({', '.join(tasks) if name == 'LM4LV' else 'denoise'})":
+              [(entry["step"], entry["vision_loss"]) for entry in info["log"]]
+              for name, info in runs.items() if info is not None}
+    return line_chart(series, {"MAE-r, held-out denoising: the degraded input's features": mae_r_feature_mse},
+                      x_label="training step", y_label="vision loss: feature MSE")
 
 
 def target_lines(results: dict) -> str:
@@ -201,7 +221,7 @@ def target_lines(results: dict) -> str:
 
 
 def render_report(profile_name, profile, results, denoise_results, fixed_results, mae_info, lm4lv_info, random_info,
-                  skip_info, timings, output_dir, method_names, picture) -> str:
+                  skip_info, timings, output_dir, method_names, picture, mae_r_feature_mse) -> str:
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     medians = " | ".join(f"{name} {values['psnr']['median']:.2f}" for name, values in denoise_results.items())
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
@@ -258,6 +278,13 @@ pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TIL
   {lm4lv_info['seconds'] / 60:.1f} min; random-init LLM (denoise): {random_info['steps']} steps in
   {random_info['seconds'] / 60:.1f} min.{skip_line}
 - LM4LV vision loss (step: MSE): {curve}
+
+## Training curves
+
+`{os.path.join(output_dir, "loss_curves.png")}`: the vision loss (teacher-forced feature MSE on training pairs) of
+each run over its steps. The dashed line is MAE-r's feature MSE on held-out denoising ({mae_r_feature_mse:.4f}): the
+MSE between the degraded and the clean image's features, which is what MAE-r decodes. LM4LV's last logged vision loss
+is {log[-1]['vision_loss']:.4f}.
 
 ## Time and memory
 
