@@ -284,6 +284,17 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     assert (out / "grid_identity.png").exists() and (out / "grid_rotate.png").exists()
 
 
+def test_ablation_seed_changes_the_training_not_the_held_out_crops(base_model_dirs, tmp_path):
+    llm, vision = base_model_dirs
+    runs = {seed: run_ablation(llm, vision, ["lm4lv"], ["denoise"], str(tmp_path / str(seed)), max_steps=2,
+                               eval_samples=2, seed=seed) for seed in (0, 1)}
+    assert [runs[seed]["settings"]["seed"] for seed in (0, 1)] == [0, 1]
+    assert "seed 1;" in (tmp_path / "1" / "ablation.md").read_text()
+    assert runs[0]["baselines"] == runs[1]["baselines"]  # the same held-out crops, so the same Input and MAE-r
+    first, second = (runs[seed]["methods"]["LM4LV"]["tasks"]["denoise"]["final_loss"] for seed in (0, 1))
+    assert first != second
+
+
 @pytest.mark.parametrize("variant", ["random_init_llm", "lora"])
 def test_llm_variants_train(variant, base_model_dirs, tmp_path):
     from lm4lv.trainers.training import random_init_llm

@@ -89,7 +89,7 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
     evaluation_images = load_image_dataset(dataset, "validation")
     results = {"settings": {"llm": llm, "vision": vision, "autoencoder_kl": autoencoder_kl, "max_steps": max_steps,
                             "learning_rate": learning_rate, "batch_size": batch_size, "eval_samples": eval_samples,
-                            "recipe": recipe or {},
+                            "seed": seed, "recipe": recipe or {},
                             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"},
                "methods": {}, "baselines": {}}
     multi_task_runs = {}
@@ -178,8 +178,9 @@ def write_ablation(results: dict, tasks: list[str], output_dir: str):
         handle.write(
             f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task (the multi-task row: one model for "
             f"all tasks, trained for the sum of their steps), {settings['max_steps']} steps, batch "
-            f"{settings['batch_size']}, lr {settings['learning_rate']}; {settings['eval_samples']} held-out crops per "
-            f"task; PSNR/SSIM with BasicSR conventions (crop border 4). Recipe of the paper's methods: "
+            f"{settings['batch_size']}, lr {settings['learning_rate']}, seed {settings['seed']}; "
+            f"{settings['eval_samples']} held-out crops per task; PSNR/SSIM with BasicSR conventions (crop border "
+            f"4). Recipe of the paper's methods: "
             f"{settings['recipe'] or 'the paper'}. Training time is the sum over tasks. "
             f"Machine: {settings['machine']}.\n"
         )

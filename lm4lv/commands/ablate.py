@@ -61,6 +61,9 @@ def main(argv=None):
     parser.add_argument("--recipe", choices=["default", "paper"], default="default",
                         help="LM4LV options of the paper's methods: the package's recipe (offline_default.RECIPE, "
                              "picked by the lever study) or the paper's plain one.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Training seed (initialisation, data order, training degradations); the held-out crops "
+                             "stay the same.")
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
     args = parser.parse_args(argv)
@@ -75,7 +78,7 @@ def main(argv=None):
             autoencoder_kl = prepare_autoencoder_kl(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])[0]
     run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
                  args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl,
-                 recipe=RECIPE if args.recipe == "default" else None)
+                 seed=args.seed, recipe=RECIPE if args.recipe == "default" else None)
 
 
 if __name__ == "__main__":
