@@ -15,6 +15,7 @@ from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.processing.visualization import image_grid
 from lm4lv.trainers.evaluation import evaluate_restoration, feature_errors, grid_columns, restore
 from lm4lv.trainers.mae_training import normalisation_of
+from lm4lv.trainers.offline_default import RECIPE
 from lm4lv.trainers.trainer import LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
@@ -51,6 +52,10 @@ METHODS |= {
     "both_constant_lr": ("both + constant LR after warmup", BOTH_LEVERS, {"lr_scheduler_type": "constant_with_warmup"}),
     "both_batch_8": ("both + batch 8", BOTH_LEVERS, {"per_device_train_batch_size": 8}),
     "both_bf16_llm": ("both + bfloat16 frozen LLM", BOTH_LEVERS | {"llm_dtype": "bfloat16"}, {}),
+    # the two schedule levers on top of the package's recipe instead of the pair
+    "recipe_identity_curriculum": ("recipe + identity curriculum (first 100 steps)", RECIPE,
+                                   {"identity_curriculum_steps": 100}),
+    "recipe_constant_lr": ("recipe + constant LR after warmup", RECIPE, {"lr_scheduler_type": "constant_with_warmup"}),
 }
 
 
