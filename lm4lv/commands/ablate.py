@@ -63,8 +63,10 @@ def main(argv=None):
                         help="LM4LV options of the paper's methods: the package's recipe (offline_default.RECIPE, "
                              "picked by the lever study) or the paper's plain one.")
     parser.add_argument("--seed", type=int, default=0,
-                        help="Training seed (initialisation, data order, training degradations); the held-out crops "
-                             "stay the same.")
+                        help="Training seed (the trainables' initialisation, the data order and the random draws "
+                             "of training steps, such as teacher-forced input noise); the training degradations "
+                             "(seeded by image, epoch and a fixed degradation seed) and the held-out crops stay the "
+                             "same.")
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
     args = parser.parse_args(argv)
