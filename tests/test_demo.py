@@ -54,6 +54,9 @@ def test_the_smoke_profile_gives_the_same_report_numbers_under_load(base_model_d
     assert picture.width > 5 * 2 * 60 and picture.height > 2 * 200  # five pictures side by side, shown at 2x
     assert quiet["mae_r_feature_mse"]["denoise"] > 0  # the training curves' target line
     assert Image.open(tmp_path / "quiet" / "out" / "loss_curves.png").size == (720, 400)
+    saved = json.loads((tmp_path / "quiet" / "out" / "report.json").read_text())
+    assert [saved[run]["tasks"] for run in ("lm4lv", "lm4lv_skip", "random_init")] == [
+        list(profile.tasks), ["denoise"], ["denoise"]]  # what each curve is labelled with
     assert f"({quiet['mae_r_feature_mse']['denoise']:.4f})" in report
 
 

@@ -72,7 +72,7 @@ def held_out_picture() -> tuple:
 def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile, tasks=("denoise",),
                 skip_connection: bool = False) -> tuple:
     """Train LM4LV with `RECIPE` on `tasks` (one multi-task checkpoint) for exactly `steps` steps; returns the trainer
-    and a summary (steps, wall time, the logged losses)."""
+    and a summary (tasks, steps, wall time, the logged losses)."""
     model_args = ModelArguments(llm=llm, vision=vision, visual_skip_connection=skip_connection, **RECIPE)
     data_args = DataArguments(task=",".join(tasks))
     training_args = LM4LVTrainingArguments(
@@ -82,7 +82,8 @@ def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Pro
     )
     start = time.time()
     trainer = train(model_args, data_args, training_args)
-    return trainer, {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
+    return trainer, {"tasks": list(tasks), "steps": trainer.state.global_step,
+                     "seconds": round(time.time() - start, 1),
                      "log": [e for e in trainer.state.log_history if "loss" in e]}
 
 
@@ -171,8 +172,7 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
                   for name, pipe in pipelines.items()}
     picture = compare_on_picture(restorers, *held_out_picture(), os.path.join(output_dir, "picture_denoise.png"))
     reference = input_feature_mse(model, processor, denoise_set, "denoise")
-    curves = loss_curves(profile.tasks, {"LM4LV": lm4lv_info, LM4LV_ROWS[1]: skip_info, "Random-init LLM": random_info},
-                         reference)
+    curves = loss_curves({"LM4LV": lm4lv_info, LM4LV_ROWS[1]: skip_info, "Random-init LLM": random_info}, reference)
     write_atomically(os.path.join(output_dir, "loss_curves.png"), curves.save)
     timings["evaluation"] = time.time() - step
     timings["total"] = time.time() - start
@@ -190,11 +190,11 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     return path
 
 
-def loss_curves(tasks, runs: dict, mae_r_feature_mse: float):
+def loss_curves(runs: dict, mae_r_feature_mse: float):
     """The vision loss (teacher-forced feature MSE) of each training run over its steps (`runs`: row name -> the
     summary `train_lm4lv` returns, or None for a run the profile skips), against MAE-r's feature MSE on held-out
     denoising as a dashed line: a PNG-ready line chart."""
-    series = {f"{name} ({', '.join(tasks) if name == 'LM4LV' else 'denoise'})":
+    series = {f"{name} ({', '.join(info['tasks'])})":
               [(entry["step"], entry["vision_loss"]) for entry in info["log"]]
               for name, info in runs.items() if info is not None}
     return line_chart(series, {"MAE-r, held-out denoising: the degraded input's features": mae_r_feature_mse},
