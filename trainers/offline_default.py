@@ -64,6 +64,27 @@ PROFILES = {
 RECIPE = {"in_adapter_init": "embedding_subspace", "delimiter_loss_weight": 0.0, "teacher_forced_noise": 0.3,
           "pixel_loss_weight": 1.0}
 
+# The offline default's jobs (`lm4lv demo`, `lm4lv ablate`) pin the CPU code paths of ATen, MKL and oneDNN to AVX2,
+# which every x86-64 CPU of the last decade has: their AVX-512 paths round differently, training amplifies the last
+# bits, and the same profile and seed would otherwise give other numbers on an AVX-512 CPU than on an AVX2 one
+# (measured: README, "Results of the offline main job")
+PINNED_CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def pin_cpu_kernels() -> str:
+    """Pin this process's CPU kernels to `PINNED_CPU_KERNELS` (variables already set in the environment win), before
+    its first tensor computation; returns the CPU capability ATen then uses. Raises if ATen had already chosen an
+    AVX-512 code path, since the pin could no longer take effect."""
+    for name, value in PINNED_CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512") and os.environ["ATEN_CPU_CAPABILITY"].lower() == "avx2":
+        raise RuntimeError("pin_cpu_kernels() ran after torch had chosen its AVX-512 kernels; call it before the "
+                           "first tensor computation (or set ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 "
+                           "ONEDNN_MAX_CPU_ISA=AVX2 in the environment)")
+    return capability
+
+
 DEMO_MAE_CONFIG = dict(
     image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
     decoder_hidden_size=256, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=1024,
@@ -144,6 +165,7 @@ def prepare_vision_module(cache_dir: str, name: str, build, steps: int, corpus_t
         "steps": len(losses),
         "seconds": round(time.time() - start, 1),
         "validation": reconstruction_quality(model, image_tensors(corpus_validation)),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
     }
 
     def write(folder):

@@ -39,6 +39,7 @@ from lm4lv.trainers.offline_default import (
     DEMO_MAE_STEPS,
     RECIPE,
     default_cache_dir,
+    pin_cpu_kernels,
     prepare_autoencoder_kl,
     prepare_mae,
     prepare_smollm2,
@@ -69,7 +70,12 @@ def main(argv=None):
                              "same.")
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
+    parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
+                        help="pinned (default): AVX2 code paths, the same numbers on AVX2 and AVX-512 CPUs; native: "
+                             "the CPU's fastest paths (needed for a fast bfloat16 LLM on AVX-512 BF16 CPUs).")
     args = parser.parse_args(argv)
+    if args.cpu_kernels == "pinned":
+        pin_cpu_kernels()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     llm, vision, autoencoder_kl = args.llm, args.vision, args.autoencoder_kl
     if llm is None or vision is None or ("autoencoder_kl" in methods and autoencoder_kl is None):

@@ -49,6 +49,7 @@ from lm4lv.trainers.offline_default import (
     RECIPE,
     Profile,
     default_cache_dir,
+    pin_cpu_kernels,
     prepare_mae,
     prepare_smollm2,
 )
@@ -184,7 +185,8 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     write_text_atomically(path, report)
     write_text_atomically(os.path.join(output_dir, "report.json"), json.dumps(
         {"results": results, "denoise": denoise_results, "fixed_sigma": fixed_results, "picture": picture,
-         "mae_r_feature_mse": {"denoise": reference}, "recipe": RECIPE, "mae": mae_info, "timings": timings,
+         "mae_r_feature_mse": {"denoise": reference}, "recipe": RECIPE, "mae": mae_info,
+         "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "timings": timings,
          "lm4lv": lm4lv_info, "lm4lv_skip": skip_info, "random_init": random_info}, indent=2))
     print(report)
     return path
@@ -235,7 +237,8 @@ def render_report(profile_name, profile, results, denoise_results, fixed_results
     )
     return f"""# LM4LV offline demo report
 
-Profile `{profile_name}` on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}.
+Profile `{profile_name}` on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU
+kernels {torch.backends.cpu.get_cpu_capability()}.
 
 ## The paper's Table 2 on the held-out split ({profile.eval_samples} crops per task)
 
@@ -302,7 +305,13 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--cache_dir", default=None, help="Where converted/trained base models are cached.")
     parser.add_argument("--llm", default=None, help="A local causal LM folder instead of SmolLM2-135M-Instruct.")
+    parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
+                        help="pinned (default): ATen, MKL and oneDNN use their AVX2 code paths, so an AVX-512 CPU "
+                             "reports the same numbers as an AVX2 one (offline_default.PINNED_CPU_KERNELS); native: "
+                             "the CPU's fastest paths (needed for a fast bfloat16 LLM on AVX-512 BF16 CPUs).")
     args = parser.parse_args(argv)
+    if args.cpu_kernels == "pinned":
+        pin_cpu_kernels()
     run_demo(args.profile, args.output_dir, args.cache_dir, args.llm)
 
 
