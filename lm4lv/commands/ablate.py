@@ -71,8 +71,9 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
     parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
-                        help="pinned (default): AVX2 code paths, the same numbers on AVX2 and AVX-512 CPUs; native: "
-                             "the CPU's fastest paths (needed for a fast bfloat16 LLM on AVX-512 BF16 CPUs).")
+                        help="pinned (default): AVX2 code paths, fewer differences between AVX2 and AVX-512 CPUs "
+                             "(see lm4lv demo --help); native: the CPU's fastest paths (needed for a fast bfloat16 "
+                             "LLM on AVX-512 BF16 CPUs).")
     args = parser.parse_args(argv)
     if args.cpu_kernels == "pinned":
         pin_cpu_kernels()
