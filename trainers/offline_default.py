@@ -80,9 +80,9 @@ def pin_cpu_kernels() -> str:
         os.environ.setdefault(name, value)
     capability = torch.backends.cpu.get_cpu_capability()
     if capability.startswith("AVX512") and os.environ["ATEN_CPU_CAPABILITY"].lower() == "avx2":
+        settings = " ".join(f"{name}={value}" for name, value in PINNED_CPU_KERNELS.items())
         raise RuntimeError("pin_cpu_kernels() ran after torch had chosen its AVX-512 kernels; call it before the "
-                           "first tensor computation (or set ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 "
-                           "ONEDNN_MAX_CPU_ISA=AVX2 in the environment)")
+                           f"first tensor computation (or set {settings} in the environment)")
     return capability
 
 

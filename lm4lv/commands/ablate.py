@@ -32,14 +32,13 @@ Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable paramete
 
 import argparse
 
-from lm4lv.commands.arguments import positive_int
+from lm4lv.commands.arguments import add_cpu_kernels_argument, apply_cpu_kernels, positive_int
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.trainers.ablation import METHODS, PAPER_METHODS, run_ablation
 from lm4lv.trainers.offline_default import (
     DEMO_MAE_STEPS,
     RECIPE,
     default_cache_dir,
-    pin_cpu_kernels,
     prepare_autoencoder_kl,
     prepare_mae,
     prepare_smollm2,
@@ -70,13 +69,9 @@ def main(argv=None):
                              "same.")
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--cache_dir", default=None, help="Where the offline default's models are cached.")
-    parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
-                        help="pinned (default): AVX2 code paths, fewer differences between AVX2 and AVX-512 CPUs "
-                             "(see lm4lv demo --help); native: the CPU's fastest paths (needed for a fast bfloat16 "
-                             "LLM on AVX-512 BF16 CPUs).")
+    add_cpu_kernels_argument(parser)
     args = parser.parse_args(argv)
-    if args.cpu_kernels == "pinned":
-        pin_cpu_kernels()
+    apply_cpu_kernels(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     llm, vision, autoencoder_kl = args.llm, args.vision, args.autoencoder_kl
     if llm is None or vision is None or ("autoencoder_kl" in methods and autoencoder_kl is None):

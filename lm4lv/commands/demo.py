@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from lm4lv.commands.arguments import add_cpu_kernels_argument, apply_cpu_kernels
 from lm4lv.modeling_lm4lv.checkpointing import write_atomically, write_text_atomically
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
@@ -49,7 +50,6 @@ from lm4lv.trainers.offline_default import (
     RECIPE,
     Profile,
     default_cache_dir,
-    pin_cpu_kernels,
     prepare_mae,
     prepare_smollm2,
 )
@@ -305,14 +305,9 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--cache_dir", default=None, help="Where converted/trained base models are cached.")
     parser.add_argument("--llm", default=None, help="A local causal LM folder instead of SmolLM2-135M-Instruct.")
-    parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
-                        help="pinned (default): ATen, MKL and oneDNN use their AVX2 code paths, so an AVX-512 CPU "
-                             "trains the same MAE and scores the same baselines as an AVX2 one bit for bit (the LLM "
-                             "runs still drift in the last bits; offline_default.PINNED_CPU_KERNELS); native: the "
-                             "CPU's fastest paths (needed for a fast bfloat16 LLM on AVX-512 BF16 CPUs).")
+    add_cpu_kernels_argument(parser)
     args = parser.parse_args(argv)
-    if args.cpu_kernels == "pinned":
-        pin_cpu_kernels()
+    apply_cpu_kernels(args)
     run_demo(args.profile, args.output_dir, args.cache_dir, args.llm)
 
 
