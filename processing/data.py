@@ -187,21 +187,21 @@ class PairedTransform:
         if unknown or not self.tasks:
             raise ValueError(f"Unknown task(s) {unknown}; choose from {list(TASKS)}")
 
-    def draw(self, index: int) -> tuple[str, int, int]:
-        """`(task, image index, degradation seed)` of sample `index`."""
-        if self.num_images is None:
-            image, seed = index, self.seed
-        else:
-            image, seed = index % self.num_images, epoch_seed(self.seed, index // self.num_images)
-        return self.tasks[sample_seed(seed, image, "task") % len(self.tasks)], image, seed
+    def draw(self, index: int, epoch: int = 0) -> tuple[str, int, int]:
+        """`(task, image index, degradation seed)` of sample `index` in training epoch `epoch` (with `num_images`
+        set, the epoch is read from the index instead)."""
+        if self.num_images is not None:
+            index, epoch = index % self.num_images, index // self.num_images
+        seed = epoch_seed(self.seed, epoch)
+        return self.tasks[sample_seed(seed, index, "task") % len(self.tasks)], index, seed
 
-    def __call__(self, batch: dict, indices=None) -> dict:
+    def __call__(self, batch: dict, indices=None, epoch: int = 0) -> dict:
         indices = [int(i) for i in (batch["sample_id"] if indices is None else indices)]
         clean = torch.stack(
             [to_tensor(load_rgb_image(image, name=f"sample {i}"), self.image_size)
              for image, i in zip(batch[self.image_column], indices)]
         )
-        draws = [self.draw(i) for i in indices]
+        draws = [self.draw(i, epoch) for i in indices]
         degraded = torch.empty_like(clean)
         for task, seed in {(task, seed) for task, _, seed in draws}:
             rows = [k for k, (t, _, s) in enumerate(draws) if (t, s) == (task, seed)]
@@ -212,11 +212,45 @@ class PairedTransform:
         return {"degraded": list(degraded), "clean": list(clean), "task": tasks, "sample_id": indices}
 
 
+class PairedStream(torch.utils.data.IterableDataset):
+    r"""
+    Paired examples computed on the fly from a streaming `datasets.IterableDataset`, with fresh degradations in every
+    pass over the stream: the Trainer (through accelerate's data loader) calls `set_epoch` before each pass, and
+    sample `i` of pass `epoch` is degraded with `epoch_seed(seed, epoch)`, so pass 0 gives the same pairs as
+    `paired_dataset` on the same images in memory and every pass is the same in every run (a resumed run included).
+    Under data loader workers, worker `w` of `n` numbers its samples `w, w + n, w + 2n, ...`, so no two samples share
+    a degradation; the workers must not be persistent (they would keep the epoch they started with).
+
+    Args:
+        images (`datasets.IterableDataset`): The clean images.
+        transform (`PairedTransform`): Turns images into pairs (`num_images` unset).
+    """
+
+    def __init__(self, images, transform: PairedTransform):
+        super().__init__()
+        self.images, self.transform, self.epoch = images, transform, 0
+
+    def set_epoch(self, epoch: int):
+        """Select the pass whose degradations the next iteration draws (also reshuffles a shuffled stream)."""
+        self.epoch = epoch
+        self.images.set_epoch(epoch)
+
+    def __iter__(self):
+        # in a data loader worker, datasets streams this worker's shards: number its samples apart from the others'
+        worker = torch.utils.data.get_worker_info()
+        stride, offset = (1, 0) if worker is None else (worker.num_workers, worker.id)
+        for position, example in enumerate(self.images):
+            index = position * stride + offset
+            pair = self.transform({self.transform.image_column: [example[self.transform.image_column]]}, [index],
+                                  self.epoch)
+            yield {name: values[0] for name, values in pair.items()}
+
+
 def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column: str = "image", params=None,
                    epochs: int = 1):
     r"""
     Paired examples computed on the fly from a `datasets.Dataset` (via `with_transform`) or an `IterableDataset`
-    (streaming, via `map(..., with_indices=True)`), never copied to disk.
+    (streaming, as a `PairedStream` with fresh degradations in every pass), never copied to disk.
 
     With `epochs > 1` (a `datasets.Dataset` only) the images are repeated `epochs` times and each repetition gets its
     own degradations (`PairedTransform.num_images`): a model trained for several epochs sees fresh noise every
@@ -239,12 +273,7 @@ def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column:
         dataset = datasets.concatenate_datasets([dataset] * epochs)
     transform = PairedTransform(tasks, image_size, seed, image_column, params or {}, num_images)
     if isinstance(dataset, datasets.IterableDataset):
-        def streaming_transform(batch, indices):
-            return transform(batch, indices)
-
-        return dataset.map(
-            streaming_transform, batched=True, with_indices=True, remove_columns=list(dataset.column_names or [])
-        )
+        return PairedStream(dataset, transform)
     if "sample_id" not in dataset.column_names:
         dataset = dataset.add_column("sample_id", list(range(len(dataset))))
     return dataset.with_transform(transform)
@@ -329,6 +358,7 @@ Degradations are not stored: they are computed on the fly from `(seed, index, ta
 
 __all__ = [
     "BUNDLED_IMAGES",
+    "PairedStream",
     "PairedTransform",
     "bundled_corpus",
     "bundled_dataset_card",

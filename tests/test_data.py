@@ -106,7 +106,7 @@ def test_pairs_are_deterministic_and_match_degrade(corpus):
     assert pairs[0:4]["sample_id"] == [0, 1, 2, 3]
 
 
-def test_streaming_gives_the_same_pairs(corpus):
+def test_streaming_gives_the_same_pairs_with_fresh_degradations_every_pass(corpus):
     validation = corpus["validation"].select(range(6))
 
     def generate():
@@ -114,12 +114,36 @@ def test_streaming_gives_the_same_pairs(corpus):
             yield {"image": row["image"]}
 
     stream = datasets.IterableDataset.from_generator(generate, features=datasets.Features({"image": datasets.Image()}))
-    streamed = list(paired_dataset(stream, ["pepper"], image_size=32, seed=2))
-    in_memory = paired_dataset(validation, ["pepper"], image_size=32, seed=2)
-    assert len(streamed) == 6
-    for i, row in enumerate(streamed):
-        assert row["sample_id"] == i
-        assert torch.equal(torch.as_tensor(row["degraded"]), in_memory[i]["degraded"])
+    paired_stream = paired_dataset(stream, ["pepper", "mask"], image_size=32, seed=2)
+    first_pass = list(paired_stream)
+    paired_stream.set_epoch(1)
+    second_pass = list(paired_stream)
+    in_memory = paired_dataset(validation, ["pepper", "mask"], image_size=32, seed=2, epochs=2)
+    assert len(first_pass) == len(second_pass) == 6
+    for i, (first, second) in enumerate(zip(first_pass, second_pass)):
+        assert first["sample_id"] == second["sample_id"] == i
+        # pass e of the stream is epoch e of the same images in memory: fresh degradations, the same in every run
+        assert torch.equal(first["degraded"], in_memory[i]["degraded"]) and first["task"] == in_memory[i]["task"]
+        later = in_memory[6 + i]
+        assert torch.equal(second["degraded"], later["degraded"]) and second["task"] == later["task"]
+        assert torch.equal(first["clean"], second["clean"])
+    assert not all(torch.equal(a["degraded"], b["degraded"]) for a, b in zip(first_pass, second_pass))
+
+
+def test_streaming_workers_number_their_samples_apart(corpus):
+    images = [corpus["validation"][i]["image"] for i in range(6)]
+
+    def generate(shards):  # datasets hands each worker its part of the `shards` list
+        for shard in shards:
+            yield from ({"image": image} for image in shard)
+
+    stream = datasets.IterableDataset.from_generator(  # two shards, one per worker
+        generate, features=datasets.Features({"image": datasets.Image()}),
+        gen_kwargs={"shards": [images[:3], images[3:]]},
+    )
+    loader = torch.utils.data.DataLoader(paired_dataset(stream, ["denoise"], 32, seed=0), batch_size=None,
+                                         num_workers=2)
+    assert sorted(example["sample_id"] for example in loader) == [0, 1, 2, 3, 4, 5]
 
 
 def test_fixed_eval_set_round_trip(corpus, tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import datasets
 import pytest
 import torch
 from safetensors import safe_open
@@ -83,6 +84,41 @@ def test_resume_gives_the_same_weights(crops, tmp_path):
     resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"))
     for name, tensor in full.model.trainable_state_dict().items():
         assert torch.allclose(tensor, resumed.model.trainable_state_dict()[name], atol=1e-6), name
+
+
+def test_streaming_training_draws_fresh_degradations_every_pass(crops, tmp_path):
+    images = crops.select(range(4))
+    stream = datasets.IterableDataset.from_generator(
+        lambda: ({"image": row["image"]} for row in images), features=datasets.Features({"image": datasets.Image()})
+    )
+    model, processor = build_tiny(task_names=("denoise",))
+    seen = []
+
+    def recording_collator(examples):
+        seen.extend(examples)
+        return LM4LVDataCollator(processor)(examples)
+
+    args = LM4LVTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=6, save_strategy="no", use_cpu=True,
+        seed=0, disable_tqdm=True, report_to=[],
+    )
+    LM4LVTrainer(model=model, args=args, train_dataset=paired_dataset(stream, ["denoise"], 32, seed=0),
+                 data_collator=recording_collator, processing_class=processor).train()
+    # 6 steps of 2 = three passes over the 4 streamed images; pass e is epoch e of the same images in memory
+    in_memory = paired_dataset(images, ["denoise"], 32, seed=0, epochs=3)
+    assert [example["sample_id"] for example in seen] == [0, 1, 2, 3] * 3
+    for position, example in enumerate(seen):
+        assert torch.equal(example["degraded"], in_memory[position]["degraded"]), position
+    assert not torch.equal(seen[0]["degraded"], seen[4]["degraded"])
+
+
+def test_streaming_refuses_persistent_workers(tmp_path):
+    model_args, data_args, training_args = parse_arguments([
+        "--llm", "unused", "--vision", "unused", "--streaming", "--dataloader_num_workers", "2",
+        "--dataloader_persistent_workers", "--output_dir", str(tmp_path), "--use_cpu",
+    ])
+    with pytest.raises(ValueError, match="persistent data loader workers would not see"):
+        train(model_args, data_args, training_args)
 
 
 def test_run_restoration_end_to_end(base_model_dirs, tmp_path):
