@@ -112,13 +112,16 @@ def test_streaming_training_draws_fresh_degradations_every_pass(crops, tmp_path)
     assert not torch.equal(seen[0]["degraded"], seen[4]["degraded"])
 
 
-def test_streaming_refuses_persistent_workers(tmp_path):
-    model_args, data_args, training_args = parse_arguments([
-        "--llm", "unused", "--vision", "unused", "--streaming", "--dataloader_num_workers", "2",
-        "--dataloader_persistent_workers", "--output_dir", str(tmp_path), "--use_cpu",
-    ])
+def test_streaming_refuses_persistent_workers(crops, tmp_path):
+    stream = datasets.IterableDataset.from_generator(
+        lambda: ({"image": row["image"]} for row in crops), features=datasets.Features({"image": datasets.Image()})
+    )
+    model, processor = build_tiny(task_names=("denoise",))
+    args = LM4LVTrainingArguments(output_dir=str(tmp_path), max_steps=2, use_cpu=True, report_to=[],
+                                  dataloader_num_workers=2, dataloader_persistent_workers=True)
     with pytest.raises(ValueError, match="persistent data loader workers would not see"):
-        train(model_args, data_args, training_args)
+        LM4LVTrainer(model=model, args=args, train_dataset=paired_dataset(stream, ["denoise"], 32),
+                     data_collator=LM4LVDataCollator(processor), processing_class=processor)
 
 
 def test_run_restoration_end_to_end(base_model_dirs, tmp_path):

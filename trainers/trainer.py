@@ -11,6 +11,7 @@ from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm4lv.modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, LM4LVForConditionalGeneration, is_trainable_only
+from lm4lv.processing.data import PairedStream
 from lm4lv.trainers.engines import (
     check_distributed_engine,
     gather_trainable_state_dict,
@@ -50,6 +51,8 @@ class LM4LVTrainer(Trainer):
     - trains on identity pairs (target = the degraded input) for the first `args.identity_curriculum_steps` steps;
     - saves checkpoints as trainable weights only (safetensors), with the config naming the base models;
     - refuses to train when the launch asked for FSDP, DeepSpeed or several processes and did not get them;
+    - refuses persistent data loader workers on a streamed dataset (`PairedStream`), which would repeat one epoch's
+      degradations;
     - resumes from such checkpoints (`resume_from_checkpoint`), restoring adapters and task tokens exactly;
     - writes each checkpoint atomically: everything goes to a staging folder that is renamed to `checkpoint-N` once
       complete (after every process has written its part), so a run killed mid-save leaves the previous
@@ -61,6 +64,11 @@ class LM4LVTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         check_distributed_engine(self.accelerator)
+        if (isinstance(self.train_dataset, PairedStream) and self.args.dataloader_persistent_workers
+                and self.args.dataloader_num_workers):
+            raise ValueError("A streamed dataset (PairedStream, --streaming) draws fresh degradations in every pass, "
+                             "which persistent data loader workers would not see: set dataloader_persistent_workers "
+                             "to False")
         self._loss_sums = {"text_loss": 0.0, "vision_loss": 0.0}
         self._loss_count = 0
 

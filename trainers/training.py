@@ -216,9 +216,6 @@ def degradation_epochs(training_args: LM4LVTrainingArguments, num_images: int) -
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: LM4LVTrainingArguments,
           callbacks=None) -> LM4LVTrainer:
     """Build everything, train (resuming from `training_args.resume_from_checkpoint`), save the final model."""
-    if data_args.streaming and training_args.dataloader_persistent_workers and training_args.dataloader_num_workers:
-        raise ValueError("--streaming draws fresh degradations in every pass over the stream, which persistent data "
-                         "loader workers would not see: drop --dataloader_persistent_workers")
     tasks = [t.strip() for t in data_args.task.split(",") if t.strip()]
     set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
     model, processor = build_model_and_processor(model_args, tasks, training_args.output_dir)
