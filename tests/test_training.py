@@ -16,6 +16,7 @@ from lm4lv.processing.visualization import PALETTE, line_chart, round_ticks
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import (
     evaluate_restoration,
+    feature_errors,
     input_feature_mse,
     mae_reconstruct,
     restore,
@@ -158,6 +159,25 @@ def test_input_feature_mse_is_the_copy_baseline_on_the_vision_loss_scale(tmp_pat
     assert expected > 0
     unchanged = eval_set.map(lambda row: {"degraded": row["clean"]})
     assert input_feature_mse(model, processor, unchanged, "denoise") == 0.0
+
+
+def test_feature_errors_are_the_vision_loss_and_the_generated_error_by_position(tmp_path):
+    model, processor = build_tiny(task_names=("denoise",))
+    validation = bundled_corpus()["validation"].select(range(5))
+    eval_set = materialize_eval_set(validation, ["denoise"], 32, str(tmp_path / "eval"), seed=1)
+    clean = torch.stack([processor.preprocess_images(image)[0] for image in eval_set["clean"]])
+    prompts = processor(images=list(eval_set["degraded"]), task="denoise")
+    generated = model.generate(**prompts).visual_features
+    expected_by_position = (generated - model.encode_images(clean)).pow(2).mean(dim=(0, 2))
+    errors = feature_errors(model, processor, eval_set, "denoise", batch_size=2)
+    assert errors["generated_mse_by_position"] == pytest.approx(expected_by_position.tolist(), abs=1e-4)
+    assert len(errors["generated_mse_by_position"]) == model.config.num_visual_tokens
+    assert errors["generated_mse"] == pytest.approx(expected_by_position.mean().item(), rel=1e-5)
+    teacher_forced = model(**processor(images=list(eval_set["degraded"]), targets=list(eval_set["clean"]),
+                                       task="denoise")).vision_loss.item()
+    assert errors["teacher_forced_mse"] == pytest.approx(teacher_forced, rel=1e-5)
+    assert errors["gap"] == pytest.approx(errors["generated_mse"] - errors["teacher_forced_mse"])
+    assert errors["generated_mse"] > 0
 
 
 def test_line_chart_draws_each_series_and_reference_and_refuses_what_it_cannot_draw():

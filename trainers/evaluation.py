@@ -66,17 +66,20 @@ def task_batches(eval_set, task: str, batch_size: int):
 def feature_errors(model, processor, eval_set, task: str, batch_size: int = 16) -> dict:
     """Exposure bias on held-out pairs of `task`: the MSE between predicted and clean-image features when the model
     is fed the clean features (teacher forcing: the training loss) and when it is fed its own predictions
-    (`generate()`), and their gap. One-pass models (experts, ViT-LLM) have no gap."""
-    totals, count = {"teacher_forced_mse": 0.0, "generated_mse": 0.0}, 0
+    (`generate()`), their gap, and the generated MSE at each visual token position (`generated_mse_by_position`:
+    how the error grows along the image as the model feeds itself). One-pass models (experts, ViT-LLM) have no gap."""
+    teacher_forced, squared_error_by_position, count = 0.0, 0.0, 0
     for degraded, clean in task_batches(eval_set, task, batch_size):
         batch = processor(images=degraded, targets=clean, task=task).to(model.device)
-        totals["teacher_forced_mse"] += model(**batch).vision_loss.item() * len(degraded)
+        teacher_forced += model(**batch).vision_loss.item() * len(degraded)
         generated = model.generate(**processor(images=degraded, task=task).to(model.device)).visual_features
         target = model.encode_images(batch["target_pixel_values"])
-        totals["generated_mse"] += torch.nn.functional.mse_loss(generated, target).item() * len(degraded)
+        squared_error_by_position = squared_error_by_position + (generated.float() - target).pow(2).mean(-1).sum(0)
         count += len(degraded)
-    errors = {name: total / count for name, total in totals.items()}
-    return {**errors, "gap": errors["generated_mse"] - errors["teacher_forced_mse"]}
+    by_position = (squared_error_by_position / count).cpu()
+    errors = {"teacher_forced_mse": teacher_forced / count, "generated_mse": by_position.mean().item()}
+    return {**errors, "gap": errors["generated_mse"] - errors["teacher_forced_mse"],
+            "generated_mse_by_position": [round(value, 4) for value in by_position.tolist()]}
 
 
 @torch.no_grad()
