@@ -38,11 +38,11 @@ class LM4LVConfig(PreTrainedConfig):
             `"embedding_subspace"`, which rotates the vision features' principal axes onto the top principal axes of
             the LLM's token embeddings, total variance matched and the mean feature onto the mean embedding, so
             visual tokens start out looking like token embeddings to the frozen LLM (applied by
-            [`~LM4LVForConditionalGeneration.init_in_adapter_from_features`], which needs sample features).
+            `lm4lv.modeling_lm4lv.initialization.init_in_adapter_from_features`, which needs sample features).
         out_adapter_init (`str`, *optional*, defaults to `"normal"`):
             Initialisation of `out_adapter`: `"normal"` (the paper) or `"ridge"`, the closed-form ridge regression from
             the LLM's hidden states to the target features on teacher-forced training sequences (applied by
-            [`~LM4LVForConditionalGeneration.init_out_adapter_by_ridge`], which needs sample states and targets).
+            `lm4lv.modeling_lm4lv.initialization.init_out_adapter_by_ridge`, which needs sample states and targets).
         teacher_forced_noise (`float`, *optional*, defaults to 0.0):
             Standard deviation of Gaussian noise added in training to the target features the answer is fed as
             teacher-forced inputs (the loss targets stay clean), so the model learns to predict from imperfect

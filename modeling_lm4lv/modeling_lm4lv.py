@@ -1,33 +1,20 @@
 """PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters, task tokens."""
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .checkpointing import (
-    SAFE_WEIGHTS_NAME,
-    TRAINABLE_WEIGHTS_FORMAT,
-    check_hub_location,
-    is_trainable_only,
-    looks_like_hub_id,
-    resolve_weights_file,
-    weight_names,
-    write_files_atomically,
-)
+from .checkpointing import TrainableCheckpointMixin, check_base_model_shapes, check_hub_location, is_trainable_name
 from .configuration_lm4lv import LM4LVConfig
+from .initialization import readable_parameters
+from .loss_lm4lv import lm4lv_loss
 from .peft_interop import PeftInteropMixin
 from .vision import load_vision_module, vision_module_from_config
-
-IGNORE_INDEX = -100  # label of positions without a loss (PyTorch's cross-entropy default)
 
 
 @dataclass
@@ -129,6 +116,9 @@ class DecodingRun:
         self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
         self.positions, self.full_mask = positions, full_mask
         self.skip_features = None  # set by generate() for `visual_skip_connection`
+        # the visual feedback in_adapter(out_adapter(hidden) + skip) folded into one affine map (one small matmul)
+        self.feedback_weight = model.in_adapter.weight @ model.out_adapter.weight
+        self.feedback_bias = model.in_adapter(model.out_adapter.bias)
         # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
         self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
 
@@ -162,6 +152,15 @@ class DecodingRun:
         return cls(model, start_ids, end_ids, forced_start_length, max_new_tokens - forced_start_length, eos_token_id,
                    pad_token_id, positions, full_mask)
 
+    def feed_back(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """THE visual feedback of every decoding path: the next input embedding `in_adapter(out_adapter(hidden) +
+        skip)` of the last hidden states `(batch, hidden)`, with `skip_embedding = in_adapter.weight @ skip` (the
+        skip connection's input features; `None` without it), in the LLM's dtype."""
+        pending = F.linear(hidden.float(), self.feedback_weight, self.feedback_bias)
+        if skip_embedding is not None:
+            pending = pending + skip_embedding
+        return pending.to(self.embed_dtype)
+
     def feed(self, embeds: torch.Tensor) -> torch.Tensor:
         """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; the new last hidden state."""
         past, length = self.cache.get_seq_length(), embeds.shape[1]
@@ -184,6 +183,9 @@ class LM4LVPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # the losses are means over the batch: the Trainer divides them by the gradient accumulation steps itself (with
+    # True it would take them as sums over `num_items_in_batch` and skip that division)
+    accepts_loss_kwargs = False
     _supports_flash_attn = True
 
     def _init_weights(self, module):
@@ -201,7 +203,7 @@ class LM4LVPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
+class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, LM4LVPreTrainedModel):
     r"""
     LM4LV: a frozen causal LM that reads and writes continuous MAE features.
 
@@ -301,14 +303,12 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         return model.to(language_model.device)
 
     def freeze_base_models(self):
-        """Freeze the LLM and the vision module; only the adapters and task tokens (and LoRA adapters, when
-        `config.lora_r > 0`) require grad."""
+        """Set `requires_grad` by `checkpointing.is_trainable_name`: the adapters and task tokens (and LoRA adapters,
+        when `config.lora_r > 0`) train; the LLM and the vision module are frozen and in eval mode."""
         for module in (self.language_model, self.vision_model):
-            module.requires_grad_(False)
             module.eval()
-        for name, param in self.language_model.named_parameters():
-            if "lora_" in name:
-                param.requires_grad_(True)
+        for name, param in self.named_parameters():
+            param.requires_grad_(is_trainable_name(name))
 
     @torch.no_grad()
     def init_task_tokens_from_text(self, tokenizer, text: str):
@@ -413,58 +413,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(task_mask[..., None], task_embeds)
         return inputs_embeds
 
-    def delimiter_positions(self, labels: torch.LongTensor) -> torch.BoolTensor:
-        """Positions of `labels` that hold an image delimiter: the `len(<Img>)` positions right before each run of
-        visual labels and the `len(</Img>)` positions right after it."""
-        visual = labels == self.config.image_token_id
-        previous = nn.functional.pad(visual[:, :-1], (1, 0))
-        following = nn.functional.pad(visual[:, 1:], (0, 1))
-        run_starts, run_ends = visual & ~previous, visual & ~following
-        delimiters = torch.zeros_like(visual)
-        for shift in range(1, len(self.config.image_start_token_ids or []) + 1):
-            delimiters[:, :-shift] |= run_starts[:, shift:]
-        for shift in range(1, len(self.config.image_end_token_ids or []) + 1):
-            delimiters[:, shift:] |= run_ends[:, :-shift]
-        return delimiters & ~visual
-
-    @torch.no_grad()
-    def init_in_adapter_from_features(self, features: torch.Tensor):
-        """
-        `config.in_adapter_init="embedding_subspace"`: set `in_adapter` to rotate the principal axes of `features` (a
-        sample of vision features, `(..., vision_hidden_size)`) onto the top principal axes of the LLM's token
-        embeddings, with one scale that matches their total variance, and the mean feature onto the mean embedding.
-        (A scale per axis would blow up the features' weakest directions, where generated features carry errors.)
-        """
-        features = features.reshape(-1, features.shape[-1]).double()
-        with readable_parameters(self.get_input_embeddings().parameters()):
-            embeddings = self.get_input_embeddings().weight.double()
-        feature_var, feature_axes = torch.linalg.eigh(torch.cov(features.T))
-        embedding_var, embedding_axes = torch.linalg.eigh(torch.cov(embeddings.T))
-        rank = min(features.shape[1], embeddings.shape[1])
-        scale = (embedding_var[-rank:].clamp(min=0).sum() / feature_var[-rank:].clamp(min=1e-12).sum()).sqrt()
-        weight = scale * embedding_axes[:, -rank:] @ feature_axes[:, -rank:].T
-        self.in_adapter.weight.copy_(weight.to(self.in_adapter.weight.dtype))
-        bias = embeddings.mean(0) - weight @ features.mean(0)
-        self.in_adapter.bias.copy_(bias.to(self.in_adapter.bias.dtype))
-
-    @torch.no_grad()
-    def init_out_adapter_by_ridge(self, states: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3):
-        """
-        `config.out_adapter_init="ridge"`: set `out_adapter` to the ridge regression of `targets` (the features to
-        predict, `(n, vision_hidden_size)`) on `states` (the LLM's last hidden states that predict them, `(n,
-        text_hidden_size)`), centred so the bias is not penalised; the penalty is `ridge` times the states' mean
-        variance, so its strength does not depend on their scale.
-        """
-        states, targets = states.double(), targets.double()
-        state_mean, target_mean = states.mean(0), targets.mean(0)
-        centred = states - state_mean
-        gram = centred.T @ centred
-        penalty = ridge * gram.trace() / gram.shape[0]
-        weight = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype),
-                                    centred.T @ (targets - target_mean)).T
-        self.out_adapter.weight.copy_(weight.to(self.out_adapter.weight.dtype))
-        self.out_adapter.bias.copy_((target_mean - weight @ state_mean).to(self.out_adapter.bias.dtype))
-
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -476,7 +424,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         task_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        **kwargs,
     ) -> LM4LVCausalLMOutput:
         r"""
         Args:
@@ -501,11 +448,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         >>> out.loss.backward()
         ```"""
         input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
-        fed_targets = target_features
-        if target_features is not None and self.training and self.config.teacher_forced_noise > 0:
-            fed_targets = target_features + self.config.teacher_forced_noise * torch.randn_like(target_features)
-        encoded = [f for f in (input_features, fed_targets) if f is not None]
-        visual_features = torch.cat(encoded, dim=1) if encoded else None
+        visual_features = self.fed_visual_features(input_features, target_features)
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -514,49 +457,20 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
         hidden_states = self.text_backbone(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
-
         if labels is None:
             return LM4LVCausalLMOutput(
                 logits=self.get_output_embeddings()(hidden_states).float(), last_hidden_state=hidden_states
             )
+        losses = lm4lv_loss(self, hidden_states, labels, input_features, target_features, target_pixel_values)
+        return LM4LVCausalLMOutput(**losses, last_hidden_state=hidden_states)
 
-        # next-element prediction: the state at position t predicts element t + 1
-        states, next_labels = hidden_states[:, :-1], labels[:, 1:]
-        text_positions = next_labels >= 0
-        visual_positions = next_labels == self.config.image_token_id
-        text_loss = states.new_zeros((), dtype=torch.float32)
-        if text_positions.any():
-            logits = self.get_output_embeddings()(states[text_positions]).float()
-            token_losses = nn.functional.cross_entropy(logits, next_labels[text_positions], reduction="none")
-            if self.config.delimiter_loss_weight != 1.0:
-                delimiters = self.delimiter_positions(next_labels)[text_positions]
-                token_losses = torch.where(delimiters, self.config.delimiter_loss_weight * token_losses, token_losses)
-            text_loss = token_losses.mean()
-        vision_loss = states.new_zeros((), dtype=torch.float32)
-        if visual_positions.any():
-            if target_features is None:
-                raise ValueError("labels mark target visual tokens but no target_pixel_values were given")
-            predicted = self.out_adapter(states[visual_positions].float())
-            target = target_features.reshape(-1, target_features.shape[-1])
-            if self.config.visual_skip_connection:
-                if input_features is None or input_features.shape != target_features.shape:
-                    raise ValueError("visual_skip_connection needs one input image per target image")
-                predicted = predicted + input_features.reshape(-1, input_features.shape[-1])
-            if predicted.shape != target.shape:
-                raise ValueError(
-                    f"labels mark {predicted.shape[0]} target visual tokens but the targets have {target.shape[0]}"
-                )
-            vision_loss = nn.functional.mse_loss(predicted, target)
-        loss = text_loss + self.config.vision_loss_weight * vision_loss
-        pixel_loss = None
-        if self.config.pixel_loss_weight > 0 and visual_positions.any():
-            decoded = self.vision_model.decode(predicted.reshape(target_features.shape)).float()
-            pixel_loss = nn.functional.mse_loss(decoded, target_pixel_values.float())
-            loss = loss + self.config.pixel_loss_weight * pixel_loss
-        return LM4LVCausalLMOutput(
-            loss=loss, text_loss=text_loss, vision_loss=vision_loss, pixel_loss=pixel_loss,
-            last_hidden_state=hidden_states,
-        )
+    def fed_visual_features(self, input_features, target_features) -> torch.Tensor | None:
+        """The features that fill the visual placeholders: the degraded image's, then the target's (with
+        `config.teacher_forced_noise` in training: the noise of the model's own predictions at generation)."""
+        if target_features is not None and self.training and self.config.teacher_forced_noise > 0:
+            target_features = target_features + self.config.teacher_forced_noise * torch.randn_like(target_features)
+        encoded = [f for f in (input_features, target_features) if f is not None]
+        return torch.cat(encoded, dim=1) if encoded else None
 
     # ------------------------------------------------------------------ generation
 
@@ -638,23 +552,17 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
 
     def _visual_run(self, run: DecodingRun, state: GenerationState):
         """Every sample is inside its first image: the visual steps they all still have, in a tight loop with no
-        text bookkeeping and no host-device synchronisation. The feedback `in_adapter(out_adapter(hidden) + skip)`
-        is one affine map (a single small matmul per step); the features come from one `out_adapter` call over the
-        whole run afterwards. When every image ends here, the forced `</Img>` goes through the LLM with the last
-        visual token."""
+        text bookkeeping and no host-device synchronisation (`DecodingRun.feed_back` a step; the features come from
+        one `out_adapter` call over the whole run afterwards). When every image ends here, the forced `</Img>` goes
+        through the LLM with the last visual token."""
         steps = min(int(state.visual_left.min()), run.max_new_tokens - len(state.tokens))
         rows = torch.arange(state.hidden.shape[0], device=state.hidden.device)
         slots = state.num_features[:, None] + torch.arange(steps, device=rows.device)
         skip = None if run.skip_features is None else run.skip_features[rows[:, None], slots]
-        feedback_weight = self.in_adapter.weight @ self.out_adapter.weight
-        feedback_bias = self.in_adapter(self.out_adapter.bias)
-        feedback_skip = None if skip is None else F.linear(skip, self.in_adapter.weight)
+        skip_embedding = None if skip is None else F.linear(skip, self.in_adapter.weight)
         hiddens = [state.hidden]
         for step in range(steps):
-            pending = F.linear(hiddens[-1].float(), feedback_weight, feedback_bias)
-            if feedback_skip is not None:
-                pending = pending + feedback_skip[:, step]
-            pending = pending.to(run.embed_dtype)[:, None]
+            pending = run.feed_back(hiddens[-1], None if skip is None else skip_embedding[:, step])[:, None]
             if step < steps - 1:
                 hiddens.append(run.feed(pending))
         features = self.out_adapter(torch.stack(hiddens, dim=1).float())
@@ -691,10 +599,12 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             rows = torch.arange(token.shape[0], device=token.device)
             slot = state.num_features.clamp(max=config.num_visual_tokens - 1)
             feature = self.out_adapter(state.hidden.float())
+            skip_embedding = None
             if run.skip_features is not None:
                 feature = feature + run.skip_features[rows, slot]
+                skip_embedding = F.linear(run.skip_features[rows, slot], self.in_adapter.weight)
             state.features[rows, slot] = torch.where(recording[:, None], feature, state.features[rows, slot])
-            next_embeds = torch.where(is_visual[:, None], self.embed_visual(feature), next_embeds)
+            next_embeds = torch.where(is_visual[:, None], run.feed_back(state.hidden, skip_embedding), next_embeds)
         state.num_features = state.num_features + recording.long()
         state.forced = torch.where((is_text & has_forced)[:, None], shift_left(state.forced), state.forced)
         state.visual_left = state.visual_left - is_visual.long()
@@ -729,142 +639,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, LM4LVPreTrainedModel):
             has_image=has_image,
         )
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The parameters that require grad (adapters and task tokens, plus anything a user unfroze)."""
-        return {name: param.detach() for name, param in self.named_parameters() if param.requires_grad}
-
-    def save_pretrained(self, save_directory: str | os.PathLike, save_full: bool = False, **kwargs):
-        r"""
-        Save the model.
-
-        Args:
-            save_directory (`str` or `os.PathLike`): Target folder.
-            save_full (`bool`, *optional*, defaults to `False`): With `False` (the default) write the config and
-                a safetensors file of the trainable parameters only; the config names the base LLM and vision module
-                so [`from_pretrained`] rebuilds the whole model. With `True` write every weight into the folder
-                (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`. Either way the files are
-                written to a staging folder first and moved in at the end (`config.json` last), so a write that fails
-                part-way leaves a previous checkpoint in the folder intact.
-            kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`. Otherwise `is_main_process`
-                and `state_dict` are read: the trainable weights are taken from `state_dict` when given (whole tensors
-                gathered from a sharding engine, as `LM4LVTrainer.save_model` does; other entries are ignored), else
-                from the model, which must then hold them whole.
-        """
-        if save_full:
-            save_everything = super().save_pretrained
-            return write_files_atomically(save_directory, lambda staging: save_everything(staging, **kwargs))
-        if getattr(self, "lora_merged", False):
-            raise ValueError(
-                "LoRA adapters were merged into the LLM, which no longer equals the base LLM the config names; save "
-                "with save_full=True"
-            )
-        if not kwargs.get("is_main_process", True):
-            return
-        own = self.trainable_state_dict()
-        given = kwargs.get("state_dict")
-        sharded = any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in self.parameters() if p.requires_grad)
-        if given is None and sharded:
-            raise ValueError(
-                "The trainable parameters are sharded (FSDP2 or DeepSpeed ZeRO-3): gather them on every process with "
-                "lm4lv.trainers.engines.gather_trainable_state_dict and pass state_dict=... (LM4LVTrainer.save_model "
-                "does)"
-            )
-        source = own if given is None else given
-        missing = sorted(set(own) - set(source))
-        if missing:
-            raise ValueError(f"state_dict lacks trainable parameters {missing}")
-        tensors = {name: source[name].contiguous().cpu() for name in own}
-
-        def write(staging):
-            save_file(tensors, os.path.join(staging, SAFE_WEIGHTS_NAME),
-                      metadata={"format": "pt", "lm4lv": TRAINABLE_WEIGHTS_FORMAT})
-            self.config.save_pretrained(staging)
-
-        write_files_atomically(save_directory, write)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
-        r"""
-        Load an LM4LV checkpoint: either trainable-only (the base LLM and vision module named in its config are
-        loaded with [`from_base_models`], then the adapters and task tokens) or full (`save_full=True`). Only
-        safetensors are read; a folder with pickle weights alone is refused.
-
-        Args:
-            pretrained_model_name_or_path: Local folder or Hub id.
-            dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM.
-            llm (`str`, *optional*), vision (`str`, *optional*): Override the base model locations named in the
-                config (e.g. local copies of the Hub ids).
-            kwargs: Passed to `PreTrainedModel.from_pretrained` for full checkpoints.
-        """
-        llm, vision = kwargs.pop("llm", None), kwargs.pop("vision", None)
-        check_hub_location(pretrained_model_name_or_path, "checkpoint")
-        weights_file = resolve_weights_file(pretrained_model_name_or_path, kwargs)
-        if not is_trainable_only(weights_file):
-            dtype = kwargs.pop("dtype", None)
-            kwargs["use_safetensors"] = True
-            output_loading_info = kwargs.pop("output_loading_info", False)
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args,
-                                                  output_loading_info=True, **kwargs)
-            problems = {kind: sorted(info[kind]) for kind in ("missing_keys", "unexpected_keys") if info[kind]}
-            if problems:
-                raise ValueError(
-                    f"{weights_file} is not a complete checkpoint of this model: "
-                    + "; ".join(f"{kind.replace('_', ' ')} {names[:8]}" + (" ..." if len(names) > 8 else "")
-                                for kind, names in problems.items())
-                )
-            check_finite(model.trainable_state_dict(), weights_file)
-            model.freeze_base_models()  # loading replaces parameters, which resets requires_grad
-            if dtype is not None:  # the LLM only: trainables and the vision module stay float32, as in from_base_models
-                model.language_model.to(dtype)
-            return (model, info) if output_loading_info else model
-        config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path)
-        llm = llm or base_model_location(config.text_model_name_or_path, pretrained_model_name_or_path, "LLM")
-        vision = vision or base_model_location(config.vision_model_name_or_path, pretrained_model_name_or_path,
-                                               "vision module")
-        if not llm or not vision:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds trainable weights only, and its config names no base "
-                "LLM/vision module: pass llm=... and vision=..."
-            )
-        model = cls.from_base_models(llm, vision, config=config, dtype=kwargs.pop("dtype", None))
-        model.load_trainable_weights(weights_file)
-        return model
-
-    def load_trainable_weights(self, weights_file: str):
-        """Load a trainable-only safetensors file, checking names and shapes with a clear error on mismatch."""
-        own = dict(self.named_parameters())
-        trainable = self.trainable_state_dict()
-        weight_names(weights_file)  # a clear error naming the file when it is not a readable safetensors file
-        with safe_open(weights_file, framework="pt") as handle:
-            for name in handle.keys():
-                if name not in own:
-                    raise ValueError(f"{weights_file}: unknown parameter {name!r} for this model")
-                if name not in trainable:
-                    raise ValueError(
-                        f"{weights_file}: {name!r} is a frozen base-model weight; a trainable-only checkpoint holds "
-                        "only adapters, task tokens and LoRA weights"
-                    )
-                tensor = handle.get_tensor(name)
-                check_finite({name: tensor}, weights_file)
-                if tensor.shape != own[name].shape:
-                    raise ValueError(
-                        f"{weights_file}: {name} has shape {tuple(tensor.shape)} but this model expects "
-                        f"{tuple(own[name].shape)}: the checkpoint was trained with a base LLM/vision module of "
-                        f"other hidden sizes (text {self.config.text_config.hidden_size}, vision "
-                        f"{self.config.vision_hidden_size}) or another number of tasks/task tokens"
-                    )
-                if isinstance(own[name], DTensor):  # sharded by FSDP2: each process keeps its shard of the tensor
-                    tensor = distribute_tensor(tensor.to(own[name].dtype), own[name].device_mesh, own[name].placements,
-                                               src_data_rank=None)
-                with torch.no_grad():
-                    own[name].copy_(tensor)
-            missing = set(self.trainable_state_dict()) - set(handle.keys())
-        if missing:
-            raise ValueError(f"{weights_file} lacks trainable parameters {sorted(missing)}")
-
-
 def encode_input_and_target(encode, pixel_values, target_pixel_values) -> tuple:
     """`(input features, target features)` of the degraded and clean images, with ONE vision pass when both are
     given; either is `None` when its images are."""
@@ -890,49 +664,6 @@ def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_w
     )
 
 
-@contextmanager
-def readable_parameters(parameters):
-    """Within the block, parameters that DeepSpeed ZeRO-3 partitioned at load time (`zero.Init`, before any engine
-    exists) hold their whole values, read-only; other parameters are left as they are. A collective under ZeRO-3: every
-    process must enter it. For the fits that read the frozen parts before training (text-initialised task tokens,
-    `in_adapter_init`, `out_adapter_init`)."""
-    partitioned = [param for param in parameters if hasattr(param, "ds_id")]
-    if not partitioned:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
-        yield
-
-
-def check_finite(tensors: dict, weights_file: str):
-    """Refuse NaN/inf weights, naming the tensor and the file: they would turn every output into NaN."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{weights_file}: {name} holds NaN or inf values")
-
-
-def base_model_location(location: str | None, checkpoint: str | os.PathLike, what: str) -> str | None:
-    """Where a base model named in a checkpoint's config is. A relative path is resolved against a local checkpoint
-    folder (when it exists there, or starts with "."); anything but a Hub id (`org/name`) must exist, or this raises
-    naming it."""
-    if not location:
-        return location
-    location = os.path.expanduser(location)
-    if not os.path.isabs(location) and os.path.isdir(checkpoint):
-        beside = os.path.normpath(os.path.join(checkpoint, location))
-        if os.path.exists(beside) or location.startswith("."):
-            location = beside
-    if not looks_like_hub_id(location) and not os.path.exists(location):
-        option = "llm" if what == "LLM" else "vision"
-        raise FileNotFoundError(
-            f"The base {what} named in {checkpoint}'s config, {location}, does not exist: pass its folder with "
-            f"{option}=... (on the command line: --{option})"
-        )
-    return location
-
-
 def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
     """Position ids that start at 0 on each sample's first real token (left padding gets position 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -952,21 +683,6 @@ def check_pixel_values(pixel_values: torch.Tensor):
         )
     if not torch.isfinite(pixel_values).all():
         raise ValueError("pixel_values contain NaN or inf")
-
-
-def check_base_model_shapes(config: LM4LVConfig, text_config, vision_config):
-    """Clear error when base models do not match the shapes the adapters were built for."""
-    for what, expected, found in (
-        ("LLM hidden_size", config.text_config.hidden_size, text_config.hidden_size),
-        ("vision hidden_size", config.vision_hidden_size, vision_config.hidden_size),
-        ("vision image_size", config.vision_config.image_size, vision_config.image_size),
-        ("vision patch_size", config.vision_config.patch_size, vision_config.patch_size),
-    ):
-        if expected != found:
-            raise ValueError(
-                f"Base model mismatch: the checkpoint's config has {what}={expected} but the loaded base model "
-                f"has {found}; the adapters only fit the base models they were trained with"
-            )
 
 
 __all__ = [

@@ -10,8 +10,8 @@ import torch
 from transformers.masking_utils import create_bidirectional_mask
 
 from .configuration_lm4lv import LM4LVConfig
+from .loss_lm4lv import IGNORE_INDEX
 from .modeling_lm4lv import (
-    IGNORE_INDEX,
     LM4LVCausalLMOutput,
     LM4LVForConditionalGeneration,
     LM4LVGenerateOutput,

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpointing import write_atomically
+from .checkpointing import is_trainable_name, write_atomically
 
 
 class PeftInteropMixin:
@@ -28,11 +28,13 @@ class PeftInteropMixin:
             lora_dropout=0.0,
         )
         self.language_model = inject_adapter_in_model(lora_config, self.language_model)
+        # trainables stay in float32 when the frozen LLM is in bf16/fp16 (as peft's autocast)
         for name, param in self.language_model.named_parameters():
-            if "lora_" in name:  # trainables stay in float32 when the frozen LLM is in bf16/fp16 (as peft's autocast)
+            if is_trainable_name(name):
                 param.data = param.data.float()
+        # peft initialised them (B = 0: the LLM unchanged); post_init must not re-initialise them
         for name, module in self.language_model.named_modules():
-            if "lora_" in name:  # peft initialised them (B = 0: the LLM unchanged); post_init must not re-initialise
+            if is_trainable_name(name):
                 module._is_hf_initialized = True
 
     @torch.no_grad()

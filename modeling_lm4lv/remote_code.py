@@ -5,7 +5,8 @@ import shutil
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
 REMOTE_CODE_MODULES = (
-    "configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py", "checkpointing.py", "peft_interop.py"
+    "configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py", "checkpointing.py", "peft_interop.py",
+    "loss_lm4lv.py", "initialization.py",
 )
 
 

@@ -6,7 +6,7 @@ from PIL import Image
 from transformers import AutoConfig, BatchFeature, ProcessorMixin
 
 from lm4lv.modeling_lm4lv.checkpointing import check_hub_location
-from lm4lv.modeling_lm4lv.modeling_lm4lv import IGNORE_INDEX
+from lm4lv.modeling_lm4lv.loss_lm4lv import IGNORE_INDEX
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image
 

@@ -170,3 +170,49 @@ def test_save_pretrained_takes_gathered_trainable_weights_and_refuses_shards(tmp
     with pytest.raises(ValueError, match="The trainable parameters are sharded"):
         model.save_pretrained(tmp_path / "sharded")
     assert not (tmp_path / "sharded").exists()
+
+
+def test_a_parameter_the_user_unfroze_round_trips(trained_from_base, tmp_path):
+    model, _ = trained_from_base
+    norm = model.language_model.model.norm.weight
+    norm.requires_grad_(True)
+    with torch.no_grad():
+        norm.add_(0.5)  # stand-in for training it
+    model.save_pretrained(tmp_path / "ckpt")
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), "pt") as handle:
+        assert "language_model.model.norm.weight" in handle.keys()
+        assert json.loads(handle.metadata()["lm4lv_unfrozen"]) == ["language_model.model.norm.weight"]
+    reloaded = LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(reloaded.language_model.model.norm.weight, norm)
+    assert reloaded.language_model.model.norm.weight.requires_grad
+    assert set(reloaded.trainable_state_dict()) == set(model.trainable_state_dict())
+
+
+def test_trainable_only_save_refuses_keywords_it_does_not_use(trained_from_base, tmp_path):
+    model, _ = trained_from_base
+    with pytest.raises(TypeError, match=r"takes no \['safe_serialization', 'variant'\].*save_full=True"):
+        model.save_pretrained(tmp_path / "ckpt", variant="fp16", safe_serialization=True)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_trainable_only_save_pushes_to_the_hub(trained_from_base, tmp_path, monkeypatch):
+    """`push_to_hub=True` uploads the trainable-only files (the Hub calls are replaced by recorders)."""
+    from transformers.utils import hub
+
+    model, _ = trained_from_base
+    uploads = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+    def upload(self, working_dir, repo_id, files_timestamps, **kwargs):
+        uploads.append((repo_id, sorted(os.listdir(working_dir)), kwargs.get("commit_message")))
+
+    monkeypatch.setattr(hub, "hf_api", lambda: FakeApi())
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *args, **kwargs: type(
+        "Card", (), {"save": lambda self, path: open(path, "w").close()})())
+    monkeypatch.setattr(hub.PushToHubMixin, "_upload_modified_files", upload)
+    model.save_pretrained(tmp_path / "ckpt", push_to_hub=True, repo_id="someone/lm4lv-test", commit_message="hi")
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["config.json", "model.safetensors"]
+    assert uploads == [("someone/lm4lv-test", ["README.md", "config.json", "model.safetensors"], "hi")]

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from lm4lv.modeling_lm4lv.initialization import init_in_adapter_from_features, init_out_adapter_by_ridge
+from lm4lv.modeling_lm4lv.loss_lm4lv import delimiter_positions
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.processing.images import to_tensor
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
@@ -33,7 +35,7 @@ def test_delimiter_positions_are_the_answers_image_delimiters():
     model, processor = build_tiny()
     batch = training_batch(processor)
     labels = batch["labels"]
-    positions = model.delimiter_positions(labels)
+    positions = delimiter_positions(labels, model.config)
     start, end = model.config.image_start_token_ids, model.config.image_end_token_ids
     for row, mask in zip(labels, positions):
         assert row[mask].tolist() == start + end  # the answer's <Img> ... </Img>, nothing else
@@ -53,7 +55,7 @@ def test_delimiter_loss_weight_scales_only_the_delimiter_tokens(weight):
         text = next_labels >= 0
         losses = nn.functional.cross_entropy(model.get_output_embeddings()(states[text]), next_labels[text],
                                              reduction="none")
-        delimiters = model.delimiter_positions(next_labels)[text]
+        delimiters = delimiter_positions(next_labels, model.config)[text]
     torch.testing.assert_close(plain.text_loss, losses.mean())
     expected = torch.where(delimiters, weight * losses, losses).mean()
     torch.testing.assert_close(weighted.text_loss, expected)
@@ -65,7 +67,7 @@ def test_in_adapter_rotates_feature_axes_into_the_embedding_subspace():
     generator = torch.Generator().manual_seed(0)
     mixing = torch.randn(32, 32, generator=generator)
     features = torch.randn(4096, 32, generator=generator) @ mixing + 3.0  # correlated, off-centre features
-    model.init_in_adapter_from_features(features)
+    init_in_adapter_from_features(model, features)
     with torch.no_grad():
         mapped = model.in_adapter(features).double()
     embeddings = model.get_input_embeddings().weight.double()
@@ -103,10 +105,10 @@ def test_ridge_init_recovers_a_linear_map_from_states_to_features():
     generator = torch.Generator().manual_seed(0)
     states = torch.randn(2000, 64, generator=generator) * 3 + 1
     weight, bias = torch.randn(32, 64, generator=generator), torch.randn(32, generator=generator)
-    model.init_out_adapter_by_ridge(states, states @ weight.T + bias, ridge=1e-9)
+    init_out_adapter_by_ridge(model, states, states @ weight.T + bias, ridge=1e-9)
     torch.testing.assert_close(model.out_adapter.weight.data, weight, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(model.out_adapter.bias.data, bias, atol=1e-3, rtol=1e-4)
-    model.init_out_adapter_by_ridge(states, states @ weight.T + bias, ridge=10.0)  # a strong penalty shrinks W
+    init_out_adapter_by_ridge(model, states, states @ weight.T + bias, ridge=10.0)  # a strong penalty shrinks W
     assert model.out_adapter.weight.norm() < 0.5 * weight.norm()
 
 
@@ -170,3 +172,34 @@ def test_identity_curriculum_trains_on_the_input_first(tmp_path):
         trainer.state.global_step = 3
         torch.testing.assert_close(trainer.compute_loss(model, batch), restoration)
     assert not torch.allclose(identity, restoration)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_fits_run_on_the_models_device_and_equal_the_closed_forms(device):
+    """Both fits create their tensors on the model's device; their weights equal the closed forms computed here in
+    float64 on the CPU (bit for bit on the CPU)."""
+    model, _ = build_tiny()
+    model.to(device)
+    generator = torch.Generator().manual_seed(0)
+    states, targets = torch.randn(500, 64, generator=generator), torch.randn(500, 32, generator=generator)
+    features = torch.randn(600, 32, generator=generator) * 2 + 1
+    init_out_adapter_by_ridge(model, states.to(device), targets.to(device), ridge=1e-3)
+    init_in_adapter_from_features(model, features.to(device))
+
+    centred = states.double() - states.double().mean(0)
+    gram = centred.T @ centred
+    penalty = 1e-3 * gram.trace() / 64
+    ridge_weight = torch.linalg.solve(gram + penalty * torch.eye(64, dtype=torch.float64),
+                                      centred.T @ (targets.double() - targets.double().mean(0))).T
+    embeddings = model.get_input_embeddings().weight.double().cpu()
+    feature_var, feature_axes = torch.linalg.eigh(torch.cov(features.double().T))
+    embedding_var, embedding_axes = torch.linalg.eigh(torch.cov(embeddings.T))
+    scale = (embedding_var[-32:].clamp(min=0).sum() / feature_var[-32:].clamp(min=1e-12).sum()).sqrt()
+    in_weight = scale * embedding_axes[:, -32:] @ feature_axes[:, -32:].T
+    tolerance = {"atol": 0, "rtol": 0} if device == "cpu" else {"atol": 1e-5, "rtol": 1e-4}
+    torch.testing.assert_close(model.out_adapter.weight.detach().cpu(), ridge_weight.float(), **tolerance)
+    torch.testing.assert_close(model.in_adapter.weight.detach().cpu(), in_weight.float(), **tolerance)
+    assert model.out_adapter.weight.device.type == model.in_adapter.bias.device.type == device

@@ -287,3 +287,40 @@ def test_gradient_checkpointing_reaches_the_frozen_llm():
     assert torch.allclose(loss, reference, atol=1e-6)
     for name, grad in grads.items():
         assert torch.allclose(model.get_parameter(name).grad, grad, atol=1e-6), name
+
+
+@torch.no_grad()
+def test_a_mixed_batch_generates_text_and_visual_tokens_in_one_step(tiny, monkeypatch):
+    """Sample 0 starts its image at once while sample 1 writes text first: sample 0's visual steps go through the
+    mixed (text + visual) step, and its features equal generating it alone (the all-visual run)."""
+    model, processor = tiny
+    start = processor.model_config.image_start_token_ids
+    eos = processor.tokenizer.eos_token_id
+    images = random_images(2)
+    batch = processor(images=images)
+    starts = torch.tensor([start])
+    pad = torch.full((1, len(start)), eos)
+    batch["input_ids"] = torch.cat([torch.cat([batch["input_ids"][:1], starts], 1),
+                                    torch.cat([pad, batch["input_ids"][1:]], 1)])
+    batch["attention_mask"] = torch.cat([torch.ones(1, batch["input_ids"].shape[1], dtype=torch.long),
+                                         torch.cat([torch.zeros_like(pad), batch["attention_mask"][1:]], 1)])
+    words = processor.tokenizer.encode("the fox")
+    head = ScriptedHead(words + start + [eos], model.config.text_config.vocab_size)
+    monkeypatch.setattr(model, "get_output_embeddings", lambda: head)
+    mixed_steps = []
+    text_step = model._text_step
+    monkeypatch.setattr(model, "_text_step", lambda run, state: mixed_steps.append(
+        bool(((state.visual_left > 0) & state.unfinished).any())) or text_step(run, state))
+    together = model.generate(**batch, force_image_output=False, eos_token_id=eos, max_new_tokens=60)
+    assert sum(mixed_steps) >= len(words)  # sample 0 was visual while sample 1 wrote its words
+    monkeypatch.undo()
+    alone = model.generate(**processor(images=images[:1]))
+    assert together.has_image.all()
+    torch.testing.assert_close(together.visual_features[0], alone.visual_features[0], atol=1e-5, rtol=1e-5)
+
+
+def test_forward_refuses_unknown_keyword_arguments(tiny):
+    model, processor = tiny
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    with pytest.raises(TypeError, match="num_items_in_batch"):
+        model(**batch, num_items_in_batch=10)

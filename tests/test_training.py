@@ -469,3 +469,27 @@ def test_one_process_under_a_multi_process_launch_stops_training(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="started 2 processes \\(WORLD_SIZE\\) but this one trains as 1"):
         check_distributed_engine(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=1))
+
+
+def test_gradient_accumulation_equals_the_whole_batch(crops, tmp_path):
+    """2 accumulated batches of 2 train and log exactly like one batch of 4: the Trainer divides the model's mean
+    losses by the accumulation steps (the model does not claim to scale them itself)."""
+    updates, logged = {}, {}
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model, processor = build_tiny()
+        before = {name: tensor.clone() for name, tensor in model.trainable_state_dict().items()}
+        args = LM4LVTrainingArguments(
+            output_dir=str(tmp_path / f"{batch_size}x{accumulation}"), per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation, max_steps=1, logging_steps=1, learning_rate=1.0, optim="sgd",
+            warmup_steps=0, lr_scheduler_type="constant", max_grad_norm=0.0, use_cpu=True, seed=0,
+            disable_tqdm=True, save_strategy="no", report_to=[],
+        )
+        trainer = LM4LVTrainer(model=model, args=args, train_dataset=paired_dataset(crops, ["denoise"], 32, seed=0),
+                               data_collator=LM4LVDataCollator(processor), processing_class=processor)
+        trainer.train()
+        updates[accumulation] = {name: tensor - before[name] for name, tensor in model.trainable_state_dict().items()}
+        logged[accumulation] = next(e for e in trainer.state.log_history if "loss" in e)
+    for name, update in updates[1].items():
+        torch.testing.assert_close(updates[2][name], update, atol=1e-6, rtol=1e-5)
+    for key in ("loss", "text_loss", "vision_loss"):
+        assert logged[2][key] == pytest.approx(logged[1][key], abs=1e-6), key

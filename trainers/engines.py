@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from accelerate.utils import DistributedType
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 # engine -> (the environment variable `accelerate launch` sets when a config asks for it, its DistributedType)
 REQUESTED_ENGINES = {"FSDP": ("ACCELERATE_USE_FSDP", DistributedType.FSDP),
@@ -90,11 +90,19 @@ def gather_trainable_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
         }
 
 
+def place_whole_tensor(param, tensor: torch.Tensor) -> torch.Tensor:
+    """What `param` holds of a whole `tensor`: an FSDP2 `DTensor` parameter gets its process's shard, any other the
+    tensor itself."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(tensor.to(param.dtype), param.device_mesh, param.placements, src_data_rank=None)
+    return tensor
+
+
 def load_trainable_weights(accelerator, model, weights_file: str):
     """Load a trainable-only safetensors file into the engine's model (`load_trainable_weights` of the unwrapped
-    model, with its checks, on whole parameters). A collective: every process must call it."""
+    model, with its checks, on whole parameters or FSDP2 shards). A collective: every process must call it."""
     with whole_trainable_parameters(accelerator, model, writeback=True) as unwrapped:
-        unwrapped.load_trainable_weights(weights_file)
+        unwrapped.load_trainable_weights(weights_file, place=place_whole_tensor)
 
 
 __all__ = ["check_distributed_engine", "gather_trainable_state_dict", "load_trainable_weights",

@@ -10,7 +10,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from lm4lv.modeling_lm4lv.modeling_lm4lv import SAFE_WEIGHTS_NAME, LM4LVForConditionalGeneration, is_trainable_only
+from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
+from lm4lv.modeling_lm4lv.checkpointing import SAFE_WEIGHTS_NAME, is_trainable_only
 from lm4lv.processing.data import PairedStream
 from lm4lv.trainers.engines import (
     check_distributed_engine,

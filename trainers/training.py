@@ -12,8 +12,12 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVExpertModel, LM4LVForConditionalGeneration, LM4LVViTLLMModel
 from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
+from lm4lv.modeling_lm4lv.initialization import (
+    init_in_adapter_from_features,
+    init_out_adapter_by_ridge,
+    readable_parameters,
+)
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
-from lm4lv.modeling_lm4lv.modeling_lm4lv import readable_parameters
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
@@ -173,7 +177,7 @@ def fit_in_adapter_to_embeddings(model, processor, train_dataset, num_images: in
     pixel_values = processor.preprocess_images(torch.stack(clean)).to(model.device)
     with readable_parameters(model.vision_model.parameters()):
         features = model.encode_images(pixel_values)
-    model.init_in_adapter_from_features(features)
+    init_in_adapter_from_features(model, features)
 
 
 @torch.no_grad()
@@ -195,7 +199,7 @@ def fit_out_adapter_by_ridge(model, processor, train_dataset, num_examples: int 
             if config.visual_skip_connection:
                 target = target - model.encode_images(batch["pixel_values"])
             targets.append(target.reshape(-1, target.shape[-1]))
-    model.init_out_adapter_by_ridge(torch.cat(states), torch.cat(targets))
+    init_out_adapter_by_ridge(model, torch.cat(states), torch.cat(targets))
     model.train(was_training)
 
 
