@@ -11,6 +11,7 @@ PACKAGE_DIRS = {
     "lm4lv.pipelines": "pipelines",
     "lm4lv.trainers": "trainers",
     "lm4lv.metrics": "metrics",
+    "lm4lv.research": "research",
 }
 
 setup(

@@ -8,8 +8,8 @@ from transformers import AutoConfig, LlamaConfig, ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
+from lm4lv.research.offline_default import DEMO_MAE_CONFIG, SMOLLM2_FOLDER, default_cache_dir
 
-SMOLLM2_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "lm4lv", "smollm2-135m-instruct")
 # the paper's scale: LLaMA-2-7B and ViT-MAE-Large shapes
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
@@ -28,10 +28,8 @@ def vision_config(llm: str, num_patches_side: int, patch_size: int = 8) -> ViTMA
         sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                      decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
                      decoder_intermediate_size=64)
-    else:
-        sizes = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                     decoder_hidden_size=256, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
-                     decoder_intermediate_size=1024)
+    else:  # the demo MAE's shape
+        sizes = {key: value for key, value in DEMO_MAE_CONFIG.items() if key not in ("image_size", "patch_size")}
     return ViTMAEConfig(image_size=num_patches_side * patch_size, patch_size=patch_size, **sizes)
 
 
@@ -42,8 +40,9 @@ def text_config(name: str):
         return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048)
     if name == "smollm2":
-        if os.path.isdir(SMOLLM2_CACHE):
-            return AutoConfig.from_pretrained(SMOLLM2_CACHE)
+        converted = os.path.join(default_cache_dir(), SMOLLM2_FOLDER)
+        if os.path.isdir(converted):
+            return AutoConfig.from_pretrained(converted)
         return LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                            num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192,
                            tie_word_embeddings=True)

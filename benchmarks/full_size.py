@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, ViTMA
 
 from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
 from lm4lv.processing.data import bundled_corpus
-from lm4lv.trainers.offline_default import default_cache_dir, prepare_smollm2
+from lm4lv.research.offline_default import default_cache_dir, prepare_smollm2
 
 from benchmarks.common import LLAMA2_7B, MAE_LARGE, machine
 

@@ -13,8 +13,7 @@ from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.trainers.evaluation import (
     evaluate_restoration,
     load_restoration_model,
-    mae_reconstruct,
-    restore,
+    restoration_methods,
     results_markdown,
 )
 
@@ -26,12 +25,7 @@ def main(checkpoint: str, task: str = "denoise", num_samples: int = 16):
     with tempfile.TemporaryDirectory() as folder:
         eval_set = materialize_eval_set(held_out, [task], model.config.vision_config.image_size, folder,
                                         limit=num_samples)
-        methods = {
-            "Input": lambda degraded, task: degraded,
-            "MAE-r": lambda degraded, task: mae_reconstruct(model, processor, degraded),
-            "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
-        }
-        results, _ = evaluate_restoration(eval_set, methods)
+        results, _ = evaluate_restoration(eval_set, restoration_methods(model, processor))
     print(results_markdown(results))
 
 

@@ -290,9 +290,8 @@ class TrainableCheckpointMixin:
         own = self.trainable_state_dict()
         if state_dict is None and any(is_sharded(p) for p in self.parameters() if p.requires_grad):
             raise ValueError(
-                "The trainable parameters are sharded (FSDP2 or DeepSpeed ZeRO-3): gather them on every process with "
-                "lm4lv.trainers.engines.gather_trainable_state_dict and pass state_dict=... (LM4LVTrainer.save_model "
-                "does)"
+                "The trainable parameters are sharded (FSDP2 or DeepSpeed ZeRO-3): pass their whole tensors as "
+                "state_dict=..., gathered on every process by the engine that sharded them"
             )
         source = own if state_dict is None else state_dict
         missing = sorted(set(own) - set(source))

@@ -1,7 +1,20 @@
 """LM4LV model configuration."""
 
+import typing
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+
+# the values of LM4LVConfig's option fields (the command line's choices read them too)
+TASK_TOKEN_INITS = ("zeros", "random", "text")
+IN_ADAPTER_INITS = ("normal", "embedding_subspace")
+OUT_ADAPTER_INITS = ("normal", "ridge")
+CHECKED_TYPES = (int, float, str, bool)  # fields annotated with exactly one of these have their type checked
+
+
+def image_size_pair(image_size) -> tuple[int, int]:
+    """`(height, width)` of a config's `image_size` (an int for square images, or a pair)."""
+    return tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
 
 
 class LM4LVConfig(PreTrainedConfig):
@@ -150,14 +163,6 @@ class LM4LVConfig(PreTrainedConfig):
             self.vision_config.mask_ratio = 0.0
         self.validate_lm4lv()
 
-    # fields whose type is checked at construction (a wrong type otherwise fails later, far from its cause)
-    FIELD_TYPES = {
-        "task_token_length": int, "lora_r": int, "lora_alpha": int, "image_token_id": int, "task_token_id": int,
-        "vision_loss_weight": float, "delimiter_loss_weight": float, "teacher_forced_noise": float,
-        "pixel_loss_weight": float, "task_token_init": str, "in_adapter_init": str, "out_adapter_init": str,
-        "image_start_text": str, "image_end_text": str, "visual_skip_connection": bool,
-    }
-
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         """The saved config's dict, refused with the file named when it is not a JSON object or lacks the base models'
@@ -174,10 +179,17 @@ class LM4LVConfig(PreTrainedConfig):
             )
         return config_dict, kwargs
 
+    @staticmethod
+    def checked_field_types() -> dict[str, type]:
+        """The fields whose type is checked at construction (a wrong type otherwise fails later, far from its cause):
+        those annotated with one of `CHECKED_TYPES`."""
+        hints = typing.get_type_hints(LM4LVConfig)
+        return {name: hints[name] for name in LM4LVConfig.__annotations__ if hints[name] in CHECKED_TYPES}
+
     def check_field_types(self):
         """Raise a `TypeError` naming the field when a value has the wrong type (an int is a valid float; a bool is
         neither)."""
-        for name, kind in self.FIELD_TYPES.items():
+        for name, kind in self.checked_field_types().items():
             value = getattr(self, name)
             accepted = (int, float) if kind is float else kind
             if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
@@ -189,8 +201,8 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"task_token_length must be >= 1, got {self.task_token_length}")
         if not self.task_names or len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names must be a non-empty list of distinct names, got {self.task_names}")
-        if self.task_token_init not in ("zeros", "random", "text"):
-            raise ValueError(f"task_token_init must be 'zeros', 'random' or 'text', got {self.task_token_init!r}")
+        if self.task_token_init not in TASK_TOKEN_INITS:
+            raise ValueError(f"task_token_init must be one of {TASK_TOKEN_INITS}, got {self.task_token_init!r}")
         if self.task_token_init == "text" and not self.task_token_init_text:
             raise ValueError("task_token_init='text' needs task_token_init_text")
         if self.lora_r < 0:
@@ -199,10 +211,10 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"vision_loss_weight must be >= 0, got {self.vision_loss_weight}")
         if self.delimiter_loss_weight < 0:
             raise ValueError(f"delimiter_loss_weight must be >= 0, got {self.delimiter_loss_weight}")
-        if self.in_adapter_init not in ("normal", "embedding_subspace"):
-            raise ValueError(f"in_adapter_init must be 'normal' or 'embedding_subspace', got {self.in_adapter_init!r}")
-        if self.out_adapter_init not in ("normal", "ridge"):
-            raise ValueError(f"out_adapter_init must be 'normal' or 'ridge', got {self.out_adapter_init!r}")
+        if self.in_adapter_init not in IN_ADAPTER_INITS:
+            raise ValueError(f"in_adapter_init must be one of {IN_ADAPTER_INITS}, got {self.in_adapter_init!r}")
+        if self.out_adapter_init not in OUT_ADAPTER_INITS:
+            raise ValueError(f"out_adapter_init must be one of {OUT_ADAPTER_INITS}, got {self.out_adapter_init!r}")
         for name in ("teacher_forced_noise", "pixel_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -226,8 +238,7 @@ class LM4LVConfig(PreTrainedConfig):
         other vision configs say it themselves."""
         if hasattr(self.vision_config, "num_visual_tokens"):
             return self.vision_config.num_visual_tokens
-        image_size = self.vision_config.image_size
-        height, width = image_size if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+        height, width = image_size_pair(self.vision_config.image_size)
         return (height // self.vision_config.patch_size) * (width // self.vision_config.patch_size) + 1
 
     def set_image_delimiter_ids(self, tokenizer):

@@ -1,13 +1,31 @@
-"""Export of an LM4LV model as a self-contained Hub folder that loads with `trust_remote_code=True`."""
+"""Export of an LM4LV model as a self-contained Hub folder that loads with `trust_remote_code=True`, and the one writer
+of flat remote-code modules (the restoration pipeline's export uses it too)."""
 
 import os
-import shutil
+import re
+
+from . import checkpointing, configuration_lm4lv, initialization, loss_lm4lv, modeling_lm4lv, peft_interop, vision
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
-REMOTE_CODE_MODULES = (
-    "configuration_lm4lv.py", "modeling_lm4lv.py", "vision.py", "checkpointing.py", "peft_interop.py",
-    "loss_lm4lv.py", "initialization.py",
-)
+REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, vision, checkpointing, peft_interop, loss_lm4lv,
+                       initialization)
+PACKAGE_IMPORT = re.compile(r"^from lm4lv\.(?:\w+\.)*(\w+) import", re.MULTILINE)
+
+
+def flat_module_source(module) -> str:
+    """`module`'s source with its imports from this package turned into imports of sibling flat modules."""
+    with open(module.__file__, encoding="utf-8") as handle:
+        source = PACKAGE_IMPORT.sub(r"from .\1 import", handle.read())
+    if re.search(r"^\s*(from|import) lm4lv\b", source, re.MULTILINE):
+        raise RuntimeError(f"{module.__name__} imports this package in a way the flat export cannot rewrite")
+    return source
+
+
+def write_flat_modules(modules, save_directory: str | os.PathLike):
+    """Write each of `modules` into `save_directory` as a flat module (`flat_module_source`) of the same file name."""
+    for module in modules:
+        with open(os.path.join(save_directory, os.path.basename(module.__file__)), "w", encoding="utf-8") as handle:
+            handle.write(flat_module_source(module))
 
 
 def export_remote_code(model, save_directory: str | os.PathLike):
@@ -16,7 +34,6 @@ def export_remote_code(model, save_directory: str | os.PathLike):
     `auto_map` in the config, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where this
     package is not installed.
     """
-    source_dir = os.path.dirname(os.path.abspath(__file__))
     model.config.auto_map = {
         "AutoConfig": "configuration_lm4lv.LM4LVConfig",
         "AutoModel": "modeling_lm4lv.LM4LVForConditionalGeneration",
@@ -25,5 +42,4 @@ def export_remote_code(model, save_directory: str | os.PathLike):
         model.save_pretrained(save_directory, save_full=True)
     finally:
         del model.config.auto_map
-    for name in REMOTE_CODE_MODULES:
-        shutil.copyfile(os.path.join(source_dir, name), os.path.join(save_directory, name))
+    write_flat_modules(REMOTE_CODE_MODULES, save_directory)

@@ -17,7 +17,7 @@ from transformers import AutoConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPre
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
 
-from .configuration_lm4lv import DiffusersAutoencoderConfig, TimmVisionConfig
+from .configuration_lm4lv import DiffusersAutoencoderConfig, TimmVisionConfig, image_size_pair
 
 
 def image_normalisation(vision_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -42,6 +42,14 @@ def unnormalise(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     return pixel_values * _channel_view(std, pixel_values) + _channel_view(mean, pixel_values)
 
 
+@torch.no_grad()
+def reconstruct_images(vision_model, images: torch.Tensor) -> torch.Tensor:
+    """THE MAE-r baseline: `(B, 3, H, W)` images in [0, 1] encoded and decoded by the vision module with nothing in
+    between, back in [0, 1] (clamped), in its own normalisation (`image_normalisation` of its config)."""
+    mean, std = image_normalisation(vision_model.config)
+    return unnormalise(vision_model.reconstruct(normalise(images.float(), mean, std)), mean, std).clamp(0, 1)
+
+
 def check_image_shape(pixel_values: torch.Tensor, num_channels: int, image_size: tuple[int, int]):
     """Raise a `ValueError` unless `pixel_values` is `(batch, num_channels, *image_size)`."""
     expected = (num_channels, *image_size)
@@ -57,8 +65,7 @@ class VisionModuleMixin:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        size = self.config.image_size
-        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        return image_size_pair(self.config.image_size)
 
     def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Encode then decode with no processing in between: the MAE-r baseline (of any vision module)."""
@@ -97,7 +104,7 @@ class MAEVisionModule(VisionModuleMixin, ViTMAEForPreTraining):
             raise ValueError(
                 "This MAE decoder was trained with norm_pix_loss=True and predicts per-patch normalised pixels, "
                 "which cannot be turned back into an image. Fine-tune its decoder for unmasked reconstruction "
-                "(examples/run_mae_finetune.py) and set norm_pix_loss=False."
+                "(`lm4lv mae-finetune --mode decoder`) and set norm_pix_loss=False."
             )
         num_patches = self.vit.embeddings.patch_embeddings.num_patches
         if features.dim() != 3 or features.shape[1] != num_patches + 1:

@@ -15,11 +15,13 @@ whole image, so they take only images of the model's input size.
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
+from lm4lv.modeling_lm4lv.vision import reconstruct_images
 from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
 from lm4lv.processing.images import load_rgb_image, to_tensor
 from lm4lv.processing.processing_lm4lv import LM4LVProcessor
 
-METHODS = ("lm4lv", "reconstruction")  # LM4LV itself, or the MAE-r baseline (encode and decode, nothing between)
+# LM4LV itself, or the MAE-r baseline (encode and decode, nothing between)
+RESTORATION_METHODS = ("lm4lv", "reconstruction")
 
 
 @torch.no_grad()
@@ -33,11 +35,10 @@ def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor
     return processor.to_unit_range(generated.pixel_values)
 
 
-@torch.no_grad()
-def mae_reconstruct(model, processor, degraded: torch.Tensor) -> torch.Tensor:
-    """The MAE-r baseline: encode the degraded image and decode it with no processing in between."""
-    pixel_values = processor.preprocess_images(degraded).to(model.device)
-    return processor.to_unit_range(model.vision_model.reconstruct(pixel_values))
+def mae_reconstruct(model, degraded: torch.Tensor) -> torch.Tensor:
+    """The MAE-r baseline of `model`'s vision module (`reconstruct_images`) on `(B, 3, H, W)` images in [0, 1];
+    returns [0, 1] images on the CPU."""
+    return reconstruct_images(model.vision_model, degraded.to(model.device)).cpu()
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -105,8 +106,8 @@ class LM4LVRestorationPipeline(ChunkPipeline):
             self.model.config.task_index(task)  # unknown task -> a clear ValueError naming the checkpoint's tasks
             preprocess["task"] = forward["task"] = task
         if method is not None:
-            if method not in METHODS:
-                raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            if method not in RESTORATION_METHODS:
+                raise ValueError(f"method must be one of {RESTORATION_METHODS}, got {method!r}")
             forward["method"] = method
         if overlap is not None:
             tile = self.restoration_processor.image_size[0]
@@ -143,7 +144,7 @@ class LM4LVRestorationPipeline(ChunkPipeline):
     def _forward(self, model_inputs, task: str | None = None, method: str = "lm4lv"):
         tiles = model_inputs.pop("pixel_values")
         if method == "reconstruction":
-            restored = mae_reconstruct(self.model, self.restoration_processor, tiles)
+            restored = mae_reconstruct(self.model, tiles)
         else:
             restored = restore(self.model, self.restoration_processor, tiles, self.task_or_default(task))
         return {"restored": restored, **model_inputs}

@@ -1,4 +1,5 @@
-"""Degradations of the LM4LV tasks (PAPER.md), on batch tensors `(B, 3, H, W)` in [0, 1] and on PIL images.
+"""Degradations of the LM4LV tasks (the paper's settings where it gives them; the README's "Tasks and
+degradations" states every choice), on batch tensors `(B, 3, H, W)` in [0, 1] and on PIL images.
 
 Determinism: the degraded version of sample `i` depends only on `(seed, i, task)`: every sample draws its random
 parameters and noise from its own generator, seeded from that triple, so batch composition, worker count and order

@@ -6,6 +6,7 @@ from PIL import Image
 from transformers import AutoConfig, BatchFeature, ProcessorMixin
 
 from lm4lv.modeling_lm4lv.checkpointing import check_hub_location
+from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.loss_lm4lv import IGNORE_INDEX
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image
@@ -69,8 +70,7 @@ class LM4LVProcessor(ProcessorMixin):
         if image_processor is None:
             from transformers import ViTImageProcessorPil
 
-            size = config.vision_config.image_size
-            height, width = size if isinstance(size, (list, tuple)) else (size, size)
+            height, width = image_size_pair(config.vision_config.image_size)
             mean, std = image_normalisation(config.vision_config)
             image_processor = ViTImageProcessorPil(
                 size={"height": height, "width": width}, image_mean=list(mean), image_std=list(std)

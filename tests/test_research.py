@@ -23,8 +23,8 @@ from lm4lv.modeling_lm4lv.modeling_vit_llm import prompt_part
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.processing.images import to_tensor
+from lm4lv.research.ablation import ABLATION_METHODS, run_ablation
 from lm4lv.trainers import LM4LVTrainingArguments
-from lm4lv.trainers.ablation import METHODS, run_ablation
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
@@ -264,10 +264,10 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     autoencoder = tmp_path / "kl"
     DiffusersVisionModule(tiny_autoencoder_config()).save_pretrained(autoencoder)
     out = tmp_path / "ablation"
-    results = run_ablation(llm, vision, list(METHODS), ["identity", "rotate"], str(out), max_steps=2,
+    results = run_ablation(llm, vision, list(ABLATION_METHODS), ["identity", "rotate"], str(out), max_steps=2,
                            eval_samples=2, autoencoder_kl=str(autoencoder))
     table = (out / "ablation.md").read_text()
-    for label, *_ in METHODS.values():
+    for label, *_ in ABLATION_METHODS.values():
         assert f"| {label} |" in table
     assert "| MAE-r |" in table and "| AutoencoderKL-r |" in table and "| Input |" in table
     saved = json.loads((out / "ablation.json").read_text())

@@ -22,6 +22,7 @@ from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor
 from lm4lv.processing.visualization import image_grid
+from lm4lv.trainers.training import LLM_DTYPES
 
 
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
@@ -42,7 +43,7 @@ def add_loading_arguments(parser):
     """The command-line options of `load_restoration_model`, shared by the scripts that load a trained model."""
     parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
     parser.add_argument("--vision", default=None, help="Override the vision module location.")
-    parser.add_argument("--llm_dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    parser.add_argument("--llm_dtype", default="float32", choices=LLM_DTYPES,
                         help="Dtype of the frozen LLM (bfloat16 for full-size LLMs; trainables stay float32).")
     parser.add_argument("--device", default=None, help="Where to run (default: cuda when available, else cpu).")
 
@@ -51,6 +52,15 @@ def load_restoration_model_from_args(args):
     """`load_restoration_model` with the options `add_loading_arguments` defined."""
     return load_restoration_model(args.model, llm=args.llm, vision=args.vision, llm_dtype=args.llm_dtype,
                                   device=args.device)
+
+
+def restoration_methods(model, processor) -> dict:
+    """The paper's comparison for `evaluate_restoration`: the degraded input, MAE-r and LM4LV, by name."""
+    return {
+        "Input": lambda degraded, task: degraded,
+        "MAE-r": lambda degraded, task: mae_reconstruct(model, degraded),
+        "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
+    }
 
 
 def task_batches(eval_set, task: str, batch_size: int):
@@ -221,6 +231,7 @@ __all__ = [
     "input_feature_mse",
     "mae_reconstruct",
     "restore",
+    "restoration_methods",
     "results_markdown",
     "write_results",
 ]

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lm4lv.metrics import psnr, ssim
-from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
+from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, reconstruct_images, unnormalise
 
 MODES = ("decoder", "autoencoder", "masked")
 
@@ -34,12 +34,6 @@ def lpips_loss_fn(device):
             f"LPIPS backbone weights (VGG16 from torchvision) are not available offline ({error}). Put them in the "
             "torch hub cache or train with lpips_weight=0 (MAE-L1)."
         ) from error
-
-
-def normalisation_of(vision_model, mean=None, std=None) -> tuple:
-    """`(mean, std)`: the given values, else the vision module's own (`image_normalisation`)."""
-    default_mean, default_std = image_normalisation(vision_model.config)
-    return tuple(mean or default_mean), tuple(std or default_std)
 
 
 def set_trainable(vision_model, mode: str):
@@ -66,6 +60,14 @@ def reconstruction_loss(vision_model, images, mode, mean, std, lpips_fn=None, lp
     return loss
 
 
+def warmup_cosine(step: int, learning_rate: float, warmup_steps: int, steps: int) -> float:
+    """The learning rate at `step`: linear warmup, then cosine decay over the remaining steps."""
+    if step < warmup_steps:
+        return learning_rate * (step + 1) / warmup_steps
+    fraction = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
+
+
 def train_vision_module(
     vision_model,
     images: torch.Tensor,
@@ -76,8 +78,6 @@ def train_vision_module(
     warmup_steps: int = 100,
     lpips_weight: float = 0.0,
     mask_ratio: float = 0.75,
-    mean=None,
-    std=None,
     seed: int = 0,
     progress: bool = True,
 ) -> list[float]:
@@ -92,47 +92,25 @@ def train_vision_module(
         steps, batch_size, learning_rate, warmup_steps: AdamW (betas 0.9/0.95, the authors' values) with linear
             warmup then cosine decay over `steps` (a fixed count: wall time never decides how much a model trains).
         lpips_weight (`float`): Weight of LPIPS in the loss (1.0 gives the paper's MAE*); needs the `lpips` extra.
-        mean, std: The image processor's normalisation (default: the vision config's, else ImageNet's).
     """
     set_trainable(vision_model, mode)
-    mean, std = normalisation_of(vision_model, mean, std)
+    mean, std = image_normalisation(vision_model.config)
     is_mae = hasattr(vision_model.config, "mask_ratio")
     device = next(vision_model.parameters()).device
     lpips_fn = lpips_loss_fn(device) if lpips_weight else None
     parameters = [p for p in vision_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
-
-    def learning_rate_at(step: int) -> float:
-        """Linear warmup, then cosine decay over the remaining steps."""
-        if step < warmup_steps:
-            return learning_rate * (step + 1) / warmup_steps
-        fraction = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
-
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, drop_last=len(images) > batch_size,
                         generator=generator)
     if is_mae:
         vision_model.config.mask_ratio = mask_ratio if mode == "masked" else 0.0
     vision_model.train()
-    losses, step = [], 0
     try:
-        with tqdm(total=steps, desc=f"Vision module training ({mode})", disable=not progress) as bar:
-            while step < steps:
-                for batch in loader:
-                    for group in optimizer.param_groups:
-                        group["lr"] = learning_rate_at(step)
-                    loss = reconstruction_loss(vision_model, batch.to(device), mode, mean, std, lpips_fn, lpips_weight)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-                    optimizer.step()
-                    losses.append(loss.item())
-                    step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                    if step >= steps:
-                        break
+        losses = optimise(loader, optimizer, parameters, steps, progress, f"({mode})",
+                          lambda step: warmup_cosine(step, learning_rate, warmup_steps, steps),
+                          lambda batch: reconstruction_loss(vision_model, batch.to(device), mode, mean, std, lpips_fn,
+                                                            lpips_weight))
     finally:
         if is_mae:
             vision_model.config.mask_ratio = 0.0
@@ -141,17 +119,39 @@ def train_vision_module(
     return losses
 
 
+def optimise(loader, optimizer, parameters, steps: int, progress: bool, label: str, learning_rate_at,
+             loss_of) -> list[float]:
+    """`steps` optimizer steps over `loader` (repeated as needed) at `learning_rate_at(step)` on `loss_of(batch)`,
+    clipping the gradients of `parameters` at 1.0; returns each step's loss."""
+    losses, step = [], 0
+    with tqdm(total=steps, desc=f"Vision module training {label}", disable=not progress) as bar:
+        while step < steps:
+            for batch in loader:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(step)
+                loss = loss_of(batch)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+                optimizer.step()
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if step >= steps:
+                    break
+    return losses
+
+
 @torch.no_grad()
-def reconstruction_quality(vision_model, images: torch.Tensor, mean=None, std=None, batch_size: int = 64,
-                           crop_border: int = 4) -> dict:
+def reconstruction_quality(vision_model, images: torch.Tensor, batch_size: int = 64, crop_border: int = 4) -> dict:
     """Mean PSNR/SSIM (BasicSR conventions) of the unmasked reconstruction of `images` (in [0, 1]): the identity
     check of a vision module."""
-    mean, std = normalisation_of(vision_model, mean, std)
     device = next(vision_model.parameters()).device
     scores = {"psnr": [], "ssim": []}
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
-        reconstruction = unnormalise(vision_model.reconstruct(normalise(batch, mean, std)), mean, std).clamp(0, 1)
+        reconstruction = reconstruct_images(vision_model, batch)
         for output, target in zip(reconstruction.cpu(), batch.cpu()):
             scores["psnr"].append(psnr(output, target, crop_border=crop_border))
             scores["ssim"].append(ssim(output, target, crop_border=crop_border))

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVExpertModel, LM4LVForConditionalGeneration, LM4LVViTLLMModel
 from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
+from lm4lv.modeling_lm4lv.configuration_lm4lv import IN_ADAPTER_INITS, OUT_ADAPTER_INITS, TASK_TOKEN_INITS
 from lm4lv.modeling_lm4lv.initialization import (
     init_in_adapter_from_features,
     init_out_adapter_by_ridge,
@@ -22,7 +23,8 @@ from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 
-METHODS = ("lm4lv", "random_init_llm", "vit_llm", *EXPERTS)
+TRAINING_METHODS = ("lm4lv", "random_init_llm", "vit_llm", *EXPERTS)
+LLM_DTYPES = ("float32", "bfloat16", "float16")  # the frozen LLM's dtypes (the trainables stay float32)
 
 
 @dataclass
@@ -37,11 +39,12 @@ class ModelArguments:
     method: str = field(
         default="lm4lv",
         metadata={"help": "lm4lv (the paper), or an ablation: random_init_llm, vit_llm, linear, mlp, transformer.",
-                  "choices": METHODS},
+                  "choices": TRAINING_METHODS},
     )
     task_token_length: int = field(default=LM4LVConfig.task_token_length, metadata={"help": "Task tokens per task."})
     task_token_init: str = field(
-        default=LM4LVConfig.task_token_init, metadata={"help": "zeros (authors), random or text."}
+        default=LM4LVConfig.task_token_init, metadata={"help": "zeros (authors), random or text.",
+                                                       "choices": TASK_TOKEN_INITS}
     )
     task_token_init_text: str | None = field(
         default=LM4LVConfig.task_token_init_text,
@@ -62,13 +65,13 @@ class ModelArguments:
         default=LM4LVConfig.in_adapter_init,
         metadata={"help": "normal (the paper) or embedding_subspace (features mapped onto the token embeddings' "
                           "principal subspace, fitted on the first 256 training images).",
-                  "choices": ["normal", "embedding_subspace"]},
+                  "choices": IN_ADAPTER_INITS},
     )
     out_adapter_init: str = field(
         default=LM4LVConfig.out_adapter_init,
         metadata={"help": "normal (the paper) or ridge (closed-form ridge fit of out_adapter on teacher-forced "
                           "sequences of the first 256 training pairs, before the first step).",
-                  "choices": ["normal", "ridge"]},
+                  "choices": OUT_ADAPTER_INITS},
     )
     teacher_forced_noise: float = field(
         default=LM4LVConfig.teacher_forced_noise,
@@ -82,7 +85,7 @@ class ModelArguments:
         default=LM4LVConfig.visual_skip_connection,
         metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."},
     )
-    llm_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 for the frozen LLM."})
+    llm_dtype: str = field(default="float32", metadata={"help": "Dtype of the frozen LLM.", "choices": LLM_DTYPES})
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside --llm, if the LLM is GGUF."})
     resume_weights: str | None = field(default=None, metadata={"help": "Start from a trained LM4LV checkpoint."})
 

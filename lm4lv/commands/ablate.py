@@ -34,8 +34,8 @@ import argparse
 
 from lm4lv.commands.arguments import add_cpu_kernels_argument, apply_cpu_kernels, positive_int
 from lm4lv.processing.data import bundled_corpus
-from lm4lv.trainers.ablation import METHODS, PAPER_METHODS, run_ablation
-from lm4lv.trainers.offline_default import (
+from lm4lv.research.ablation import ABLATION_METHODS, PAPER_METHODS, run_ablation
+from lm4lv.research.offline_default import (
     DEMO_MAE_STEPS,
     RECIPE,
     default_cache_dir,
@@ -52,7 +52,7 @@ def main(argv=None):
     parser.add_argument("--autoencoder_kl", default=None,
                         help="DiffusersVisionModule folder for autoencoder_kl (default: trained offline if needed).")
     parser.add_argument("--methods", default=",".join(PAPER_METHODS),
-                        help=f"Comma-separated, from {list(METHODS)}.")
+                        help=f"Comma-separated, from {list(ABLATION_METHODS)}.")
     parser.add_argument("--tasks", default="identity,denoise,rotate", help="Comma-separated tasks.")
     parser.add_argument("--max_steps", type=positive_int, default=200, help="Training steps per method and task.")
     parser.add_argument("--learning_rate", type=float, default=1e-3)

