@@ -22,9 +22,9 @@ Methods (`--methods`, comma-separated keys):
 
 The sample-efficiency lever study (README, "Sample-efficiency levers"; always with their own options): lm4lv with
 `--recipe paper` is its baseline; embedding_init, no_delimiter_loss and embedding_init_no_delimiter_loss (both);
-both_ridge_out_adapter, both_teacher_forced_noise, both_pixel_loss, both_identity_curriculum, both_constant_lr,
-both_batch_8 and both_bf16_llm add one lever to both; recipe_identity_curriculum and recipe_constant_lr add one to
-the package's recipe.
+the subspace_nodelim_* methods (ridge_out_adapter, teacher_forced_noise, pixel_loss, identity_curriculum,
+constant_lr, batch_8, bf16_llm) add one lever to both; recipe_identity_curriculum, recipe_constant_lr and
+recipe_bf16_llm add one to the package's recipe.
 
 Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable parameters, training time) and one
 `grid_<task>.png` per task (degraded / MAE-r / each method / clean) into `--output_dir`.
