@@ -1,7 +1,5 @@
 """LM4LV model configuration."""
 
-import typing
-
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -183,8 +181,7 @@ class LM4LVConfig(PreTrainedConfig):
     def checked_field_types() -> dict[str, type]:
         """The fields whose type is checked at construction (a wrong type otherwise fails later, far from its cause):
         those annotated with one of `CHECKED_TYPES`."""
-        hints = typing.get_type_hints(LM4LVConfig)
-        return {name: hints[name] for name in LM4LVConfig.__annotations__ if hints[name] in CHECKED_TYPES}
+        return {name: kind for name, kind in vars(LM4LVConfig)["__annotations__"].items() if kind in CHECKED_TYPES}
 
     def check_field_types(self):
         """Raise a `TypeError` naming the field when a value has the wrong type (an int is a valid float; a bool is

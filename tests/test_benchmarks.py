@@ -1,9 +1,23 @@
 """The benchmark scripts run end to end on the tiny shapes (they are measured by hand on bigger machines, so they must
-not rot between runs). Nothing here asserts a speed."""
+not rot between runs): every printed time and ratio exists and is a finite positive number, and the outputs they
+compare are equal. Nothing here asserts a speed."""
 
 import json
+import math
 
-from benchmarks import bench_generation, bench_gpu
+from benchmarks import bench_generation, bench_gpu, bench_llm_dtype, bench_training
+
+
+def table_rows(out: str, header_start: str) -> list[list[str]]:
+    """The data rows (cells stripped) of the Markdown table whose header starts with `header_start`."""
+    lines = out.split(header_start, 1)[1].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[: next(
+        (i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]]
+
+
+def positive_finite(cell: str) -> bool:
+    value = float(cell.removesuffix("x"))
+    return math.isfinite(value) and value > 0
 
 
 def test_generation_benchmark_runs(capsys):
@@ -14,6 +28,27 @@ def test_generation_benchmark_runs(capsys):
     assert "| tiny | 17 |" in out
     recompute_row = out.split("## 2. KV cache")[1].split("\n| 17 |")[1].splitlines()[0]
     assert float(recompute_row.split("|")[-2]) < 1e-3  # largest pixel difference: same outputs
+    (first,) = table_rows(out, "| LLM | visual tokens")
+    assert all(positive_finite(cell) for cell in first[2:])  # times, ratios, per-call time
+    assert [row[0] for row in table_rows(out, "| batch | s per call")] == ["1", "2"]
+
+
+def test_training_benchmark_runs(capsys):
+    bench_training.main(["--llm", "tiny", "--batch_size", "2"])
+    out = capsys.readouterr().out
+    (step,) = table_rows(out, "| sequence length |")
+    assert all(positive_finite(cell) for cell in step)
+    memory = table_rows(out, "| gradient checkpointing |")
+    assert [row[0] for row in memory] == ["False", "True"] and all(positive_finite(row[1]) for row in memory)
+    (data,) = table_rows(out, "| data samples/s")
+    assert all(positive_finite(cell) for cell in data)
+
+
+def test_llm_dtype_benchmark_runs(capsys):
+    bench_llm_dtype.main(["--llm", "tiny", "--batch_size", "2"])
+    rows = table_rows(capsys.readouterr().out, "| frozen LLM |")
+    assert [row[0] for row in rows] == ["float32", "bfloat16"]
+    assert rows[0][3:] == ["1.00x", "1.00x"] and all(positive_finite(cell) for row in rows for cell in row[1:])
 
 
 def test_gpu_benchmark_runs_on_tiny_shapes_on_the_cpu(tmp_path):

@@ -120,3 +120,26 @@ def test_pil_input_matches_tensor_input():
         degrade(Image.new("L", (8, 8)), "flip")
     with pytest.raises(ValueError, match="Unknown task"):
         degrade(image, "sharpen")
+
+
+@pytest.mark.parametrize("task, params, message", [
+    ("mask", {"mask_ratio": -0.1}, r"mask: mask_ratio must be in \[0.0, 1.0\], got -0.1"),
+    ("mask", {"mask_ratio": 1.5}, r"mask: mask_ratio must be in \[0.0, 1.0\], got 1.5"),
+    ("mask", {"mask_size": 0}, "mask: mask_size must be >= 1, got 0"),
+    ("mask", {"mask_size": 40}, "mask: mask_size 40 is larger than the image side 32"),
+    ("denoise", {"sigma": -0.1}, r"denoise: sigma must be in \[0.0, 1.0\], got -0.1"),
+    ("pepper", {"amount": 1.2}, r"pepper: amount must be in \[0.0, 1.0\], got 1.2"),
+    ("deblur", {"kernel_size": 65}, "deblur: kernel_size 65 is too large for images of side 32 \\(at most 63\\)"),
+])
+def test_degradation_parameters_out_of_range_raise(task, params, message):
+    with pytest.raises(ValueError, match=message):
+        degrade(random_images(1), task, **params)
+
+
+@pytest.mark.parametrize("images, message", [
+    ((random_images(1) * 255).to(torch.uint8), "degrade takes float images in \\[0, 1\\], got torch.uint8"),
+    (random_images(1) * 2, "degrade takes float images in \\[0, 1\\] \\(finite\\); got values outside that range"),
+])
+def test_degradations_refuse_images_that_are_not_unit_range_floats(images, message):
+    with pytest.raises(ValueError, match=message):
+        degrade(images, "denoise")

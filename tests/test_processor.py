@@ -1,12 +1,15 @@
-"""Clear errors for bad inputs and configs."""
+"""LM4LVProcessor and the model's inputs: every image, tensor and parameter is validated where it enters (the
+processor, degradation-free inputs, generate()), with an error that says what was expected instead of a silently
+wrong result."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from lm4lv.modeling_lm4lv import LM4LVConfig
+from lm4lv.trainers.evaluation import restore
 
-from conftest import build_tiny, random_images, tiny_text_config, tiny_vision_config
+from conftest import build_tiny, random_images
 
 
 def test_placeholder_count_mismatch(tiny):
@@ -77,29 +80,8 @@ def test_targets_must_match_images(tiny):
         processor(images=random_images(2), targets=random_images(1))
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(task_token_length=0), "task_token_length must be >= 1"),
-        (dict(task_names=["a", "a"]), "distinct names"),
-        (dict(task_names=[]), "non-empty"),
-        (dict(task_token_init="ones"), "task_token_init"),
-        (dict(vision_loss_weight=-1.0), "vision_loss_weight"),
-        (dict(image_token_id=5), "negative placeholder"),
-    ],
-)
-def test_config_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        LM4LVConfig(text_config=tiny_text_config(), vision_config=tiny_vision_config(), **kwargs)
 
 
-def test_config_validation_on_load(tmp_path):
-    config = LM4LVConfig(text_config=tiny_text_config(), vision_config=tiny_vision_config())
-    config.save_pretrained(tmp_path)
-    text = (tmp_path / "config.json").read_text().replace('"task_token_length": 10', '"task_token_length": -2')
-    (tmp_path / "config.json").write_text(text)
-    with pytest.raises(ValueError, match="task_token_length must be >= 1"):
-        LM4LVConfig.from_pretrained(tmp_path)
 
 
 def test_generate_needs_image_delimiter_ids():
@@ -110,25 +92,44 @@ def test_generate_needs_image_delimiter_ids():
         model.generate(**prompt)
 
 
-def test_a_tokenizer_that_encodes_the_delimiters_differently_is_refused():
+def test_numpy_images_are_scaled_once_whatever_their_dtype():
+    _, processor = build_tiny()
+    floats = np.random.default_rng(0).random((32, 32, 3))
+    as_uint8 = (floats * 255).round().astype(np.uint8)
+    torch.testing.assert_close(processor.preprocess_images([floats]), processor.preprocess_images([as_uint8]))
+    with pytest.raises(ValueError, match="Float image arrays must be finite and in \\[0, 1\\]"):
+        processor.preprocess_images([floats * 255])
+
+
+def test_empty_batches_and_raw_pixels_are_refused():
     model, processor = build_tiny()
-    model.config.image_start_token_ids = [1, 2, 3]
-    with pytest.raises(ValueError, match="not the one of the LLM"):
-        type(processor).from_config(model.config, processor.tokenizer)
+    with pytest.raises(ValueError, match="No images given"):
+        processor.preprocess_images([])
+    batch = processor(images=random_images(1))
+    batch["pixel_values"] = (random_images(1) * 255).to(torch.uint8)
+    with pytest.raises(ValueError, match="pixel_values must be normalised float images from LM4LVProcessor, got a "
+                                         "torch.uint8 tensor"):
+        model.generate(**batch)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("task_names", "deblur", r"task_names must be a list of task names \(e.g. \['denoise'\]\), got 'deblur'"),
-    ("task_names", ["denoise", 3], r"task_names must be a list of task names"),
-    ("task_token_length", "3", "LM4LVConfig.task_token_length must be int, got str '3'"),
-    ("lora_r", 2.0, "LM4LVConfig.lora_r must be int, got float 2.0"),
-    ("vision_loss_weight", "1", "LM4LVConfig.vision_loss_weight must be float, got str '1'"),
-    ("visual_skip_connection", 1, "LM4LVConfig.visual_skip_connection must be bool, got int 1"),
-    ("task_token_length", True, "LM4LVConfig.task_token_length must be int, got bool True"),
+def test_non_finite_weights_never_come_out_as_an_image():
+    model, processor = build_tiny()
+    with torch.no_grad():
+        model.out_adapter.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        restore(model, processor, random_images(1), "denoise")
+
+
+@pytest.mark.parametrize("task, max_new_tokens, message", [
+    (0, None, r"task must be a task name or a list of names \(one per image\) from \['denoise', 'rotate'\], got 0"),
+    (["denoise", 1], None, "task must be a task name or a list of names"),
+    ("deblur", None, r"Unknown task 'deblur': this model has task tokens for \['denoise', 'rotate'\]"),
+    ("denoise", -1, "max_new_tokens must be a positive integer, got -1"),
+    ("denoise", 0, "max_new_tokens must be a positive integer, got 0"),
+    ("denoise", 2.5, "max_new_tokens must be a positive integer, got 2.5"),
 ])
-def test_config_fields_of_the_wrong_type_raise_naming_the_field(field, value, message):
-    from lm4lv.modeling_lm4lv import LM4LVConfig
-
-    with pytest.raises(TypeError, match=message):
-        LM4LVConfig(**{field: value})
-    assert LM4LVConfig(vision_loss_weight=2).vision_loss_weight == 2  # an int is a valid float
+def test_generate_arguments_are_validated(task, max_new_tokens, message):
+    model, processor = build_tiny(task_names=("denoise", "rotate"))
+    images = random_images(2)
+    with pytest.raises(ValueError, match=message):
+        model.generate(**processor(images=images, task=task), max_new_tokens=max_new_tokens)
