@@ -5,7 +5,8 @@
 
 Submodules: `lm4lv.modeling_lm4lv` (config, model, vision modules, baselines), `lm4lv.processing` (processor,
 degradations, datasets), `lm4lv.pipelines` (the restoration pipeline), `lm4lv.trainers` (Trainer pieces, evaluation),
-`lm4lv.research` (the offline default, the demo, the ablations), `lm4lv.metrics` (PSNR/SSIM and their `evaluate` modules), `lm4lv.cli` (the `lm4lv` command).
+`lm4lv.research` (the offline default, the demo, the ablations), `lm4lv.metrics` (PSNR/SSIM and their `evaluate`
+modules), `lm4lv.cli` (the `lm4lv` command).
 Importing `lm4lv` registers the `lm4lv` model type with the transformers Auto classes and the "image-restoration"
 pipeline task.
 """
