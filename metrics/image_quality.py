@@ -51,6 +51,8 @@ def _prepare(prediction, reference, crop_border: int, test_y_channel: bool):
     prediction, reference = to_uint8_rgb(prediction), to_uint8_rgb(reference)
     if prediction.shape != reference.shape:
         raise ValueError(f"Image shapes differ: {prediction.shape} vs {reference.shape}")
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int):
+        raise TypeError(f"crop_border must be a whole number of pixels (an int >= 0), got {crop_border!r}")
     height, width = prediction.shape[:2]
     if crop_border < 0 or 2 * crop_border >= min(height, width):
         raise ValueError(

@@ -92,11 +92,39 @@ def unfrozen_names(weights_file: str) -> list[str]:
 
 def is_trainable_only(weights_file: str) -> bool:
     """Whether a safetensors file is an LM4LV trainable-only checkpoint: tagged so by `save_pretrained`, or, for a file
-    another tool rewrote without the tag, by its content (every tensor is a trainable parameter)."""
+    another tool rewrote without the tag, by its content (mostly trainable parameters: a full checkpoint holds the
+    frozen models' hundreds of tensors; loading then names any tensor that does not belong)."""
     names = weight_names(weights_file)
     if file_metadata(weights_file).get(FORMAT_KEY) == TRAINABLE_WEIGHTS_FORMAT:
         return True
-    return bool(names) and all(is_trainable_name(name) for name in names)
+    trainable = sum(is_trainable_name(name) for name in names)
+    return trainable > 0 and trainable > len(names) - trainable
+
+
+def check_floating_weights(weights_file: str):
+    """Refuse a safetensors file holding a tensor of a non-floating dtype, naming the tensor (integer weights would be
+    cast silently into float parameters)."""
+    with safe_open(weights_file, framework="pt") as handle:
+        for name in handle.keys():
+            dtype = handle.get_slice(name).get_dtype()
+            if not dtype.startswith(("F", "BF")):
+                raise ValueError(f"{weights_file}: {name} is stored as {dtype}; weights must be floating point")
+
+
+def check_safetensors_only(location: str | os.PathLike, what: str):
+    """Refuse a local model folder that holds pickle weights and no safetensors, naming the file and how to convert
+    it (LM4LV loads safetensors only; Hub ids are loaded with `use_safetensors=True`)."""
+    location = str(location)
+    if not os.path.isdir(location) or any(name.endswith(".safetensors") or name.endswith(".safetensors.index.json")
+                                          for name in os.listdir(location)):
+        return
+    pickles = [name for name in PICKLE_WEIGHTS_NAMES if os.path.exists(os.path.join(location, name))]
+    if pickles:
+        raise ValueError(
+            f"The {what} folder {location} holds only pickle weights ({', '.join(pickles)}); LM4LV loads safetensors "
+            "only. Convert them once where you trust the file: model = AutoModel.from_pretrained(folder); "
+            "model.save_pretrained(folder) writes model.safetensors."
+        )
 
 
 def resolve_weights_file(path: str | os.PathLike, kwargs: dict) -> str:
@@ -336,6 +364,7 @@ class TrainableCheckpointMixin:
         """`from_pretrained` of a full checkpoint (`save_full=True`), refusing missing or unexpected weights."""
         dtype = kwargs.pop("dtype", None)
         kwargs["use_safetensors"] = True
+        check_floating_weights(weights_file)
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
                                               **kwargs)
@@ -370,6 +399,9 @@ class TrainableCheckpointMixin:
                         "unfrozen)"
                     )
                 tensor = handle.get_tensor(name)
+                if not tensor.is_floating_point():
+                    raise ValueError(f"{weights_file}: {name} is stored as {tensor.dtype}; weights must be floating "
+                                     "point")
                 check_finite({name: tensor}, weights_file)
                 if tensor.shape != own[name].shape:
                     raise ValueError(

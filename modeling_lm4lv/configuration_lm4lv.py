@@ -8,6 +8,8 @@ TASK_TOKEN_INITS = ("zeros", "random", "text")
 IN_ADAPTER_INITS = ("normal", "embedding_subspace")
 OUT_ADAPTER_INITS = ("normal", "ridge")
 CHECKED_TYPES = (int, float, str, bool)  # fields annotated with exactly one of these have their type checked
+DERIVED_FIELDS = ("num_visual_tokens", "vision_hidden_size")  # read from vision_config, never set
+MAX_TASK_TOKEN_LENGTH = 4096  # the paper uses 10; more is refused before the task tokens are allocated
 
 
 def image_size_pair(image_size) -> tuple[int, int]:
@@ -148,6 +150,7 @@ class LM4LVConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        check_no_derived_fields(kwargs, "LM4LVConfig")
         super().__post_init__(**kwargs)
         if self.task_names is None:
             self.task_names = ["denoise"]
@@ -175,6 +178,7 @@ class LM4LVConfig(PreTrainedConfig):
                 f"{where} has no {' or '.join(missing)}: an LM4LV config holds the base LLM's config (text_config) "
                 "and the vision module's (vision_config); save the model with save_pretrained to write both"
             )
+        check_no_derived_fields(config_dict, where)
         return config_dict, kwargs
 
     @staticmethod
@@ -194,8 +198,8 @@ class LM4LVConfig(PreTrainedConfig):
 
     def validate_lm4lv(self):
         """Raise a `ValueError` naming the field when a value cannot work."""
-        if self.task_token_length < 1:
-            raise ValueError(f"task_token_length must be >= 1, got {self.task_token_length}")
+        if not 1 <= self.task_token_length <= MAX_TASK_TOKEN_LENGTH:
+            raise ValueError(f"task_token_length must be in [1, {MAX_TASK_TOKEN_LENGTH}], got {self.task_token_length}")
         if not self.task_names or len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names must be a non-empty list of distinct names, got {self.task_names}")
         if self.task_token_init not in TASK_TOKEN_INITS:
@@ -221,6 +225,7 @@ class LM4LVConfig(PreTrainedConfig):
             value = getattr(self.vision_config, name)
             if not all(v > 0 for v in (value if isinstance(value, (list, tuple)) else [value])):
                 raise ValueError(f"vision_config.{name} must be positive, got {value}")
+        self.check_num_visual_tokens()
         if self.text_config.hidden_size <= 0:
             raise ValueError(f"text_config.hidden_size must be positive, got {self.text_config.hidden_size}")
 
@@ -233,10 +238,20 @@ class LM4LVConfig(PreTrainedConfig):
     def num_visual_tokens(self) -> int:
         """Visual tokens per image: for a ViT-MAE one per patch plus the CLS token (197 for a 224x224, patch-16 MAE);
         other vision configs say it themselves."""
-        if hasattr(self.vision_config, "num_visual_tokens"):
+        if self.vision_config.model_type != "vit_mae" and hasattr(self.vision_config, "num_visual_tokens"):
             return self.vision_config.num_visual_tokens
         height, width = image_size_pair(self.vision_config.image_size)
         return (height // self.vision_config.patch_size) * (width // self.vision_config.patch_size) + 1
+
+    def check_num_visual_tokens(self):
+        """A ViT-MAE's token count follows from its geometry: a `num_visual_tokens` its config carries must agree."""
+        stated = getattr(self.vision_config, "num_visual_tokens", None)
+        if self.vision_config.model_type == "vit_mae" and stated is not None and stated != self.num_visual_tokens:
+            raise ValueError(
+                f"vision_config.num_visual_tokens is {stated}, but this ViT-MAE (image_size "
+                f"{self.vision_config.image_size}, patch_size {self.vision_config.patch_size}) has "
+                f"{self.num_visual_tokens} (patches + CLS): remove num_visual_tokens from vision_config"
+            )
 
     def set_image_delimiter_ids(self, tokenizer):
         """Set `image_start_token_ids` / `image_end_token_ids` to the ids `tokenizer` gives `image_start_text` /
@@ -260,6 +275,13 @@ class LM4LVConfig(PreTrainedConfig):
         if task not in self.task_names:
             raise ValueError(f"Unknown task {task!r}: this model has task tokens for {self.task_names}")
         return self.task_names.index(task)
+
+
+def check_no_derived_fields(fields: dict, where: str):
+    """Refuse `DERIVED_FIELDS` among the given fields, naming the field and `where` it came from."""
+    for name in DERIVED_FIELDS:
+        if name in fields:
+            raise ValueError(f"{where}: {name} is derived from vision_config and cannot be set; remove it")
 
 
 class DiffusersAutoencoderConfig(PreTrainedConfig):

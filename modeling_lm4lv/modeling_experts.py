@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
+from .checkpointing import check_safetensors_only
 from .configuration_lm4lv import LM4LVConfig
 from .modeling_lm4lv import (
     LM4LVCausalLMOutput,
@@ -86,6 +87,15 @@ class LM4LVExpertModel(PreTrainedModel):
     config: LM4LVExpertConfig
     base_model_prefix = ""
     main_input_name = "pixel_values"
+    accepts_loss_kwargs = False  # its loss is a mean: the Trainer divides it by the gradient accumulation steps
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained` from safetensors only (a folder of pickle weights is refused, naming
+        the file)."""
+        check_safetensors_only(pretrained_model_name_or_path, "expert checkpoint")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def __init__(self, config: LM4LVExpertConfig):
         super().__init__(config)

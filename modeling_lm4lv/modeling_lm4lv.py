@@ -9,7 +9,13 @@ from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .checkpointing import TrainableCheckpointMixin, check_base_model_shapes, check_hub_location, is_trainable_name
+from .checkpointing import (
+    TrainableCheckpointMixin,
+    check_base_model_shapes,
+    check_hub_location,
+    check_safetensors_only,
+    is_trainable_name,
+)
 from .configuration_lm4lv import LM4LVConfig
 from .initialization import readable_parameters
 from .loss_lm4lv import lm4lv_loss
@@ -277,6 +283,9 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         # the new weights' init must not depend on how the base models load (under DeepSpeed ZeRO-3 they are built
         # inside zero.Init, which draws default inits from the RNG before the weights are read)
         rng_state = torch.get_rng_state()
+        if "gguf_file" not in llm_kwargs:  # a GGUF file is no pickle: transformers dequantizes it
+            check_safetensors_only(llm, "LLM")
+            llm_kwargs.setdefault("use_safetensors", True)
         language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **llm_kwargs)
         vision_model = load_vision_module(vision)
         torch.set_rng_state(rng_state)
@@ -512,6 +521,9 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         """
         if kwargs:
             raise TypeError(f"generate() got unexpected arguments {sorted(kwargs)}")
+        if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+            raise ValueError(f"generate() needs a batch of at least one prompt: input_ids of shape (batch, length), "
+                             f"got {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         run = DecodingRun.start(self, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output)

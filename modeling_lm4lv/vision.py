@@ -17,6 +17,7 @@ from transformers import AutoConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPre
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
 
+from .checkpointing import check_safetensors_only
 from .configuration_lm4lv import DiffusersAutoencoderConfig, TimmVisionConfig, image_size_pair
 
 
@@ -274,9 +275,12 @@ def vision_module_from_config(config) -> PreTrainedModel:
 
 
 def load_vision_module(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """Load a pretrained vision module (ViT-MAE or diffusers autoencoder folder written by this package)."""
+    """Load a pretrained vision module (ViT-MAE or diffusers autoencoder folder written by this package), from
+    safetensors only."""
+    check_safetensors_only(name_or_path, "vision module")
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-    return vision_module_class(config.model_type).from_pretrained(name_or_path, config=config, **kwargs)
+    return vision_module_class(config.model_type).from_pretrained(name_or_path, config=config, use_safetensors=True,
+                                                                  **kwargs)
 
 
 __all__ = [

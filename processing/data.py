@@ -145,8 +145,11 @@ def load_image_dataset(name_or_path: str | None = None, split: str = "train", st
     if name_or_path is None:
         return bundled_corpus()[split]
     if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
-        if any(n.lower().endswith(IMAGE_EXTENSIONS) for _, _, names in os.walk(name_or_path) for n in names):
+        files = [n for _, _, names in os.walk(name_or_path) for n in names]
+        if any(n.lower().endswith(IMAGE_EXTENSIONS) for n in files):
             return image_folder_dataset(name_or_path)
+        if not files:
+            raise ValueError(f"{name_or_path} is an empty folder: put images in it ({', '.join(IMAGE_EXTENSIONS)})")
     if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
         return datasets.load_from_disk(name_or_path)
     return datasets.load_dataset(name_or_path, split=split, streaming=streaming)
@@ -246,6 +249,13 @@ class PairedStream(torch.utils.data.IterableDataset):
             yield {name: values[0] for name, values in pair.items()}
 
 
+def check_image_column(dataset, image_column: str):
+    """Refuse a dataset without `image_column`, naming the columns it has."""
+    if dataset.column_names is not None and image_column not in dataset.column_names:
+        raise ValueError(f"The dataset has no column {image_column!r} (its columns: {dataset.column_names}): give a "
+                         "folder of images, or name the column that holds them (--image_column)")
+
+
 def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column: str = "image", params=None,
                    epochs: int = 1):
     r"""
@@ -263,6 +273,7 @@ def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column:
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    check_image_column(dataset, image_column)
     if epochs > 1 and isinstance(dataset, datasets.IterableDataset):
         raise ValueError("epochs > 1 needs a map-style datasets.Dataset, not a streaming one")
     num_images = None

@@ -244,12 +244,16 @@ def degrade(images, task: str, indices=None, seed: int = 0, **params):
     if isinstance(images, Image.Image):
         return tensor_to_pil(degrade(pil_to_tensor(images)[None], task, indices, seed, **params)[0])
     if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("degrade got an empty list of images: pass at least one image")
         degraded = degrade(torch.stack([pil_to_tensor(image) for image in images]), task, indices, seed, **params)
         return [tensor_to_pil(image) for image in degraded]
     if images.dim() == 3:
         return degrade(images[None], task, indices, seed, **params)[0]
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"Expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"degrade got no pixels (images of shape {tuple(images.shape)}): pass at least one image")
     if not images.is_floating_point():
         raise ValueError(f"degrade takes float images in [0, 1], got {images.dtype} (for uint8, divide by 255 first)")
     if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):

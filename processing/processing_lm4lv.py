@@ -1,15 +1,19 @@
 """Processor of LM4LV: tokenizer + image processor + the authors' "###" template."""
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoConfig, BatchFeature, ProcessorMixin
+from transformers import AutoConfig, AutoTokenizer, BatchFeature, ProcessorMixin
 
-from lm4lv.modeling_lm4lv.checkpointing import check_hub_location
+from lm4lv.modeling_lm4lv.checkpointing import base_model_location, check_hub_location
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.loss_lm4lv import IGNORE_INDEX
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image
+
+PROCESSOR_CONFIG_NAME = "processor_config.json"  # what `save_pretrained` writes next to the tokenizer's files
 
 
 class LM4LVProcessor(ProcessorMixin):
@@ -80,9 +84,9 @@ class LM4LVProcessor(ProcessorMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, model_config=None, **kwargs) -> "LM4LVProcessor":
         """Load the processor of a checkpoint, bound to the checkpoint's own `config.json` (or to `model_config`,
-        e.g. the loaded model's config)."""
+        e.g. the loaded model's config). A local checkpoint saved without processor files (`model.save_pretrained`
+        alone) gets the processor rebuilt from its config and the base LLM's tokenizer, which the config names."""
         check_hub_location(pretrained_model_name_or_path, "checkpoint")
-        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if model_config is None:
             hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
             try:
@@ -93,7 +97,14 @@ class LM4LVProcessor(ProcessorMixin):
                     "other shared values from the model's config. Save the model into the same folder, or pass "
                     "model_config=model.config"
                 ) from error
-        return processor.bind_model_config(model_config)
+        folder = str(pretrained_model_name_or_path)
+        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, PROCESSOR_CONFIG_NAME)):
+            llm = base_model_location(model_config.text_model_name_or_path, folder, "LLM")
+            if not llm:
+                raise ValueError(f"{folder} has no {PROCESSOR_CONFIG_NAME} and its config names no base LLM whose "
+                                 "tokenizer could rebuild the processor: save the processor into the folder")
+            return cls.from_config(model_config, AutoTokenizer.from_pretrained(llm))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs).bind_model_config(model_config)
 
     @property
     def model_config(self):
@@ -165,6 +176,8 @@ class LM4LVProcessor(ProcessorMixin):
         """
         if isinstance(images, torch.Tensor):
             images = images if images.dim() == 4 else images[None]
+            if images.shape[0] == 0:
+                raise ValueError("No images given: the image tensor has batch size 0; pass at least one image")
             if images.shape[1:] != (3, *self.image_size):
                 raise ValueError(
                     f"Image tensors must have shape (batch, 3, {self.image_size[0]}, {self.image_size[1]}) to match "

@@ -39,7 +39,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(model, tmp_path, 
     import safetensors.torch
     import transformers.modeling_utils
 
-    import lm4lv.modeling_lm4lv.modeling_lm4lv as modeling
+    import lm4lv.modeling_lm4lv.checkpointing as checkpointing
 
     model.save_pretrained(tmp_path, save_full=save_full)
     before = sorted(os.listdir(tmp_path))
@@ -48,7 +48,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(model, tmp_path, 
         model.out_adapter.weight.add_(1.0)  # the new weights differ, and so does the new config
     model.config.vision_loss_weight = 2.0
     failing = disk_full_after_half(safetensors.torch.save_file)
-    monkeypatch.setattr(modeling, "save_file", failing)
+    monkeypatch.setattr(checkpointing, "save_file", failing)
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", failing)
     with pytest.raises(OSError, match="No space left"):
         model.save_pretrained(tmp_path, save_full=save_full)

@@ -288,10 +288,48 @@ def test_a_trainable_file_may_not_replace_frozen_weights(saved, tmp_path):
     folder = copy_of(saved, "trainable", tmp_path)
     name = next(n for n in model.state_dict() if n.endswith("embed_tokens.weight"))
     rewrite_weights(folder, lambda tensors: tensors.update({name: torch.zeros_like(model.state_dict()[name])}))
-    with pytest.raises(ValueError, match="not a complete checkpoint of this model: missing keys"):
-        LM4LVForConditionalGeneration.from_pretrained(folder)  # by content it is no trainable-only file
+    with pytest.raises(ValueError, match=f"{name!r} is a frozen base-model weight"):
+        LM4LVForConditionalGeneration.from_pretrained(folder)  # mostly trainable tensors: named, not "incomplete"
     with pytest.raises(ValueError, match=f"{name!r} is a frozen base-model weight"):
         model.load_trainable_weights(str(folder / "model.safetensors"))  # the Trainer's resume path
+
+
+def test_a_trainable_file_with_an_unknown_tensor_names_it(saved, tmp_path):
+    folder = copy_of(saved, "trainable", tmp_path)
+    rewrite_weights(folder, lambda tensors: tensors.update({"my_extra.weight": torch.zeros(3)}))
+    with pytest.raises(ValueError, match="unknown parameter 'my_extra.weight' for this model"):
+        LM4LVForConditionalGeneration.from_pretrained(folder)
+
+
+def test_integer_weights_are_refused_naming_the_tensor(saved, tmp_path):
+    for kind in ("trainable", "full"):
+        folder = copy_of(saved, kind, tmp_path)
+        rewrite_weights(folder, lambda tensors: tensors.update(
+            {"in_adapter.bias": tensors["in_adapter.bias"].round().to(torch.int64)}))
+        message = "in_adapter.bias is stored as (torch.int64|I64); weights must be floating point"
+        with pytest.raises(ValueError, match=message):
+            LM4LVForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("what", ["LLM", "vision module", "expert checkpoint"])
+def test_folders_of_pickle_weights_are_refused_naming_the_file(saved, base_model_dirs, tmp_path, what):
+    """Every load the package does reads safetensors only: a base model or expert folder holding only
+    `pytorch_model.bin` is refused, naming the file and how to convert it, before torch reads it."""
+    from lm4lv.modeling_lm4lv import LM4LVExpertModel, load_vision_module
+
+    llm, vision = base_model_dirs
+    source = {"LLM": llm, "vision module": vision, "expert checkpoint": vision}[what]
+    folder = tmp_path / "pickled"
+    shutil.copytree(source, folder)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")  # no pickle is ever read: any bytes do
+    message = f"The {what} folder {folder} holds only pickle weights \\(pytorch_model.bin\\); LM4LV loads safetensors"
+    with pytest.raises(ValueError, match=message):
+        if what == "LLM":
+            LM4LVForConditionalGeneration.from_base_models(str(folder), vision)
+        elif what == "vision module":
+            load_vision_module(str(folder))
+        else:
+            LM4LVExpertModel.from_pretrained(str(folder))
 
 
 @pytest.mark.parametrize("content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage", b"truncated"])

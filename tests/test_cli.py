@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lm4lv.cli import COMMANDS, main
@@ -138,3 +139,85 @@ def test_a_hub_id_while_offline_is_a_usage_error_naming_it(files, capsys, monkey
     error = capsys.readouterr().err
     assert "The checkpoint 'no-org/no-model' is not a local folder, so it was taken as a Hub id, but offline" in error
     assert "Traceback" not in error
+
+
+def png_header(path, width: int, height: int):
+    """A PNG whose header claims `width` x `height` pixels (its data is a few bytes: nothing must decode it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 8))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["{image}", "-o", "{dir}/out.txt"], "argument -o/--output: {dir}/out.txt: .txt is not an image format this "
+                                         "can write; end the name with .png (lossless) or .jpg"),
+    (["{image}", "-o", "{dir}/o.png", "--task", "sharpen"],
+     "--task sharpen: the checkpoint {ckpt} was trained for ['denoise', 'flip']"),
+    (["{image}", "-o", "{dir}/o.png", "--overlap", "32"],
+     "--overlap must be less than the model's input size 32, got 32"),
+    (["{dir}/huge.png", "-o", "{dir}/o.png"],
+     "{dir}/huge.png is 100000x100000 pixels (10000 MP); lm4lv restore takes at most 67 MP: crop or downscale it"),
+    (["{dir}/big.png", "-o", "{dir}/o.png"],
+     "{dir}/big.png is 11000x11000 pixels (121 MP); lm4lv restore takes at most 67 MP: crop or downscale it first"),
+    (["{image}", "-o", "{dir}/o.png", "--task", "flip"],
+     "--task flip acts on the whole image: give a 32x32 image (got 50x40); other tasks restore any size tile by tile"),
+    pytest.param(["{image}", "-o", "{dir}/o.png", "--device", "cuda"],
+                 "argument --device: cuda: no CUDA device is available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_restore_refuses_bad_arguments_naming_the_cause_before_the_model_loads(checkpoint_dir, tmp_path, arguments,
+                                                                               message, capsys, monkeypatch):
+    from lm4lv.commands import restore
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "in.png")
+    png_header(tmp_path / "huge.png", 100000, 100000)
+    png_header(tmp_path / "big.png", 11000, 11000)
+    monkeypatch.setattr(restore, "load_restoration_model_from_args", lambda args: pytest.fail("the model loaded"))
+
+    def fill(text):
+        return text.format(dir=tmp_path, ckpt=checkpoint_dir, image=tmp_path / "in.png")
+
+    command = ["restore", "--model", checkpoint_dir, "--task", "denoise", *map(fill, arguments)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2
+    assert fill(message) in capsys.readouterr().err
+
+
+def test_restore_takes_a_checkpoint_saved_without_its_processor(base_model_dirs, tmp_path):
+    """`model.save_pretrained(folder)` alone, as the README's API section shows: the processor is rebuilt from the
+    config and the base LLM's tokenizer."""
+    from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
+
+    llm, vision = base_model_dirs
+    LM4LVForConditionalGeneration.from_base_models(llm, vision, task_token_length=3).save_pretrained(tmp_path / "ckpt")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "in.png")
+    assert main(["restore", "--model", str(tmp_path / "ckpt"), "--task", "denoise", str(tmp_path / "in.png"), "-o",
+                 str(tmp_path / "out.png")]) == 0
+    assert Image.open(tmp_path / "out.png").size == (50, 40)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({}, "{dataset} is an empty folder: put images in it (.png"),
+    ({"a.png": b"not a png"}, "No readable images in {dataset}"),
+    ({"README.txt": b"hello"}, "The dataset has no column 'image' (its columns: ['text']): give a folder of images"),
+])
+def test_train_refuses_a_dataset_without_images_naming_it_before_the_model_loads(base_model_dirs, tmp_path, content,
+                                                                                  message, capsys, monkeypatch):
+    from lm4lv.trainers import training
+
+    llm, vision = base_model_dirs
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for name, data in content.items():
+        (dataset / name).write_bytes(data)
+    monkeypatch.setattr(training, "build_model_and_processor", lambda *args: pytest.fail("the model loaded"))
+    assert main(["train", "--llm", llm, "--vision", vision, "--dataset", str(dataset), "--output_dir",
+                 str(tmp_path / "out"), "--max_steps", "1", "--use_cpu"]) == 1
+    assert message.format(dataset=dataset) in capsys.readouterr().err

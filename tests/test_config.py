@@ -1,5 +1,7 @@
 """LM4LVConfig: validation of values and types, on construction and on loading."""
 
+import json
+
 import pytest
 
 from lm4lv.modeling_lm4lv import LM4LVConfig
@@ -10,7 +12,8 @@ from conftest import build_tiny, tiny_text_config, tiny_vision_config
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(task_token_length=0), "task_token_length must be >= 1"),
+        (dict(task_token_length=0), r"task_token_length must be in \[1, 4096\], got 0"),
+        (dict(task_token_length=10**9), r"task_token_length must be in \[1, 4096\], got 1000000000"),
         (dict(task_names=["a", "a"]), "distinct names"),
         (dict(task_names=[]), "non-empty"),
         (dict(task_token_init="ones"), "task_token_init"),
@@ -28,7 +31,7 @@ def test_config_validation_on_load(tmp_path):
     config.save_pretrained(tmp_path)
     text = (tmp_path / "config.json").read_text().replace('"task_token_length": 10', '"task_token_length": -2')
     (tmp_path / "config.json").write_text(text)
-    with pytest.raises(ValueError, match="task_token_length must be >= 1"):
+    with pytest.raises(ValueError, match=r"task_token_length must be in \[1, 4096\], got -2"):
         LM4LVConfig.from_pretrained(tmp_path)
 
 
@@ -54,3 +57,20 @@ def test_config_fields_of_the_wrong_type_raise_naming_the_field(field, value, me
     with pytest.raises(TypeError, match=message):
         LM4LVConfig(**{field: value})
     assert LM4LVConfig(vision_loss_weight=2).vision_loss_weight == 2  # an int is a valid float
+
+
+def test_num_visual_tokens_is_derived_and_never_set(tmp_path):
+    with pytest.raises(ValueError, match="LM4LVConfig: num_visual_tokens is derived from vision_config and cannot be "
+                                         "set; remove it"):
+        LM4LVConfig(text_config=tiny_text_config(), vision_config=tiny_vision_config(), num_visual_tokens=99)
+    config = LM4LVConfig(text_config=tiny_text_config(), vision_config=tiny_vision_config())
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(saved | {"num_visual_tokens": 99}))
+    with pytest.raises(ValueError, match="config.json: num_visual_tokens is derived from vision_config"):
+        LM4LVConfig.from_pretrained(tmp_path)
+    vision_config = tiny_vision_config()
+    vision_config.num_visual_tokens = 5
+    with pytest.raises(ValueError, match=r"vision_config.num_visual_tokens is 5, but this ViT-MAE \(image_size 32, "
+                                         r"patch_size 8\) has 17 \(patches \+ CLS\)"):
+        LM4LVConfig(text_config=tiny_text_config(), vision_config=vision_config)

@@ -143,3 +143,10 @@ def test_degradation_parameters_out_of_range_raise(task, params, message):
 def test_degradations_refuse_images_that_are_not_unit_range_floats(images, message):
     with pytest.raises(ValueError, match=message):
         degrade(images, "denoise")
+
+
+def test_empty_batches_are_refused():
+    with pytest.raises(ValueError, match=r"degrade got no pixels \(images of shape \(0, 3, 32, 32\)\)"):
+        degrade(torch.empty(0, 3, 32, 32), "denoise")
+    with pytest.raises(ValueError, match="degrade got an empty list of images: pass at least one image"):
+        degrade([], "denoise")

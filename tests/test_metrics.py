@@ -153,3 +153,10 @@ def test_evaluate_modules_take_float_arrays_and_tensors_and_say_what_is_wrong():
         assert len(str(error.value)) < 80  # a short message, not the whole array
         with pytest.raises(ValueError, match="Ambiguous image layout \\(3, 16, 3\\)"):
             module.compute(predictions=[np.zeros((3, 16, 3))], references=[as_uint8[:3]], crop_border=0)
+
+
+@pytest.mark.parametrize("crop_border", [2.5, "4", True])
+def test_a_crop_border_that_is_no_whole_number_is_refused(crop_border):
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(TypeError, match=r"crop_border must be a whole number of pixels \(an int >= 0\)"):
+        psnr(image, image, crop_border=crop_border)

@@ -133,3 +133,13 @@ def test_generate_arguments_are_validated(task, max_new_tokens, message):
     images = random_images(2)
     with pytest.raises(ValueError, match=message):
         model.generate(**processor(images=images, task=task), max_new_tokens=max_new_tokens)
+
+
+def test_empty_batches_are_refused_naming_what_is_missing(tiny):
+    model, processor = tiny
+    with pytest.raises(ValueError, match="the image tensor has batch size 0; pass at least one image"):
+        processor(images=torch.empty(0, 3, 32, 32), task="denoise")
+    batch = processor(images=random_images(1), task="denoise")
+    empty = {name: tensor[:0] for name, tensor in batch.items()}
+    with pytest.raises(ValueError, match=r"generate\(\) needs a batch of at least one prompt"):
+        model.generate(**empty)

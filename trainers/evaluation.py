@@ -22,7 +22,6 @@ from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor
 from lm4lv.processing.visualization import image_grid
-from lm4lv.trainers.training import LLM_DTYPES
 
 
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
@@ -37,21 +36,6 @@ def load_restoration_model(path: str, llm: str | None = None, vision: str | None
         model_class = LM4LVViTLLMModel if isinstance(config, LM4LVViTLLMConfig) else LM4LVForConditionalGeneration
         model = model_class.from_pretrained(path, llm=llm, vision=vision, dtype=getattr(torch, llm_dtype))
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-
-
-def add_loading_arguments(parser):
-    """The command-line options of `load_restoration_model`, shared by the scripts that load a trained model."""
-    parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
-    parser.add_argument("--vision", default=None, help="Override the vision module location.")
-    parser.add_argument("--llm_dtype", default="float32", choices=LLM_DTYPES,
-                        help="Dtype of the frozen LLM (bfloat16 for full-size LLMs; trainables stay float32).")
-    parser.add_argument("--device", default=None, help="Where to run (default: cuda when available, else cpu).")
-
-
-def load_restoration_model_from_args(args):
-    """`load_restoration_model` with the options `add_loading_arguments` defined."""
-    return load_restoration_model(args.model, llm=args.llm, vision=args.vision, llm_dtype=args.llm_dtype,
-                                  device=args.device)
 
 
 def restoration_methods(model, processor) -> dict:
@@ -223,8 +207,6 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
 
 __all__ = [
     "load_restoration_model",
-    "add_loading_arguments",
-    "load_restoration_model_from_args",
     "compare_on_picture",
     "evaluate_restoration",
     "feature_errors",

@@ -20,7 +20,7 @@ from lm4lv.modeling_lm4lv.initialization import (
 )
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
 from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import load_image_dataset, paired_dataset
+from lm4lv.processing.data import check_image_column, load_image_dataset, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 
 TRAINING_METHODS = ("lm4lv", "random_init_llm", "vit_llm", *EXPERTS)
@@ -224,9 +224,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
           callbacks=None) -> LM4LVTrainer:
     """Build everything, train (resuming from `training_args.resume_from_checkpoint`), save the final model."""
     tasks = [t.strip() for t in data_args.task.split(",") if t.strip()]
+    images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
+    check_image_column(images, data_args.image_column)  # a dataset without images is refused before the model loads
     set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
     model, processor = build_model_and_processor(model_args, tasks, training_args.output_dir)
-    images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
     epochs = 1 if data_args.streaming else degradation_epochs(training_args, len(images))
     train_dataset = paired_dataset(
         images, tasks, model.config.vision_config.image_size, data_args.degradation_seed, data_args.image_column,

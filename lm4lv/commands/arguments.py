@@ -6,6 +6,8 @@ import os
 
 from lm4lv.modeling_lm4lv.checkpointing import check_hub_location, looks_like_hub_id
 from lm4lv.research.offline_default import pin_cpu_kernels
+from lm4lv.trainers.evaluation import load_restoration_model
+from lm4lv.trainers.training import LLM_DTYPES
 
 
 def bounded_int(minimum: int, maximum: int | None = None):
@@ -33,6 +35,35 @@ def existing_file(value: str) -> str:
     """An argparse type: a path to an existing file."""
     if not os.path.isfile(value):
         raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return value
+
+
+def device_name(value: str) -> str:
+    """An argparse type: a torch device this machine has (`cpu`, `cuda`, `cuda:1`, `mps`)."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(f"not a torch device: {value!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{value}: no CUDA device is available here (this torch {torch.__version__} "
+                                         "has no CUDA support, or no GPU is visible); use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{value}: MPS is not available here; use --device cpu")
+    return value
+
+
+def image_file_name(value: str) -> str:
+    """An argparse type: an output path whose extension names an image format PIL writes (`.png`, `.jpg`, ...)."""
+    from PIL import Image
+
+    extension = os.path.splitext(value)[1].lower()
+    if Image.registered_extensions().get(extension) not in Image.SAVE:
+        raise argparse.ArgumentTypeError(f"{value}: {extension or 'no extension'} is not an image format this can "
+                                         "write; end the name with .png (lossless) or .jpg")
     return value
 
 
@@ -65,3 +96,19 @@ def apply_cpu_kernels(args: argparse.Namespace):
     """Pin the CPU kernels unless `--cpu_kernels native`; call before the command's first tensor computation."""
     if args.cpu_kernels == "pinned":
         pin_cpu_kernels()
+
+
+def add_loading_arguments(parser: argparse.ArgumentParser):
+    """The command-line options of `load_restoration_model`, shared by the commands that load a trained model."""
+    parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
+    parser.add_argument("--vision", default=None, help="Override the vision module location.")
+    parser.add_argument("--llm_dtype", default="float32", choices=LLM_DTYPES,
+                        help="Dtype of the frozen LLM (bfloat16 for full-size LLMs; trainables stay float32).")
+    parser.add_argument("--device", default=None, type=device_name,
+                        help="Where to run (default: cuda when available, else cpu).")
+
+
+def load_restoration_model_from_args(args: argparse.Namespace):
+    """`load_restoration_model` with the options `add_loading_arguments` defined."""
+    return load_restoration_model(args.model, llm=args.llm, vision=args.vision, llm_dtype=args.llm_dtype,
+                                  device=args.device)

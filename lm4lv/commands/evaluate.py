@@ -11,13 +11,16 @@ import os
 
 import datasets
 
-from lm4lv.commands.arguments import checkpoint_location, positive_int
+from lm4lv.commands.arguments import (
+    add_loading_arguments,
+    checkpoint_location,
+    load_restoration_model_from_args,
+    positive_int,
+)
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.trainers.evaluation import (
-    add_loading_arguments,
     evaluate_restoration,
-    load_restoration_model_from_args,
     restoration_methods,
     results_markdown,
     write_results,

@@ -7,18 +7,67 @@
 import argparse
 import os
 
-from lm4lv.commands.arguments import checkpoint_location, existing_file, non_negative_int, positive_int
+from PIL import Image
+from transformers import AutoConfig
+
+from lm4lv.commands.arguments import (
+    add_loading_arguments,
+    checkpoint_location,
+    existing_file,
+    image_file_name,
+    load_restoration_model_from_args,
+    non_negative_int,
+    positive_int,
+)
 from lm4lv.modeling_lm4lv.checkpointing import write_atomically
+from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.degradations import SPATIAL_TASKS
 from lm4lv.processing.images import load_rgb_image
-from lm4lv.trainers.evaluation import add_loading_arguments, load_restoration_model_from_args
+
+MAX_PIXELS = 8192 * 8192  # larger images are refused before they are decoded
+
+
+def header_size(path: str) -> tuple[int, int] | None:
+    """`(width, height)` from an image file's header (nothing decoded, any size); None when it cannot be read."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # load_rgb_image names the problem of an unreadable file
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_image_header(parser: argparse.ArgumentParser, path: str):
+    """Refuse an image whose header claims more than `MAX_PIXELS`, before it is decoded."""
+    size = header_size(path)
+    if size and size[0] * size[1] > MAX_PIXELS:
+        parser.error(f"{path} is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP); lm4lv restore "
+                     f"takes at most {MAX_PIXELS / 1e6:.0f} MP: crop or downscale it first")
+
+
+def check_against_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace, image_size: tuple[int, int]):
+    """Usage errors found from the checkpoint's config, before the model loads: an unknown task, an overlap of the
+    tile size or more, a spatial task on an image (`(width, height)`) that is not of the model's input size."""
+    config = AutoConfig.from_pretrained(args.model)
+    if args.task not in config.task_names:
+        parser.error(f"--task {args.task}: the checkpoint {args.model} was trained for {config.task_names}")
+    tile = image_size_pair(config.vision_config.image_size)[0]
+    if args.overlap >= tile:
+        parser.error(f"--overlap must be less than the model's input size {tile}, got {args.overlap}")
+    if args.task in SPATIAL_TASKS and image_size != (tile, tile):
+        parser.error(f"--task {args.task} acts on the whole image: give a {tile}x{tile} image (got "
+                     f"{image_size[0]}x{image_size[1]}); other tasks restore any size tile by tile")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=existing_file, help="Input image (any size, any common mode: converted to RGB).")
-    parser.add_argument("-o", "--output", required=True, help="Output PNG path.")
+    parser.add_argument("-o", "--output", required=True, type=image_file_name,
+                        help="Output image path (.png for lossless).")
     parser.add_argument("--model", required=True, type=checkpoint_location, help="LM4LV checkpoint folder or Hub id.")
     parser.add_argument("--task", required=True, help="Task name the model was trained for.")
     parser.add_argument("--overlap", type=non_negative_int, default=8,
@@ -30,7 +79,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         parser.error(f"the output's folder does not exist: {os.path.dirname(os.path.abspath(args.output))}")
+    check_image_header(parser, args.image)
     image = load_rgb_image(args.image)  # a bad file is reported before the model loads
+    check_against_checkpoint(parser, args, image.size)
     model = load_restoration_model_from_args(args)
     if args.merge_lora:
         model.merge_lora_adapters()
