@@ -25,8 +25,11 @@ WINDOW_SIGMA = 1.5
 def to_uint8_rgb(image) -> np.ndarray:
     """`(H, W, 3)` float64 array of 0..255 integer values from a PIL image, array or tensor (see module doc)."""
     if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
+        image = image.detach().cpu()
+        image = (image.double() if image.is_floating_point() else image).numpy()
     array = np.asarray(image)
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"An image must be uint8 (0..255) or float in [0, 1], got {array.dtype}")
     if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] == 3 and array.shape[1] != 3:
         raise ValueError(f"Ambiguous image layout {array.shape} (channels first or last?): pass an (H, W, 3) array")
     if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:

@@ -1,4 +1,6 @@
-"""Property-based tests (hypothesis) for degradations and metrics, and a long-run memory check of generate()."""
+"""Property-based tests (hypothesis) for degradations and metrics; random shapes, dtypes and values into the processor,
+`degrade`, the metrics and `generate()` (a result or an error naming the parameter, never one from inside torch); a
+long-run memory check of generate()."""
 
 import math
 import resource
@@ -72,3 +74,80 @@ def test_many_generate_calls_do_not_grow_memory():
         model.generate(**batch)
     growth = rss_mib() - start
     assert growth < 20, f"resident memory grew by {growth:.1f} MiB over 1,000 generate() calls"
+
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int64, torch.bool]
+# what a named error must mention, per entry point: the parameter, or what it was expected to be
+NAMED = {"processor": ("image", "pixel"), "degrade": ("image", "degrade"), "metrics": ("image", "shape", "crop_border"),
+         "generate": ("pixel_values", "image", "input_ids", "max_new_tokens")}
+
+
+@st.composite
+def tensors(draw):
+    """A tensor of any small shape, dtype and value range, finite or not."""
+    shape = draw(st.lists(st.integers(0, 40), min_size=1, max_size=5))
+    if draw(st.booleans()):  # often image-like, so the checks past the shape are reached too
+        shape = [draw(st.integers(0, 3)), draw(st.sampled_from([1, 3, 4])), draw(st.sampled_from([0, 4, 32, 33])),
+                 draw(st.sampled_from([0, 4, 32, 33]))]
+    dtype = draw(st.sampled_from(DTYPES))
+    scale = draw(st.sampled_from([1.0, 255.0, -1.0, 1e30]))
+    values = torch.rand(shape, generator=torch.Generator().manual_seed(draw(seeds))) * scale
+    if draw(st.booleans()) and values.numel():
+        values.view(-1)[0] = draw(st.sampled_from([math.nan, math.inf, -0.5, 2.0]))
+    return values.to(dtype)
+
+
+def valid_or_named(entry: str, call):
+    """`call()`'s result, or None when it raised a ValueError/TypeError (ImageLoadError is one) naming what is
+    wrong; anything else (IndexError, RuntimeError from inside torch) fails the test."""
+    try:
+        return call()
+    except (ValueError, TypeError) as error:
+        message = str(error).lower()
+        assert any(word in message for word in NAMED[entry]), f"{entry}: {type(error).__name__}: {error}"
+        return None
+
+
+_tiny = {}
+
+
+def tiny_model():
+    if not _tiny:
+        _tiny["model"], _tiny["processor"] = build_tiny()
+    return _tiny["model"], _tiny["processor"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(tensor=tensors())
+def test_the_processor_and_degrade_answer_any_tensor_with_a_result_or_a_named_error(tensor):
+    _, processor = tiny_model()
+    batch = valid_or_named("processor", lambda: processor(images=tensor, task="denoise"))
+    if batch is not None:
+        assert batch["pixel_values"].shape[1:] == (3, 32, 32) and torch.isfinite(batch["pixel_values"]).all()
+    if tensor.dtype != torch.bfloat16:  # numpy has no bfloat16
+        array = tensor.numpy()
+        batch = valid_or_named("processor", lambda: processor(images=[array], task="denoise"))
+        assert batch is None or batch["pixel_values"].shape == (1, 3, 32, 32)
+    degraded = valid_or_named("degrade", lambda: degrade(tensor, "denoise", seed=0))
+    if degraded is not None:
+        assert degraded.shape == tensor.shape and 0 <= degraded.min() and degraded.max() <= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(prediction=tensors(), reference=tensors(), crop_border=st.sampled_from([0, 1, 4, -1, 2.5]))
+def test_the_metrics_answer_any_pair_with_a_number_or_a_named_error(prediction, reference, crop_border):
+    for metric in (psnr, ssim):
+        value = valid_or_named("metrics", lambda: metric(prediction, reference, crop_border=crop_border))
+        assert value is None or not math.isnan(value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(pixel_values=tensors(), max_new_tokens=st.sampled_from([None, 1, 5, 0, -3, 2.5]))
+def test_generate_answers_any_pixel_values_with_images_or_a_named_error(pixel_values, max_new_tokens):
+    model, processor = tiny_model()
+    prompt = processor(images=random_images(max(1, len(pixel_values)) if pixel_values.dim() else 1), task="denoise")
+    prompt["pixel_values"] = pixel_values
+    with torch.no_grad():
+        generated = valid_or_named("generate", lambda: model.generate(**prompt, max_new_tokens=max_new_tokens))
+    if generated is not None:
+        assert generated.sequences.shape[0] == prompt["input_ids"].shape[0]
