@@ -14,7 +14,7 @@ import torch
 from lm4lv.processing.data import bundled_corpus, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator
 
-from benchmarks.common import build_model, machine, prompt_batch, timed
+from benchmarks.common import build_model, machine, prompt_batch, stub_processor, timed
 
 
 def training_batch(model, batch_size: int) -> dict:
@@ -83,14 +83,7 @@ def main(argv=None):
         print(f"| {checkpointing} | {peak_memory_child(args.llm, 14, 8, checkpointing):.2f} |", flush=True)
 
     print("\n## 3. Data pipeline (degradation + collation + MAE encoding) vs training step\n")
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    from lm4lv.processing import LM4LVProcessor
-
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, "[UNK]")),
-                                        eos_token="[UNK]")
-    processor = LM4LVProcessor.from_config(model.config, tokenizer)
+    processor = stub_processor(model)
     dataset = paired_dataset(bundled_corpus()["train"], ["denoise"], model.config.vision_config.image_size)
     collator = LM4LVDataCollator(processor)
     count, start = 0, time.perf_counter()

@@ -66,6 +66,21 @@ def build_model(llm: str, num_patches_side: int, device: str = "cpu",
     return model.eval()
 
 
+def stub_processor(model):
+    """An `LM4LVProcessor` for a random-weight model: a one-word tokenizer (every text token is id 0), the model's
+    image size and normalisation; batches of the real template's layout (the model's delimiter ids become the
+    tokenizer's)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from lm4lv.processing import LM4LVProcessor
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, "[UNK]")),
+                                        eos_token="[UNK]")
+    model.config.image_start_token_ids = model.config.image_end_token_ids = None
+    return LM4LVProcessor.from_config(model.config, tokenizer)
+
+
 def prompt_batch(model, batch_size: int) -> dict:
     """A prompt of the processor's shape: 4 text tokens, the image, 5 text tokens, task tokens, 6 text tokens, on
     the model's device."""

@@ -5,6 +5,8 @@ compare are equal. Nothing here asserts a speed."""
 import json
 import math
 
+import pytest
+
 from benchmarks import bench_generation, bench_gpu, bench_llm_dtype, bench_training
 
 
@@ -87,3 +89,15 @@ def test_image_folder_benchmark_runs(capsys):
     bench_image_folder.main(["--images", "12", "--size", "32"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| decoded", "| paths"))]
     assert len(rows) == 2 and all(float(row.split("|")[2]) >= 0 for row in rows)
+
+
+def test_trainer_step_benchmark_runs(tmp_path, capsys):
+    from benchmarks import bench_trainer_step
+
+    bench_trainer_step.main(["--llm", "tiny", "--batch_sizes", "2", "--steps", "2", "--output",
+                             str(tmp_path / "rows.json")])
+    rows = table_rows(capsys.readouterr().out, "| frozen LLM | batch |")
+    assert [row[:2] for row in rows] == [["float32", "2"], ["bfloat16", "2"]]
+    assert all(positive_finite(cell) for row in rows for cell in row[2:])
+    for row in json.loads((tmp_path / "rows.json").read_text())["rows"]:  # (b)/(a) = (a)'s rate over (b)'s
+        assert row["ratio"] == pytest.approx(row["bare_samples_per_s"] / row["trainer_samples_per_s"])

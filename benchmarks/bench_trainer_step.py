@@ -1,0 +1,113 @@
+"""Training throughput at the paper's batch sizes: (b) the package's whole training step through `LM4LVTrainer`
+(data loading, degradation, collation, host-to-device copies, forward, backward, clipping, optimizer) against (a) the
+bare frozen LLM's forward + backward (gradients to the input embeddings only) on the same batch and sequence length,
+for a float32 and a bfloat16 frozen LLM, measured side by side in one run. (b)/(a) is the time of a package step over
+the floor's: 1.0 means the step costs what the frozen LLM alone costs.
+
+    python -m benchmarks.bench_trainer_step [--llm tiny|smollm2] [--batch_sizes 32,256] [--steps 20]
+                                             [--device cuda] [--workers 4] [--output trainer_step.json]
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import TrainerCallback
+
+from lm4lv.processing.data import bundled_corpus, paired_dataset
+from lm4lv.research.offline_default import RECIPE
+from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
+
+from benchmarks.bench_training import bare_llm_step
+from benchmarks.common import build_model, machine, stub_processor, synchronized, timed, wait_for
+
+
+class StepTimes(TrainerCallback):
+    """Wall time of every optimizer step (the device waited for at each step's end)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.times, self.start = device, [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        wait_for(self.device)
+        self.times.append(time.perf_counter() - self.start)
+
+
+def trainer_step_seconds(model, processor, batch_size: int, steps: int, workers: int) -> float:
+    """Median seconds per step of `LM4LVTrainer` on the bundled corpus' denoising pairs (the first 3 steps are
+    warm-up)."""
+    dataset = paired_dataset(bundled_corpus()["train"], ["denoise"], model.config.vision_config.image_size,
+                             epochs=max(1, (steps + 3) * batch_size // 1000 + 1))
+    timer = StepTimes(model.device)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = LM4LVTrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=steps + 3, learning_rate=1e-3,
+            warmup_steps=0, save_strategy="no", logging_steps=10**6, report_to=[], disable_tqdm=True,
+            use_cpu=model.device.type == "cpu", dataloader_num_workers=workers,
+        )
+        trainer = LM4LVTrainer(model=model, args=args, train_dataset=dataset,
+                               data_collator=LM4LVDataCollator(processor), processing_class=processor,
+                               callbacks=[timer])
+        trainer.train()
+    return statistics.median(timer.times[3:])
+
+
+def bare_step_seconds(model, processor, batch_size: int) -> tuple[float, int]:
+    """Best seconds of the bare frozen LLM's forward + backward on a batch of the training batch's shape, and that
+    sequence length."""
+    images = torch.rand(batch_size, 3, *processor.image_size)
+    batch = processor(images=images, targets=images, task="denoise").to(model.device)
+    length = batch["input_ids"].shape[1]
+    embeds = torch.randn(batch_size, length, model.config.text_config.hidden_size, device=model.device,
+                         dtype=model.get_input_embeddings().weight.dtype, requires_grad=True)
+    return timed(synchronized(lambda: bare_llm_step(model, batch, embeds), model.device)), length
+
+
+def measure(llm: str, dtype: torch.dtype, batch_size: int, steps: int, device: str, workers: int) -> dict:
+    """One row: both samples/s and their ratio."""
+    model = build_model(llm, 4, device=device, llm_dtype=dtype).train()
+    for option, value in RECIPE.items():  # the recipe's losses (its fitted in_adapter init does not change the cost)
+        setattr(model.config, option, value)
+    processor = stub_processor(model)
+    bare, length = bare_step_seconds(model, processor, batch_size)
+    step = trainer_step_seconds(model, processor, batch_size, steps, workers)
+    return {"llm_dtype": str(dtype).removeprefix("torch."), "batch": batch_size, "sequence_length": length,
+            "bare_samples_per_s": batch_size / bare, "trainer_samples_per_s": batch_size / step,
+            "ratio": step / bare}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llm", choices=["tiny", "smollm2"], default="smollm2")
+    parser.add_argument("--batch_sizes", default="32,256", help="Comma-separated batch sizes.")
+    parser.add_argument("--steps", type=int, default=20, help="Timed Trainer steps (after 3 warm-up steps).")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=0, help="Data loader worker processes.")
+    parser.add_argument("--output", default=None, help="Also write the rows to this JSON file.")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    card = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"# Training throughput ({args.llm}, 17 visual tokens, the recipe's losses) on {card}, {machine()}\n")
+    print("| frozen LLM | batch | sequence length | (a) bare LLM samples/s | (b) LM4LVTrainer samples/s | (b)/(a) |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for batch_size in (int(value) for value in args.batch_sizes.split(",")):
+            row = measure(args.llm, dtype, batch_size, args.steps, args.device, args.workers)
+            rows.append(row)
+            print(f"| {row['llm_dtype']} | {batch_size} | {row['sequence_length']} | {row['bare_samples_per_s']:.1f} "
+                  f"| {row['trainer_samples_per_s']:.1f} | {row['ratio']:.2f} |", flush=True)
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump({"card": card, "machine": machine(), "llm": args.llm, "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
