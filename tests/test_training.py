@@ -465,3 +465,22 @@ def test_gradient_accumulation_equals_the_whole_batch(crops, tmp_path):
         torch.testing.assert_close(updates[2][name], update, atol=1e-6, rtol=1e-5)
     for key in ("loss", "text_loss", "vision_loss"):
         assert logged[2][key] == pytest.approx(logged[1][key], abs=1e-6), key
+
+
+def test_gpu_training_arguments_turn_on_tf32_and_non_blocking_copies(monkeypatch, tmp_path):
+    """On a GPU with TF32 the arguments ask for it and for non-blocking copies; on the CPU, or when the user chose,
+    they stay as given (the GPU's answers are faked, and transformers' own checks skipped, since CI has no GPU)."""
+    import transformers
+
+    from lm4lv.trainers import trainer
+
+    cpu = LM4LVTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    assert cpu.tf32 is None and not cpu.accelerator_config.non_blocking
+    monkeypatch.setattr(trainer, "is_torch_tf32_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", lambda self: None)
+    gpu = LM4LVTrainingArguments(output_dir=str(tmp_path))
+    assert gpu.tf32 is True and gpu.accelerator_config == {"non_blocking": True}
+    chosen = LM4LVTrainingArguments(output_dir=str(tmp_path), tf32=False, accelerator_config={"non_blocking": False})
+    assert chosen.tf32 is False and chosen.accelerator_config == {"non_blocking": False}
+    assert LM4LVTrainingArguments(output_dir=str(tmp_path), use_cpu=True).tf32 is None

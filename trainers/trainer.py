@@ -9,6 +9,7 @@ from accelerate.utils import save_fsdp_optimizer
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.utils import is_torch_tf32_available
 
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.checkpointing import SAFE_WEIGHTS_NAME, is_trainable_only
@@ -25,8 +26,8 @@ from lm4lv.trainers.engines import (
 class LM4LVTrainingArguments(TrainingArguments):
     r"""
     `TrainingArguments` with the paper's recipe as defaults: AdamW betas (0.9, 0.95), lr 3e-4, weight decay 0,
-    200 warmup steps then cosine decay, gradient clipping 1.0. `remove_unused_columns=False` because batches carry
-    image tensors the model's signature names differently.
+    200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, TF32 matmuls and non-blocking copies.
+    `remove_unused_columns=False` because batches carry image tensors the model's signature names differently.
     """
 
     learning_rate: float = field(default=3e-4)
@@ -42,6 +43,15 @@ class LM4LVTrainingArguments(TrainingArguments):
         metadata={"help": "Sample-efficiency lever: for this many first optimizer steps the target is the degraded "
                           "input itself, so the adapters first learn to copy through the frozen LLM (0 = paper)."},
     )
+
+    def __post_init__(self):
+        # on a GPU that has them: TF32 float32 matmuls (the trainables and losses stay float32) and host-to-device
+        # copies that do not wait (the data loader pins memory by default); the CPU's defaults are left as they are
+        if self.tf32 is None and not self.use_cpu and is_torch_tf32_available():
+            self.tf32 = True
+        if self.accelerator_config is None and not self.use_cpu and torch.cuda.is_available():
+            self.accelerator_config = {"non_blocking": True}
+        super().__post_init__()
 
 
 class LM4LVTrainer(Trainer):

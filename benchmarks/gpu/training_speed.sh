@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The training-speed check on a GPU machine, every stage under its own timeout, results written to $OUT as they come.
+# With the device kit (../shared/device/README.md), after its setup:  bash .device/b/go bash benchmarks/gpu/training_speed.sh
+# Elsewhere, in an installed checkout:                                 OUT=outputs/gpu bash benchmarks/gpu/training_speed.sh
+set -u
+out=${OUT:-outputs/gpu}
+mkdir -p "$out"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python -c "import torch, transformers; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__)"
+} > "$out/machine.txt" 2>&1
+# a short probe first: its rate sizes nothing here, but a failure shows within a minute
+timeout 120 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32 --steps 5 --workers 4 \
+  > "$out/trainer_step_probe.md" 2>&1 || echo "probe failed or timed out: $?" >> "$out/trainer_step_probe.md"
+# the measurement the README and RESULTS.md quote: float32 and bfloat16 frozen LLM, batch 32 and 256
+timeout 420 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32,256 --steps 20 --workers 8 \
+  --output "$out/trainer_step.json" > "$out/trainer_step.md" 2>&1 || echo "failed or timed out: $?" >> "$out/trainer_step.md"
+tail -n 8 "$out/trainer_step.md"
