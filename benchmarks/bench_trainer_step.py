@@ -74,7 +74,7 @@ def measure(llm: str, dtype: torch.dtype, batch_size: int, steps: int, device: s
     model = build_model(llm, 4, device=device, llm_dtype=dtype).train()
     for option, value in RECIPE.items():  # the recipe's losses (its fitted in_adapter init does not change the cost)
         setattr(model.config, option, value)
-    processor = stub_processor(model)
+    processor = stub_processor(model, llm)
     bare, length = bare_step_seconds(model, processor, batch_size)
     step = trainer_step_seconds(model, processor, batch_size, steps, workers)
     return {"llm_dtype": str(dtype).removeprefix("torch."), "batch": batch_size, "sequence_length": length,

@@ -66,17 +66,21 @@ def build_model(llm: str, num_patches_side: int, device: str = "cpu",
     return model.eval()
 
 
-def stub_processor(model):
-    """An `LM4LVProcessor` for a random-weight model: a one-word tokenizer (every text token is id 0), the model's
-    image size and normalisation; batches of the real template's layout (the model's delimiter ids become the
-    tokenizer's)."""
+def stub_processor(model, llm: str = "tiny"):
+    """An `LM4LVProcessor` for a random-weight model: SmolLM2's own tokenizer for `llm="smollm2"` when the converted
+    model is in the cache (so batches have the demo's sequence length), else a one-word tokenizer (every template
+    piece is one token, id 0); the model's image size and normalisation (its delimiter ids become the tokenizer's)."""
     from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from lm4lv.processing import LM4LVProcessor
 
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, "[UNK]")),
-                                        eos_token="[UNK]")
+    converted = os.path.join(default_cache_dir(), SMOLLM2_FOLDER)
+    if llm == "smollm2" and os.path.isdir(converted):
+        tokenizer = AutoTokenizer.from_pretrained(converted)
+    else:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, "[UNK]")),
+                                            eos_token="[UNK]")
     model.config.image_start_token_ids = model.config.image_end_token_ids = None
     return LM4LVProcessor.from_config(model.config, tokenizer)
 

@@ -8,6 +8,9 @@ mkdir -p "$out"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import torch, transformers; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__)"
 } > "$out/machine.txt" 2>&1
+# SmolLM2 converted once (its tokenizer gives the batches the demo's sequence length; the weights stay random)
+timeout 120 python -c "from lm4lv.research.offline_default import default_cache_dir, prepare_smollm2; prepare_smollm2(default_cache_dir())" \
+  > "$out/smollm2.txt" 2>&1 || echo "conversion failed or timed out: $?" >> "$out/smollm2.txt"
 # a short probe first: its rate sizes nothing here, but a failure shows within a minute
 timeout 120 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32 --steps 5 --workers 4 \
   > "$out/trainer_step_probe.md" 2>&1 || echo "probe failed or timed out: $?" >> "$out/trainer_step_probe.md"
