@@ -1,5 +1,7 @@
 """Installs ONE top-level package, `lm4lv`, with the repository's folders mapped into it (see README, Layout)."""
 
+import re
+
 from setuptools import setup
 
 # repository folder -> installed package; examples/, benchmarks/ and tests/ are not installed
@@ -16,7 +18,7 @@ PACKAGE_DIRS = {
 
 setup(
     name="lm4lv",
-    version="0.1.0",
+    version=re.search(r'^__version__ = "(.+)"$', open("lm4lv/__init__.py", encoding="utf-8").read(), re.M).group(1),
     description="LM4LV: a frozen large language model for low-level vision, Hugging Face-native",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
