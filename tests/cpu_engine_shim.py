@@ -10,8 +10,12 @@
 - DeepSpeed on the CPU (`DS_ACCELERATOR=cpu`, `--ddp_backend gloo`) JIT-compiles a shared-memory all-reduce op with a
   C++ compiler when its communication backend starts; the shim makes it use plain gloo collectives instead, so the
   tests compile nothing.
+- After the script has finished, a process sometimes aborted while C++ statics were destroyed at exit ("terminate
+  called without an active exception"; FSDP2 and ZeRO-3, about one run of the engine tests in two on a 2-core
+  machine): the shim leaves with `os._exit(0)` once the script returned.
 """
 
+import os
 import runpy
 import sys
 
@@ -39,3 +43,7 @@ if is_deepspeed_available():
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
+# the script has finished: leave before C++ statics are destroyed (see the module docstring)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
