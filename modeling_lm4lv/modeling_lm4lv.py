@@ -1,5 +1,6 @@
 """PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters, task tokens."""
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -357,16 +358,18 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
 
     # ------------------------------------------------------------------ inputs
 
-    def task_embeddings(self, task_ids: torch.LongTensor) -> torch.Tensor:
+    def task_embeddings(self, task_ids: torch.LongTensor, check_inputs: bool = True) -> torch.Tensor:
         """Task tokens `(batch, task_token_length, hidden)` for the task index of each sample."""
-        if task_ids.min() < 0 or task_ids.max() >= len(self.config.task_names):
+        if check_inputs and (task_ids.min() < 0 or task_ids.max() >= len(self.config.task_names)):
             raise ValueError(f"task_ids must index task_names {self.config.task_names}, got {task_ids.tolist()}")
         return self.task_prompt_embeddings[task_ids]
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """MAE features `(batch, num_visual_tokens, vision_hidden_size)` of normalised images, in float32."""
-        check_pixel_values(pixel_values)
+    def encode_images(self, pixel_values: torch.Tensor, check_inputs: bool = True) -> torch.Tensor:
+        """MAE features `(batch, num_visual_tokens, vision_hidden_size)` of normalised images, in float32 (with
+        `check_inputs`, non-float and non-finite pixels are refused first)."""
+        if check_inputs:
+            check_pixel_values(pixel_values)
         return self.vision_model.encode(pixel_values).float()
 
     @torch.no_grad()
@@ -383,6 +386,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         input_ids: torch.LongTensor,
         visual_features: torch.Tensor | None,
         task_ids: torch.LongTensor | None,
+        check_inputs: bool = True,
     ) -> torch.Tensor:
         """
         Embed `input_ids`, filling the `image_token_id` placeholders in order with `in_adapter(visual_features)`
@@ -393,12 +397,23 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             visual_features (`torch.Tensor` of shape `(batch, k * num_visual_tokens, vision_hidden_size)`):
                 Features for the `k` images of each sample, in the order their placeholders appear.
             task_ids (`torch.LongTensor` of shape `(batch,)`): Task index of each sample.
+            check_inputs (`bool`): Check the placeholder counts against the features and task tokens (reads them
+                back to the host); without the check, nothing here synchronises with the device.
         """
-        config = self.config
-        image_mask = input_ids == config.image_token_id
-        task_mask = input_ids == config.task_token_id
+        image_mask = input_ids == self.config.image_token_id
+        task_mask = input_ids == self.config.task_token_id
         inputs_embeds = self.get_input_embeddings()(input_ids.clamp(min=0))
+        if check_inputs:
+            self.check_placeholders(image_mask, task_mask, visual_features, task_ids)
+        if visual_features is not None and visual_features.shape[1]:
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], self.embed_visual(visual_features))
+        if task_ids is not None:
+            task_embeds = self.task_embeddings(task_ids, check_inputs).to(inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds.masked_scatter(task_mask[..., None], task_embeds)
+        return inputs_embeds
 
+    def check_placeholders(self, image_mask, task_mask, visual_features, task_ids):
+        """Refuse placeholder counts that do not match the visual features and the task tokens."""
         expected = 0 if visual_features is None else visual_features.shape[1]
         counts = image_mask.sum(-1)
         if (counts != expected).any():
@@ -406,21 +421,14 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
                 f"Image features and image placeholders do not match: each sample has {expected} visual features "
                 f"but the placeholder counts per sample are {counts.tolist()}"
             )
-        if expected:
-            inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], self.embed_visual(visual_features))
-
         task_counts = task_mask.sum(-1)
-        if (task_counts > 0).any():
-            if task_ids is None:
-                raise ValueError("input_ids hold task-token placeholders but no task_ids were given")
-            if (task_counts != config.task_token_length).any():
-                raise ValueError(
-                    f"Each sample needs exactly {config.task_token_length} task-token placeholders, got "
-                    f"{task_counts.tolist()}"
-                )
-            task_embeds = self.task_embeddings(task_ids).to(inputs_embeds.dtype)
-            inputs_embeds = inputs_embeds.masked_scatter(task_mask[..., None], task_embeds)
-        return inputs_embeds
+        if (task_counts > 0).any() and task_ids is None:
+            raise ValueError("input_ids hold task-token placeholders but no task_ids were given")
+        if (task_counts > 0).any() and (task_counts != self.config.task_token_length).any():
+            raise ValueError(
+                f"Each sample needs exactly {self.config.task_token_length} task-token placeholders, got "
+                f"{task_counts.tolist()}"
+            )
 
     # ------------------------------------------------------------------ forward
 
@@ -433,6 +441,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         task_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        text_label_positions: torch.LongTensor | None = None,
+        check_inputs: bool = True,
     ) -> LM4LVCausalLMOutput:
         r"""
         Args:
@@ -448,6 +458,14 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
                 `config.image_token_id` where a target visual token is, -100 elsewhere.
             position_ids (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*): Defaults to positions that
                 skip left padding.
+            text_label_positions (`torch.LongTensor` of shape `(batch, k)`, *optional*): Where `labels` supervise
+                text (`loss_lm4lv.text_label_positions(labels)`, which `LM4LVDataCollator` computes on the host);
+                computed from `labels` when not given.
+            check_inputs (`bool`, *optional*, defaults to `True`): Check the inputs' values (finite pixels,
+                placeholder counts, task ids, visual labels). `LM4LVTrainer` checks its first batch and then turns
+                the checks off: with `check_inputs=False`, `text_label_positions` given and no `attention_mask`
+                (a batch without padding), the forward and its loss never synchronise with the device and compile
+                as one graph.
 
         Example:
 
@@ -456,12 +474,13 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         >>> out = model(**batch)
         >>> out.loss.backward()
         ```"""
-        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
+        encode = functools.partial(self.encode_images, check_inputs=check_inputs)
+        input_features, target_features = encode_input_and_target(encode, pixel_values, target_pixel_values)
         visual_features = self.fed_visual_features(input_features, target_features)
-        inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if position_ids is None:
+        inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids, check_inputs)
+        if position_ids is None and attention_mask is None:  # no padding: the LLM's plain causal attention
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        elif position_ids is None:
             position_ids = positions_from_mask(attention_mask)
         hidden_states = self.text_backbone(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
@@ -470,7 +489,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             return LM4LVCausalLMOutput(
                 logits=self.get_output_embeddings()(hidden_states).float(), last_hidden_state=hidden_states
             )
-        losses = lm4lv_loss(self, hidden_states, labels, input_features, target_features, target_pixel_values)
+        losses = lm4lv_loss(self, hidden_states, labels, input_features, target_features, target_pixel_values,
+                            text_label_positions, check_inputs)
         return LM4LVCausalLMOutput(**losses, last_hidden_state=hidden_states)
 
     def fed_visual_features(self, input_features, target_features) -> torch.Tensor | None:

@@ -324,3 +324,63 @@ def test_forward_refuses_unknown_keyword_arguments(tiny):
     batch = processor(images=random_images(2), targets=random_images(2, seed=1))
     with pytest.raises(TypeError, match="num_items_in_batch"):
         model(**batch, num_items_in_batch=10)
+
+
+def training_batch(processor, tasks=("denoise", "rotate")):
+    from lm4lv.trainers import LM4LVDataCollator
+
+    clean, degraded = random_images(len(tasks)), random_images(len(tasks), seed=1)
+    return LM4LVDataCollator(processor)(
+        [{"degraded": d, "clean": c, "task": t} for d, c, t in zip(degraded, clean, tasks)]
+    )
+
+
+def test_training_forward_compiles_as_one_graph_without_device_synchronisation():
+    """`check_inputs=False` with the collator's batch: no `.item()`, data-dependent shape or branch on tensor values
+    (any of them breaks a `fullgraph=True` compile); the loss and gradients equal the checked eager forward's."""
+    model, processor = build_tiny(task_names=("denoise", "rotate"))
+    model.config.delimiter_loss_weight = 0.5
+    model.train()
+    batch = training_batch(processor)
+    assert "attention_mask" not in batch  # the template's rows have one length: no padding, no mask
+    eager = model(**batch)
+    eager.loss.backward()
+    eager_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)(**batch, check_inputs=False)
+    compiled.loss.backward()
+    assert torch.equal(compiled.loss, eager.loss) and torch.equal(compiled.vision_loss, eager.vision_loss)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-5, atol=1e-7)
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.Unsupported):  # the checked forward waits for tensor values
+        torch.compile(model, backend="eager", fullgraph=True)(**batch, check_inputs=True)
+    torch._dynamo.reset()
+
+
+def test_unpadded_batch_without_mask_equals_the_all_ones_mask():
+    model, processor = build_tiny()
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    with_mask = model(**batch)
+    without = model(**{k: v for k, v in batch.items() if k != "attention_mask"})
+    assert torch.equal(with_mask.loss, without.loss)
+    assert torch.equal(with_mask.last_hidden_state, without.last_hidden_state)
+
+
+def test_text_label_positions_pad_rows_of_different_lengths_and_the_loss_skips_the_padding():
+    from lm4lv.modeling_lm4lv.loss_lm4lv import text_label_positions
+
+    labels = torch.tensor([[-100, 5, 6, -100, 7], [-100, -100, 8, -100, -100]])
+    assert text_label_positions(labels).tolist() == [[0, 1, 3], [1, -1, -1]]
+    assert text_label_positions(torch.full((2, 4), -100)).shape == (2, 0)
+    model, processor = build_tiny()
+    batch = processor(images=random_images(2), targets=random_images(2, seed=1))
+    batch["labels"][0, 3] = 11  # one more supervised text token in row 0 than in row 1
+    out = model(**batch)
+    logits = model.get_output_embeddings()(out.last_hidden_state[:, :-1])
+    supervised = batch["labels"][:, 1:] >= 0
+    expected = nn.functional.cross_entropy(logits[supervised], batch["labels"][:, 1:][supervised])
+    torch.testing.assert_close(out.text_loss, expected)
+    given = model(**batch, text_label_positions=text_label_positions(batch["labels"]), check_inputs=False)
+    assert torch.equal(given.text_loss, out.text_loss)

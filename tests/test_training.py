@@ -484,3 +484,33 @@ def test_gpu_training_arguments_turn_on_tf32_and_non_blocking_copies(monkeypatch
     chosen = LM4LVTrainingArguments(output_dir=str(tmp_path), tf32=False, accelerator_config={"non_blocking": False})
     assert chosen.tf32 is False and chosen.accelerator_config == {"non_blocking": False}
     assert LM4LVTrainingArguments(output_dir=str(tmp_path), use_cpu=True).tf32 is None
+
+
+def test_trainer_checks_the_first_batch_only_and_keeps_losses_on_the_device(crops, tmp_path, monkeypatch):
+    trainer = make_trainer(crops, tmp_path, max_steps=3)
+    model = trainer.model
+    seen, forward = [], model.forward
+
+    def recording_forward(*args, check_inputs=True, **kwargs):
+        seen.append(check_inputs)
+        return forward(*args, check_inputs=check_inputs, **kwargs)
+
+    monkeypatch.setattr(model, "forward", recording_forward)
+    trainer.train()
+    assert seen == [True, False, False]
+    assert trainer.floating_point_ops({"input_ids": torch.zeros(2, 5)}) == 60 * model.num_parameters(
+        exclude_embeddings=True)
+
+
+def test_a_bad_first_batch_is_refused_by_the_trainer(crops, tmp_path):
+    trainer = make_trainer(crops, tmp_path, max_steps=2)
+    collate = trainer.data_collator
+
+    def nan_pixels(examples):
+        batch = collate(examples)
+        batch["pixel_values"][0, 0, 0, 0] = float("nan")
+        return batch
+
+    trainer.data_collator = nan_pixels
+    with pytest.raises(ValueError, match="pixel_values contain NaN or inf"):
+        trainer.train()

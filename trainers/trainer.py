@@ -1,5 +1,7 @@
 """`transformers.Trainer` for LM4LV: logs the text and vision losses apart, checkpoints trainable weights only."""
 
+import functools
+import inspect
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -26,7 +28,8 @@ from lm4lv.trainers.engines import (
 class LM4LVTrainingArguments(TrainingArguments):
     r"""
     `TrainingArguments` with the paper's recipe as defaults: AdamW betas (0.9, 0.95), lr 3e-4, weight decay 0,
-    200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, TF32 matmuls and non-blocking copies.
+    200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, TF32 matmuls, non-blocking copies and no
+    per-step NaN/inf loss filter (a device synchronisation).
     `remove_unused_columns=False` because batches carry image tensors the model's signature names differently.
     """
 
@@ -38,6 +41,9 @@ class LM4LVTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine")
     max_grad_norm: float = field(default=1.0)
     remove_unused_columns: bool = field(default=False)
+    logging_nan_inf_filter: bool | None = field(
+        default=None, metadata={"help": "Filter NaN/inf losses out of the logs; default: on, except on a GPU."}
+    )
     identity_curriculum_steps: int = field(
         default=0,
         metadata={"help": "Sample-efficiency lever: for this many first optimizer steps the target is the degraded "
@@ -47,10 +53,13 @@ class LM4LVTrainingArguments(TrainingArguments):
     def __post_init__(self):
         # on a GPU that has them: TF32 float32 matmuls (the trainables and losses stay float32) and host-to-device
         # copies that do not wait (the data loader pins memory by default); the CPU's defaults are left as they are
+        if self.logging_nan_inf_filter is None:  # its per-step isnan/isinf test waits for a GPU every step
+            self.logging_nan_inf_filter = self.use_cpu or not torch.cuda.is_available()
         if self.tf32 is None and not self.use_cpu and is_torch_tf32_available():
             self.tf32 = True
-        if self.accelerator_config is None and not self.use_cpu and torch.cuda.is_available():
-            self.accelerator_config = {"non_blocking": True}
+        if not self.use_cpu and torch.cuda.is_available():
+            if self.accelerator_config is None:
+                self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
 
 
@@ -80,24 +89,42 @@ class LM4LVTrainer(Trainer):
             raise ValueError("A streamed dataset (PairedStream, --streaming) draws fresh degradations in every pass, "
                              "which persistent data loader workers would not see: set dataloader_persistent_workers "
                              "to False")
-        self._loss_sums = {"text_loss": 0.0, "vision_loss": 0.0}
+        self._loss_sums = {"text_loss": 0.0, "vision_loss": 0.0}  # float64 device tensors between logs
         self._loss_count = 0
+        forward = self.accelerator.unwrap_model(self.model).forward
+        self._checks_inputs = "check_inputs" in inspect.signature(forward).parameters
+        self._checked_first_batch = False
+        self._loss_sum_dtype = torch.float32 if self.args.device.type == "mps" else torch.float64  # MPS has no float64
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.state.global_step < self.args.identity_curriculum_steps:
             inputs = {**inputs, "target_pixel_values": inputs["pixel_values"]}
+        if self._checks_inputs and model.training:
+            # the first training batch is checked (it shows a wrong collator at once); later ones, built the same
+            # way, are not, so that a step never waits for the device to answer a check
+            inputs = {**inputs, "check_inputs": not self._checked_first_batch}
+            self._checked_first_batch = True
         outputs = model(**inputs)
         if model.training:
-            self._loss_sums["text_loss"] += outputs.text_loss.detach().item()
-            self._loss_sums["vision_loss"] += outputs.vision_loss.detach().item()
+            for name in self._loss_sums:
+                self._loss_sums[name] += getattr(outputs, name).detach().to(self._loss_sum_dtype)
             self._loss_count += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    @functools.cached_property
+    def _non_embedding_parameters(self) -> int:
+        return self.model.num_parameters(exclude_embeddings=True) if hasattr(self.model, "num_parameters") else 0
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        """The `Trainer`'s estimate, 6 x input tokens x non-embedding parameters, with the parameters counted once
+        rather than by a walk over the model at every step."""
+        return 6 * inputs["input_ids"].numel() * self._non_embedding_parameters if "input_ids" in inputs else 0
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_count:
             # every process logs here (after the Trainer's own loss gather), so the parts are averaged the same way
-            means = torch.tensor([total / self._loss_count for total in self._loss_sums.values()],
-                                 device=self.args.device)
+            means = torch.stack([torch.as_tensor(total, device=self.args.device) / self._loss_count
+                                 for total in self._loss_sums.values()])
             means = self.accelerator.reduce(means, reduction="mean")
             for name, value in zip(self._loss_sums, means.tolist()):
                 logs[name] = round(value, 6)
