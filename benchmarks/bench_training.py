@@ -37,7 +37,8 @@ def lm4lv_step(model, batch):
 def bare_llm_step(model, batch, inputs_embeds):
     """The floor: the frozen LLM's forward+backward on the same length, gradients reaching the input embeddings."""
     inputs_embeds.grad = None
-    hidden = model.text_backbone(inputs_embeds=inputs_embeds, attention_mask=batch.get("attention_mask")).last_hidden_state
+    mask = batch.get("attention_mask")
+    hidden = model.text_backbone(inputs_embeds=inputs_embeds, attention_mask=mask).last_hidden_state
     hidden.float().pow(2).mean().backward()
 
 
