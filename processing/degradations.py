@@ -37,6 +37,16 @@ from PIL import Image
 TASKS = ("identity", "denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip")
 SPATIAL_TASKS = ("rotate", "flip")
 
+# The default ranges and settings above, shared by the per-sample functions here and the batched ones
+# (`batched_degradations`)
+NOISE_SIGMA_RANGE = (0.0, 50 / 255)
+BLUR_WINDOWS = (1, 3, 5, 7)
+PEPPER_AMOUNT_RANGE = (0.0, 0.1)
+RAIN_AMOUNT_RANGE = (0.0, 20.0)
+RAIN_ANGLE_RANGE = (-30.0, 30.0)
+RAIN_INTENSITY = 0.8
+MASK_RATIO, MASK_SIZE = 0.1, 4
+
 
 def sample_seed(seed: int, index: int, task: str) -> int:
     """A 63-bit seed that depends only on `(seed, index, task)`."""
@@ -54,7 +64,7 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def add_gaussian_noise(image, generator, sigma=None, sigma_range=(0.0, 50 / 255)):
+def add_gaussian_noise(image, generator, sigma=None, sigma_range=NOISE_SIGMA_RANGE):
     """Gaussian noise with std `sigma` (drawn from `sigma_range` when None), clipped to [0, 1]."""
     sigma = _uniform(generator, *sigma_range) if sigma is None else sigma
     return (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
@@ -65,7 +75,7 @@ def gaussian_kernel_sigma(kernel_size: int) -> float:
     return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
 
 
-def gaussian_blur(image, generator, kernel_size=None, kernel_sizes=(1, 3, 5, 7), sigma=None):
+def gaussian_blur(image, generator, kernel_size=None, kernel_sizes=BLUR_WINDOWS, sigma=None):
     """Gaussian blur with window `kernel_size` (drawn from `kernel_sizes` when None), reflected borders."""
     if kernel_size is None:
         kernel_size = kernel_sizes[torch.randint(len(kernel_sizes), (), generator=generator).item()]
@@ -83,7 +93,7 @@ def gaussian_blur(image, generator, kernel_size=None, kernel_sizes=(1, 3, 5, 7),
     return torch.nn.functional.conv2d(padded, kernel, groups=3)[0].clamp(0, 1)
 
 
-def salt_and_pepper(image, generator, amount=None, amount_range=(0.0, 0.1)):
+def salt_and_pepper(image, generator, amount=None, amount_range=PEPPER_AMOUNT_RANGE):
     """Set a fraction `amount` of the pixels (all channels) to 0 or 1 with equal odds."""
     amount = _uniform(generator, *amount_range) if amount is None else amount
     height, width = image.shape[1:]
@@ -91,6 +101,11 @@ def salt_and_pepper(image, generator, amount=None, amount_range=(0.0, 0.1)):
     salt = torch.rand((height, width), generator=generator) < 0.5
     value = salt.to(image.dtype).expand_as(image)
     return torch.where(corrupted.expand_as(image), value, image)
+
+
+def default_streak_length(height: int, width: int) -> int:
+    """Rain streaks are 10% of the image side long, at least 3 pixels."""
+    return max(3, round(0.1 * min(height, width)))
 
 
 def line_kernel(length: int, angle_degrees: float) -> torch.Tensor:
@@ -110,15 +125,15 @@ def add_rain(
     image,
     generator,
     amount=None,
-    amount_range=(0.0, 20.0),
+    amount_range=RAIN_AMOUNT_RANGE,
     streak_length=None,
-    angle_range=(-30.0, 30.0),
-    intensity=0.8,
+    angle_range=RAIN_ANGLE_RANGE,
+    intensity=RAIN_INTENSITY,
 ):
     """Rain streaks: `amount` streaks per 1,000 pixels, smeared by a line kernel at one random angle per image."""
     amount = _uniform(generator, *amount_range) if amount is None else amount
     height, width = image.shape[1:]
-    length = streak_length or max(3, round(0.1 * min(height, width)))
+    length = streak_length or default_streak_length(height, width)
     angle = _uniform(generator, *angle_range)
     falls = torch.rand((height, width), generator=generator) < amount / 1000
     brightness = 0.4 + 0.6 * torch.rand((height, width), generator=generator)  # near and far drops differ
@@ -130,7 +145,7 @@ def add_rain(
     return (image + intensity * streaks).clamp(0, 1)
 
 
-def block_mask(image, generator, mask_ratio=0.1, mask_size=4):
+def block_mask(image, generator, mask_ratio=MASK_RATIO, mask_size=MASK_SIZE):
     """Zero exactly `round(mask_ratio * blocks)` random blocks of a `mask_size` grid."""
     height, width = image.shape[1:]
     rows, cols = math.ceil(height / mask_size), math.ceil(width / mask_size)

@@ -101,5 +101,7 @@ def test_trainer_step_benchmark_runs(tmp_path, capsys):
     rows = table_rows(capsys.readouterr().out, "| frozen LLM | batch |")
     assert [row[:2] for row in rows] == [["float32", "2"], ["bfloat16", "2"]]
     assert all(positive_finite(cell) for row in rows for cell in row[2:])
+    assert all(len(row) == 8 for row in rows)  # both data paths, each with its ratio
     for row in json.loads((tmp_path / "rows.json").read_text())["rows"]:  # (b)/(a) = (a)'s rate over (b)'s
-        assert row["ratio"] == pytest.approx(row["bare_samples_per_s"] / row["trainer_samples_per_s"])
+        for path in ("per_sample", "device"):
+            assert row[f"{path}_ratio"] == pytest.approx(row["bare_samples_per_s"] / row[f"{path}_samples_per_s"])

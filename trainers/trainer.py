@@ -16,6 +16,7 @@ from transformers.utils import is_torch_tf32_available
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.checkpointing import SAFE_WEIGHTS_NAME, is_trainable_only
 from lm4lv.processing.data import PairedStream
+from lm4lv.processing.device_data import DevicePairedBatches
 from lm4lv.trainers.engines import (
     check_distributed_engine,
     gather_trainable_state_dict,
@@ -110,6 +111,21 @@ class LM4LVTrainer(Trainer):
                 self._loss_sums[name] += getattr(outputs, name).detach().to(self._loss_sum_dtype)
             self._loss_count += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def get_train_dataloader(self):
+        """The `Trainer`'s data loader, except for `DevicePairedBatches`, whose batches are read as they are (made on
+        the device already: no collator, workers or copies)."""
+        if not isinstance(self.train_dataset, DevicePairedBatches):
+            return super().get_train_dataloader()
+        stream = self.train_dataset
+        expected = (self._train_batch_size, self.args.process_index, self.args.world_size)
+        if (stream.batch_size, stream.process_index, stream.num_processes) != expected:
+            raise ValueError(
+                f"DevicePairedBatches makes batches of {stream.batch_size} for process {stream.process_index} of "
+                f"{stream.num_processes}, but this run has batches of {expected[0]} for process {expected[1]} of "
+                f"{expected[2]}: build it with the run's per_device_train_batch_size and process"
+            )
+        return torch.utils.data.DataLoader(stream, batch_size=None)
 
     @functools.cached_property
     def _non_embedding_parameters(self) -> int:

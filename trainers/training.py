@@ -21,6 +21,7 @@ from lm4lv.modeling_lm4lv.initialization import (
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import check_image_column, load_image_dataset, paired_dataset
+from lm4lv.processing.device_data import DevicePairedBatches, decode_images
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 
 TRAINING_METHODS = ("lm4lv", "random_init_llm", "vit_llm", *EXPERTS)
@@ -103,6 +104,11 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (corpora too big for disk)."})
     degradation_seed: int = field(
         default=0, metadata={"help": "Seed of the on-the-fly degradations (fresh ones each epoch, from this seed)."}
+    )
+    device_batches: bool = field(
+        default=False,
+        metadata={"help": "Make the training batches on the training device (the corpus decoded once into device "
+                          "memory, batched degradations): for GPUs, where the per-sample path bounds the step."},
     )
 
 
@@ -237,6 +243,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
         fit_in_adapter_to_embeddings(model, processor, train_dataset)
     if getattr(model.config, "out_adapter_init", "normal") == "ridge" and not model_args.resume_weights:
         fit_out_adapter_by_ridge(model, processor, train_dataset)
+    if data_args.device_batches:
+        if data_args.streaming:
+            raise ValueError("--device_batches decodes the whole corpus into device memory: it cannot stream")
+        train_dataset = DevicePairedBatches(
+            decode_images(images, model.config.vision_config.image_size, data_args.image_column, training_args.device),
+            processor, tasks, training_args.per_device_train_batch_size, data_args.degradation_seed,
+            process_index=training_args.process_index, num_processes=training_args.world_size,
+        )
     trainer = LM4LVTrainer(
         model=model,
         args=training_args,
