@@ -41,10 +41,30 @@ from lm4lv.trainers.evaluation import (
 )
 from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_llm, train
 
+from .ablation import ABLATION_METHODS
 from .charts import line_chart
-from .offline_default import PROFILES, RECIPE, Profile, default_cache_dir, prepare_mae, prepare_smollm2
-from .report import CEILING, LM4LV_ROWS, PICTURE, PICTURE_SIGMA, PICTURE_TILE_OVERLAP, render_report
+from .offline_default import (
+    PROFILES,
+    RECIPE,
+    TABLE_3_TASKS,
+    Profile,
+    default_cache_dir,
+    prepare_mae,
+    prepare_smollm2,
+)
+from .report import (
+    CEILING,
+    LM4LV_ROWS,
+    PICTURE,
+    PICTURE_SIGMA,
+    PICTURE_TILE_OVERLAP,
+    TABLE_3_EXPERTS,
+    device_summary,
+    render_report,
+    table_3_run,
+)
 
+RUN_KEYS = (*LM4LV_ROWS, "Random-init LLM")  # report.json keeps these runs under their own keys
 LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
 FIXED_SIGMAS = (10, 25, 50)  # the fixed noise levels of the denoising table
 
@@ -69,11 +89,13 @@ def held_out_picture() -> tuple:
 
 
 def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile, tasks=("denoise",),
-                skip_connection: bool = False) -> tuple:
-    """Train LM4LV with `RECIPE` on `tasks` (one multi-task checkpoint) for exactly `steps` steps; returns the trainer
-    and a summary (tasks, steps, wall time, the logged losses)."""
-    model_args = ModelArguments(llm=llm, vision=vision, visual_skip_connection=skip_connection, **RECIPE)
-    data_args = DataArguments(task=",".join(tasks))
+                skip_connection: bool = False, method: str = "lm4lv") -> tuple:
+    """Train `method` (LM4LV, or a Table 3 baseline) with `RECIPE` on `tasks` (one multi-task checkpoint) for exactly
+    `steps` steps; returns the trainer and a summary (tasks, steps, wall time, trainable parameters, the logged
+    losses)."""
+    model_args = ModelArguments(llm=llm, vision=vision, method=method, visual_skip_connection=skip_connection,
+                                llm_dtype=profile.llm_dtype, **RECIPE)
+    data_args = DataArguments(task=",".join(tasks), device_batches=profile.device_batches)
     training_args = LM4LVTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
         warmup_steps=profile.warmup_steps, max_steps=steps, logging_steps=max(1, min(LOGGING_STEPS, steps // 5)),
@@ -81,8 +103,9 @@ def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Pro
     )
     start = time.time()
     trainer = train(model_args, data_args, training_args)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return trainer, {"tasks": list(tasks), "steps": trainer.state.global_step,
-                     "seconds": round(time.time() - start, 1),
+                     "seconds": round(time.time() - start, 1), "trainable_parameters": trainable,
                      "log": [e for e in trainer.state.log_history if "loss" in e]}
 
 
@@ -117,6 +140,22 @@ def train_runs(llm: str, vision: str, profile: Profile, output_dir: str, cache_d
         with clock.stage("LM4LV + skip connection training"):
             runs[LM4LV_ROWS[1]] = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv_skip"),
                                               profile.skip_connection_steps, profile, skip_connection=True)
+    if profile.table_3_steps > 0:
+        with clock.stage("Table 3 training (experts, ViT-LLM)"):
+            runs |= train_table_3(llm, vision, profile, output_dir)
+    return runs
+
+
+def train_table_3(llm: str, vision: str, profile: Profile, output_dir: str) -> dict:
+    """The paper's Table 3 baselines, `profile.table_3_steps` steps each: every no-LLM expert on each of
+    `TABLE_3_TASKS` (one model per task) and ViT-LLM on denoise; run name -> `(trainer, summary)`."""
+    runs = {}
+    for method in TABLE_3_EXPERTS:
+        for task in TABLE_3_TASKS:
+            runs[table_3_run(method, task)] = train_lm4lv(llm, vision, os.path.join(output_dir, f"{method}_{task}"),
+                                                          profile.table_3_steps, profile, (task,), method=method)
+    runs[table_3_run("vit_llm", "denoise")] = train_lm4lv(llm, vision, os.path.join(output_dir, "vit_llm_denoise"),
+                                                          profile.table_3_steps, profile, method="vit_llm")
     return runs
 
 
@@ -156,6 +195,23 @@ def score_denoising(sets: dict, runs: dict, processor, results: dict, methods: d
     return denoise_results, fixed_results, list(denoise_methods)
 
 
+def score_table_3(sets: dict, runs: dict, results: dict) -> dict:
+    """Table 3's scores, per task of `TABLE_3_TASKS`: MAE-r, LM4LV and the ceiling (Table 2's) and each baseline
+    trained for that task, on the same held-out crops."""
+    table = {}
+    for task in TABLE_3_TASKS:
+        restorers = {}
+        for method in (*TABLE_3_EXPERTS, "vit_llm"):
+            if table_3_run(method, task) in runs:
+                trainer = runs[table_3_run(method, task)][0]
+                restorers[ABLATION_METHODS[method][0]] = functools.partial(
+                    restore, trainer.model.eval(), trainer.processing_class)
+        scores, _ = evaluate_restoration(sets["all"].filter(lambda row: row["task"] == task), restorers,
+                                         grid_samples=0)
+        table[task] = {name: results[task][name] for name in ("MAE-r", "LM4LV", CEILING)} | scores[task]
+    return table
+
+
 def restore_picture(runs: dict, processor, output_dir: str) -> dict:
     """The whole held-out picture restored tile by tile by MAE-r and the LM4LV rows; scores, and the PNG."""
     pipelines = {name: LM4LVRestorationPipeline(model=runs[name][0].model, processor=processor, batch_size=16)
@@ -185,13 +241,14 @@ def evaluate_runs(runs: dict, sets: dict, output_dir: str) -> dict:
     denoise_results, fixed_results, method_names = score_denoising(sets, runs, processor, results, methods, examples,
                                                                    output_dir)
     picture = restore_picture(runs, processor, output_dir)
+    table_3 = score_table_3(sets, runs, results) if table_3_run("vit_llm", "denoise") in runs else None
     reference = input_feature_mse(model, processor, sets["denoise"], "denoise")
     summaries = {name: summary for name, (_, summary) in runs.items()}
     write_atomically(os.path.join(output_dir, "loss_curves.png"), loss_curves(
         {name: summaries[name] for name in ("LM4LV", LM4LV_ROWS[1], "Random-init LLM") if name in summaries},
         reference).save)
     return {"results": results, "denoise": denoise_results, "fixed_sigma": fixed_results, "picture": picture,
-            "mae_r_feature_mse": reference, "method_names": method_names, "summaries": summaries}
+            "mae_r_feature_mse": reference, "method_names": method_names, "summaries": summaries, "table_3": table_3}
 
 
 def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", cache_dir: str | None = None,
@@ -221,7 +278,9 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
          "picture": evaluated["picture"], "mae_r_feature_mse": {"denoise": evaluated["mae_r_feature_mse"]},
          "recipe": RECIPE, "mae": mae_info, "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
          "timings": clock.timings, "lm4lv": summaries["LM4LV"], "lm4lv_skip": summaries.get(LM4LV_ROWS[1]),
-         "random_init": summaries["Random-init LLM"]}, indent=2))
+         "random_init": summaries["Random-init LLM"], "table_3": evaluated["table_3"],
+         "table_3_runs": {name: summary for name, summary in summaries.items() if name not in RUN_KEYS},
+         "device": device_summary()}, indent=2))
     print(report)
     return path
 

@@ -11,7 +11,8 @@ from lm4lv.processing.data import validation_strip
 from lm4lv.processing.degradations import SPATIAL_TASKS
 from lm4lv.trainers.evaluation import grid_columns, results_markdown
 
-from .offline_default import DEMO_MAE_CONFIG, RECIPE
+from .ablation import ABLATION_METHODS
+from .offline_default import DEMO_MAE_CONFIG, RECIPE, TABLE_3_TASKS
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
 CEILING = "MAE-r of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
@@ -19,6 +20,53 @@ SPATIAL_TARGET_DB = 3.0  # rotate/flip: LM4LV within this many dB of CEILING mea
 PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
 PICTURE_SIGMA = 25
 PICTURE_TILE_OVERLAP = 8
+TABLE_3_EXPERTS = ("linear", "mlp", "transformer")  # the paper's no-LLM experts (Table 3), by `train --method`
+
+
+def table_3_run(method: str, task: str) -> str:
+    """The name of a Table 3 baseline's run: its label (`ablation.ABLATION_METHODS`) and its task."""
+    return f"{ABLATION_METHODS[method][0]} ({task})"
+
+
+def table_3_section(table_3: dict, summaries: dict, steps: int) -> str:
+    """The paper's Table 3 (methods as rows, `TABLE_3_TASKS` as columns) and what it shows against the paper's
+    findings: the experts cannot rotate; ViT-LLM (and the random-init LLM) stay below LM4LV."""
+    methods = [*TABLE_3_EXPERTS, "vit_llm"]
+    lines = [f"| Method | Trainable parameters | {' | '.join(f'{task} PSNR / SSIM' for task in TABLE_3_TASKS)} |",
+             "|" + " --- |" * (2 + len(TABLE_3_TASKS))]
+    rows = [("LM4LV", "LM4LV", summaries["LM4LV"])]
+    rows += [(ABLATION_METHODS[m][0], m, summaries.get(table_3_run(m, "denoise"))) for m in methods]
+    for label, _, summary in rows:
+        cells = [f"{table_3[task][label]['psnr']['mean']:.2f} / {table_3[task][label]['ssim']['mean']:.4f}"
+                 if label in table_3[task] else "-" for task in TABLE_3_TASKS]
+        lines.append(f"| {label} | {summary['trainable_parameters']:,} | {' | '.join(cells)} |")
+    rotate = table_3.get("rotate", {})
+    findings = [f"- {ABLATION_METHODS[m][0]} on rotate: {rotate[ABLATION_METHODS[m][0]]['psnr']['mean']:.2f} dB, "
+                f"{rotate[ABLATION_METHODS[m][0]]['psnr']['mean'] - rotate[CEILING]['psnr']['mean']:+.2f} dB from the "
+                f"MAE's reconstruction of the target (the paper: experts cannot rotate; within "
+                f"{SPATIAL_TARGET_DB:.0f} dB would mean they can)." for m in TABLE_3_EXPERTS if rotate]
+    return f"""## The paper's Table 3: no-LLM experts and ViT-LLM against LM4LV
+
+LM4LV is the Table 2 checkpoint (one model, every task); each expert is trained per task and ViT-LLM on denoise,
+{steps} steps each at LM4LV's batch and recipe. The paper finds that the experts (no LLM) cannot rotate and that
+ViT-LLM (the LLM without autoregression) falls below LM4LV.
+
+{chr(10).join(lines)}
+
+{chr(10).join(findings)}
+"""
+
+
+def ablation_target_lines(denoise: dict) -> str:
+    """The denoising ablations against LM4LV: the paper's random-init LLM and ViT-LLM should stay below it."""
+    lm4lv = denoise["LM4LV"]["psnr"]["mean"]
+    lines = []
+    for name in ("Random-init LLM", ABLATION_METHODS["vit_llm"][0]):
+        if name in denoise:
+            value = denoise[name]["psnr"]["mean"]
+            lines.append(f"- {name} on denoise: {value:.2f} dB, {value - lm4lv:+.2f} dB against LM4LV (target: below "
+                         f"it: {'met' if value < lm4lv else 'missed'}).")
+    return "\n".join(lines)
 
 
 def target_lines(results: dict) -> str:
@@ -63,16 +111,19 @@ def settings_section(profile, evaluated: dict, mae_info: dict, llm_name: str | N
         f" the input image's feature, so training starts at MAE-r): same settings, {skip['steps']} steps in"
         f" {skip['seconds'] / 60:.1f} min."
     )
+    batches = ("made on the device (`DevicePairedBatches`: batched degradations)" if profile.device_batches else
+               "the per-sample path (`paired_dataset`, the collator)")
     return f"""## Settings
 
-- LLM: {llm}; random-init baseline: same shape.
+- LLM: {llm}, in {profile.llm_dtype}; random-init baseline: same shape. Training batches: {batches}.
 - Vision module: {mae_description()}, trained as an
   unmasked L1 autoencoder for {mae_info['steps']} steps ({mae_info['seconds'] / 60:.1f} min); validation
   reconstruction {mae_info['validation']['psnr']:.2f} dB / SSIM {mae_info['validation']['ssim']:.4f}.
 - LM4LV: recipe {", ".join(f"`{k}={v!r}`" for k, v in RECIPE.items())} (the lever study's pick; the LLM stays
   frozen, the adapters linear), 10 task tokens, batch {profile.batch_size}, lr {profile.learning_rate} (AdamW
-  0.9/0.95, {profile.warmup_steps} warmup steps, cosine decay), {lm4lv['steps']} steps in
-  {lm4lv['seconds'] / 60:.1f} min; random-init LLM (denoise): {random_init['steps']} steps in
+  0.9/0.95, {profile.warmup_steps} warmup steps, cosine decay), {lm4lv['steps']} steps
+  ({lm4lv['steps'] * profile.batch_size:,} training samples) in {lm4lv['seconds'] / 60:.1f} min; random-init LLM
+  (denoise): {random_init['steps']} steps in
   {random_init['seconds'] / 60:.1f} min.{skip_line}
 - LM4LV vision loss (step: MSE): {curve}
 """
@@ -97,6 +148,8 @@ Grids (degraded / MAE-r / LM4LV / clean): {", ".join(f"`grid_{task}.png`" for ta
 
 {results_markdown({"denoise": denoise_results}, ours=LM4LV_ROWS)}
 
+{ablation_target_lines(denoise_results | (evaluated["table_3"] or {}).get("denoise", {}))}
+
 Median PSNR: {medians}. Grid (degraded / {" / ".join(grid_columns(evaluated["method_names"]))} / clean):
 `{os.path.join(output_dir, "grid_denoise_ablations.png")}`.
 
@@ -113,6 +166,24 @@ pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TIL
 """
 
 
+def device_summary() -> dict | None:
+    """The GPU a run used (card, CUDA version, peak memory allocated by torch), or None on the CPU."""
+    if not torch.cuda.is_available():
+        return None
+    return {"card": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+
+
+def machine_line(profile_name: str) -> str:
+    """Where the run ran: the profile, the machine, torch, and the GPU or the CPU kernels."""
+    line = (f"Profile `{profile_name}` on {platform.machine()} with {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__}")
+    device = device_summary()
+    if device:
+        return f"{line}, {device['card']} (CUDA {device['cuda']}, peak GPU memory {device['peak_memory_gib']} GiB)."
+    return f"{line}, CPU kernels {torch.backends.cpu.get_cpu_capability()}."
+
+
 def render_report(profile_name: str, profile, evaluated: dict, mae_info: dict, timings: dict, output_dir: str,
                   llm_name: str | None = None) -> str:
     """`report.md` of a demo run: `evaluated` is what `demo.evaluate_runs` returns; `llm_name` the `--llm` that
@@ -120,12 +191,14 @@ def render_report(profile_name: str, profile, evaluated: dict, mae_info: dict, t
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
     last_vision_loss = evaluated["summaries"]["LM4LV"]["log"][-1]["vision_loss"]
+    table_3 = "" if evaluated["table_3"] is None else table_3_section(
+        evaluated["table_3"], evaluated["summaries"], profile.table_3_steps)
     return f"""# LM4LV offline demo report
 
-Profile `{profile_name}` on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU
-kernels {torch.backends.cpu.get_cpu_capability()}.
+{machine_line(profile_name)}
 
 {results_sections(profile, evaluated, output_dir)}
+{table_3}
 {settings_section(profile, evaluated, mae_info, llm_name)}
 ## Training curves
 

@@ -105,3 +105,39 @@ def test_pinning_after_torch_chose_avx512_kernels_raises():
                         "from lm4lv.research.offline_default import pin_cpu_kernels\npin_cpu_kernels()")
     assert result.returncode != 0
     assert "ran after torch had chosen its AVX-512 kernels" in result.stderr
+
+
+def test_the_gpu_profile_runs_at_smoke_size_on_the_cpu(base_model_dirs, tmp_path, monkeypatch):
+    """The gpu profile's code path (seven tasks, device-made batches, Table 3's experts and ViT-LLM) with its settings
+    from the profile table and only its counts shrunk."""
+    import dataclasses
+
+    llm, _ = base_model_dirs
+    gpu = PROFILES["gpu"]
+    assert gpu.device_batches and gpu.table_3_steps > 0 and len(gpu.tasks) == 7 and gpu.batch_size == 256
+    monkeypatch.setitem(PROFILES, "gpu", dataclasses.replace(
+        gpu, mae_steps=20, lm4lv_steps=4, random_llm_steps=2, skip_connection_steps=2, table_3_steps=2,
+        batch_size=4, warmup_steps=1, eval_samples=4))
+    run_demo("gpu", str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), llm=llm)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(saved["results"]) == set(gpu.tasks) and saved["lm4lv"]["steps"] == 4
+    experts = ["Linear only", "2-layer MLP", "1-layer Transformer"]
+    assert set(saved["table_3"]["denoise"]) == {"MAE-r", "LM4LV", "MAE-r of the clean image", *experts,
+                                                "ViT-LLM (no AR)"}
+    assert set(saved["table_3"]["rotate"]) == {"MAE-r", "LM4LV", "MAE-r of the clean image", *experts}
+    assert {run["steps"] for run in saved["table_3_runs"].values()} == {2} and len(saved["table_3_runs"]) == 7
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## The paper's Table 3" in report and "| 1-layer Transformer |" in report
+    assert "- Linear only on rotate:" in report and "- Random-init LLM on denoise:" in report
+    assert "(16 training samples)" in report and "made on the device" in report
+
+
+def test_demo_picks_the_gpu_profile_where_cuda_is_available(monkeypatch):
+    import torch
+
+    from lm4lv.research.offline_default import default_profile_name
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_profile_name() == "default"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_profile_name() == "gpu"

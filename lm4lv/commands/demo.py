@@ -2,8 +2,9 @@
 (`lm4lv.research.demo`: SmolLM2 and a small MAE trained here, LM4LV and its ablations, the paper's Table 2, a whole
 held-out picture; `report.md`, JSON, PNG grids and curves).
 
-    lm4lv demo                      # default profile (<= 20 min on 2 CPU cores)
+    lm4lv demo                      # on a CPU: the default profile (<= 20 min on 2 CPU cores); on a GPU: gpu
     lm4lv demo --profile full       # longer training (<= 2 h on 2 CPU cores)
+    lm4lv demo --profile gpu        # the paper's scale, Tables 2 and 3 (<= 10 min on one H100/H200-class GPU)
 
 Every profile fixes its step counts (`lm4lv.research.offline_default.PROFILES`): the same profile and seed train
 the same steps on the same data everywhere; wall time is measured and reported, never used to stop training.
@@ -13,19 +14,20 @@ import argparse
 
 from lm4lv.commands.arguments import add_cpu_kernels_argument, apply_cpu_kernels
 from lm4lv.research.demo import run_demo
-from lm4lv.research.offline_default import PROFILES
+from lm4lv.research.offline_default import PROFILES, default_profile_name
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help="Default: gpu where CUDA is available, else default.")
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--cache_dir", default=None, help="Where converted/trained base models are cached.")
     parser.add_argument("--llm", default=None, help="A local causal LM folder instead of SmolLM2-135M-Instruct.")
     add_cpu_kernels_argument(parser)
     args = parser.parse_args(argv)
     apply_cpu_kernels(args)
-    run_demo(args.profile, args.output_dir, args.cache_dir, args.llm)
+    run_demo(args.profile or default_profile_name(), args.output_dir, args.cache_dir, args.llm)
 
 
 if __name__ == "__main__":
