@@ -2,12 +2,12 @@
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .checkpointing import (
@@ -18,6 +18,7 @@ from .checkpointing import (
     is_trainable_name,
 )
 from .configuration_lm4lv import LM4LVConfig
+from .decoding import DecodingRun, GenerationState, positions_from_mask, shift_left
 from .initialization import readable_parameters
 from .loss_lm4lv import lm4lv_loss
 from .peft_interop import PeftInteropMixin
@@ -76,108 +77,6 @@ class LM4LVGenerateOutput(ModelOutput):
     visual_features: torch.FloatTensor | None = None
     pixel_values: torch.FloatTensor | None = None
     has_image: torch.BoolTensor | None = None
-
-
-@dataclass
-class GenerationState:
-    r"""
-    Per-sample state of one [`LM4LVForConditionalGeneration.generate`] call; every tensor has the batch first.
-
-    Args:
-        hidden: The LLM's last hidden state (after its final norm) at the newest position, `(batch, hidden_size)`.
-        text_tail: The last `len(<Img>)` text tokens, to spot an emitted `<Img>`; -1 once an image starts.
-        visual_left: Visual steps left in the current image (0 outside images).
-        forced: `</Img>` ids still to emit, left-aligned, -1 where none.
-        features: Generated features of the first image, `(batch, num_visual_tokens, vision_hidden_size)`, NaN
-            until written.
-        num_features: How many features of the first image are written.
-        unfinished: Samples that have not emitted EOS.
-        tokens: Emitted ids, one `(batch,)` tensor per step (`image_token_id` at visual steps).
-    """
-
-    hidden: torch.Tensor
-    text_tail: torch.LongTensor
-    visual_left: torch.LongTensor
-    forced: torch.LongTensor
-    features: torch.Tensor
-    num_features: torch.LongTensor
-    unfinished: torch.BoolTensor
-    tokens: list[torch.LongTensor] = field(default_factory=list)
-
-    def all_inside_first_image(self, num_visual_tokens: int) -> bool:
-        """Whether every sample's next step is a visual step of its first image."""
-        recording = (self.visual_left > 0) & self.unfinished & (self.num_features < num_visual_tokens)
-        return bool(recording.all())
-
-
-class DecodingRun:
-    """What stays fixed during one `generate()` call (delimiter ids, stop ids, budget, skip features), and the
-    frozen LLM behind a KV cache: `feed(embeds)` runs new input embeddings after the cached ones."""
-
-    def __init__(self, model, start_ids, end_ids, forced_start_length, max_new_tokens, eos_token_id, pad_token_id,
-                 positions, full_mask):
-        self.backbone = model.text_backbone
-        self.embed_dtype = model.get_input_embeddings().weight.dtype
-        self.cache = DynamicCache(config=model.language_model.config)
-        self.start_ids, self.end_ids, self.forced_start_length = start_ids, end_ids, forced_start_length
-        self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
-        self.positions, self.full_mask = positions, full_mask
-        self.skip_features = None  # set by generate() for `visual_skip_connection`
-        # the visual feedback in_adapter(out_adapter(hidden) + skip) folded into one affine map (one small matmul)
-        self.feedback_weight = model.in_adapter.weight @ model.out_adapter.weight
-        self.feedback_bias = model.in_adapter(model.out_adapter.bias)
-        # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
-        self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
-
-    @classmethod
-    def start(cls, model, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output: bool):
-        """The run for a prompt batch, with `generate()`'s defaults; a forced `<Img>` comes out of the budget."""
-        config = model.config
-        if not config.image_start_token_ids or not config.image_end_token_ids:
-            raise ValueError(
-                "config.image_start_token_ids / image_end_token_ids are not set: build the model with "
-                "from_base_models, or call config.set_image_delimiter_ids(tokenizer) (LM4LVProcessor.from_config("
-                "config, tokenizer) does) first"
-            )
-        device = attention_mask.device
-        start_ids = torch.tensor(config.image_start_token_ids, device=device)
-        end_ids = torch.tensor(config.image_end_token_ids, device=device)
-        if max_new_tokens is not None and (type(max_new_tokens) is not int or max_new_tokens < 1):
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        if max_new_tokens is None:
-            max_new_tokens = len(start_ids) + config.num_visual_tokens + len(end_ids) + 8
-        if eos_token_id is None:
-            eos_token_id = getattr(model.language_model.generation_config, "eos_token_id", None)
-            eos_token_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
-        if pad_token_id is None:
-            pad_token_id = eos_token_id if eos_token_id is not None else 0
-        # positions of the prompt and of every token still to come; without left padding no mask is needed
-        full_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], max_new_tokens)], 1)
-        positions = positions_from_mask(full_mask)
-        full_mask = None if bool(attention_mask.all()) else full_mask
-        forced_start_length = min(len(start_ids), max_new_tokens) if force_image_output else 0
-        return cls(model, start_ids, end_ids, forced_start_length, max_new_tokens - forced_start_length, eos_token_id,
-                   pad_token_id, positions, full_mask)
-
-    def feed_back(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
-        """THE visual feedback of every decoding path: the next input embedding `in_adapter(out_adapter(hidden) +
-        skip)` of the last hidden states `(batch, hidden)`, with `skip_embedding = in_adapter.weight @ skip` (the
-        skip connection's input features; `None` without it), in the LLM's dtype."""
-        pending = F.linear(hidden.float(), self.feedback_weight, self.feedback_bias)
-        if skip_embedding is not None:
-            pending = pending + skip_embedding
-        return pending.to(self.embed_dtype)
-
-    def feed(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; the new last hidden state."""
-        past, length = self.cache.get_seq_length(), embeds.shape[1]
-        return self.backbone(
-            inputs_embeds=embeds,
-            attention_mask=None if self.full_mask is None else self.full_mask[:, : past + length],
-            position_ids=self.positions[:, past : past + length],
-            cache=self.cache,
-            use_cache=True,
-        ).last_hidden_state[:, -1]
 
 
 class LM4LVPreTrainedModel(PreTrainedModel):
@@ -514,6 +413,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         force_image_output: bool = True,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
+        cache_implementation: str | None = None,
         **kwargs,
     ) -> LM4LVGenerateOutput:
         r"""
@@ -535,6 +435,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
                 authors do for restoration prompts. With `False` the model decides.
             eos_token_id (`int`, *optional*): Stops a sample. Defaults to the LLM's generation config.
             pad_token_id (`int`, *optional*): Fills finished samples. Defaults to `eos_token_id` (or 0).
+            cache_implementation (`str`, *optional*): `"dynamic"` (a KV cache grown per step) or `"static"` (one
+                preallocated for the call: fixed shapes, and on CUDA the visual run replayed as a CUDA graph, one
+                launch per visual token). Defaults to `"static"` on CUDA and `"dynamic"` elsewhere; both give the
+                same features (float32: within 1e-5).
 
         Returns:
             [`LM4LVGenerateOutput`] with `sequences`, `visual_features`, `pixel_values` and `has_image`.
@@ -546,7 +450,8 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
                              f"got {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        run = DecodingRun.start(self, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output)
+        run = DecodingRun.start(self, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output,
+                                cache_implementation)
         if force_image_output:  # the forced <Img> is known in advance: it goes through the LLM with the prompt
             forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
             input_ids = torch.cat([input_ids, forced_start], dim=1)
@@ -584,19 +489,18 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
 
     def _visual_run(self, run: DecodingRun, state: GenerationState):
         """Every sample is inside its first image: the visual steps they all still have, in a tight loop with no
-        text bookkeeping and no host-device synchronisation (`DecodingRun.feed_back` a step; the features come from
-        one `out_adapter` call over the whole run afterwards). When every image ends here, the forced `</Img>` goes
-        through the LLM with the last visual token."""
+        text bookkeeping and no host-device synchronisation (`DecodingRun.visual_step` a step: a CUDA graph replay
+        on a static cache on CUDA; the features come from one `out_adapter` call over the whole run afterwards).
+        When every image ends here, the forced `</Img>` goes through the LLM with the last visual token."""
         steps = min(int(state.visual_left.min()), run.max_new_tokens - len(state.tokens))
         rows = torch.arange(state.hidden.shape[0], device=state.hidden.device)
         slots = state.num_features[:, None] + torch.arange(steps, device=rows.device)
         skip = None if run.skip_features is None else run.skip_features[rows[:, None], slots]
         skip_embedding = None if skip is None else F.linear(skip, self.in_adapter.weight)
         hiddens = [state.hidden]
-        for step in range(steps):
-            pending = run.feed_back(hiddens[-1], None if skip is None else skip_embedding[:, step])[:, None]
-            if step < steps - 1:
-                hiddens.append(run.feed(pending))
+        for step in range(steps - 1):
+            hiddens.append(run.visual_step(hiddens[-1], None if skip is None else skip_embedding[:, step]))
+        pending = run.feed_back(hiddens[-1], None if skip is None else skip_embedding[:, steps - 1])[:, None]
         features = self.out_adapter(torch.stack(hiddens, dim=1).float())
         state.features[rows[:, None], slots] = features if skip is None else features + skip
         state.num_features = state.num_features + steps
@@ -694,16 +598,6 @@ def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_w
         vision_loss=vision_loss,
         last_hidden_state=last_hidden_state,
     )
-
-
-def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
-    """Position ids that start at 0 on each sample's first real token (left padding gets position 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def shift_left(queue: torch.LongTensor) -> torch.LongTensor:
-    """Drop the first column of a `(batch, width)` queue and pad it with -1 on the right."""
-    return torch.cat([queue[:, 1:], queue.new_full((queue.shape[0], 1), -1)], dim=1)
 
 
 def check_pixel_values(pixel_values: torch.Tensor):

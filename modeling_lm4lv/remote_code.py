@@ -4,10 +4,19 @@ of flat remote-code modules (the restoration pipeline's export uses it too)."""
 import os
 import re
 
-from . import checkpointing, configuration_lm4lv, initialization, loss_lm4lv, modeling_lm4lv, peft_interop, vision
+from . import (
+    checkpointing,
+    configuration_lm4lv,
+    decoding,
+    initialization,
+    loss_lm4lv,
+    modeling_lm4lv,
+    peft_interop,
+    vision,
+)
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
-REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, vision, checkpointing, peft_interop, loss_lm4lv,
+REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, decoding, vision, checkpointing, peft_interop, loss_lm4lv,
                        initialization)
 PACKAGE_IMPORT = re.compile(r"^from lm4lv\.(?:\w+\.)*(\w+) import", re.MULTILINE)
 

@@ -384,3 +384,57 @@ def test_text_label_positions_pad_rows_of_different_lengths_and_the_loss_skips_t
     torch.testing.assert_close(out.text_loss, expected)
     given = model(**batch, text_label_positions=text_label_positions(batch["labels"]), check_inputs=False)
     assert torch.equal(given.text_loss, out.text_loss)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("case", ["plain", "left_padded", "mixed_text", "skip_connection"])
+def test_static_cache_generates_the_dynamic_cache_features(kind, case):
+    """The static-cache path (on CUDA: the visual run as a CUDA graph) against the dynamic one on the CPU: the same
+    tokens, features within 1e-5 (float32), the same images; also for left padding, text steps and the skip."""
+    model, processor = build_tiny(kind, task_names=("denoise", "rotate"))
+    model.config.visual_skip_connection = case == "skip_connection"
+    instructions = ["", "restore this one please"] if case == "left_padded" else None
+    batch = processor(images=random_images(2), task=["denoise", "rotate"], instructions=instructions)
+    options = {"force_image_output": case != "mixed_text", "max_new_tokens": 30}
+    dynamic = model.generate(**batch, cache_implementation="dynamic", **options)
+    static = model.generate(**batch, cache_implementation="static", **options)
+    assert torch.equal(static.sequences, dynamic.sequences) and torch.equal(static.has_image, dynamic.has_image)
+    torch.testing.assert_close(static.visual_features, dynamic.visual_features, rtol=0, atol=1e-5, equal_nan=True)
+    torch.testing.assert_close(static.pixel_values, dynamic.pixel_values, rtol=0, atol=1e-4, equal_nan=True)
+    if case != "mixed_text":
+        assert bool(dynamic.has_image.all())
+    with pytest.raises(ValueError, match="cache_implementation must be one of"):
+        model.generate(**batch, cache_implementation="paged")
+
+
+def test_the_graphed_visual_step_keeps_buffers_positions_and_cache_in_step(monkeypatch):
+    """The CUDA-graph bookkeeping run on the CPU: a stand-in graph records nothing at capture and runs the step on the
+    static buffers at each launch, as a replay does; the features equal the dynamic path's."""
+    from lm4lv.modeling_lm4lv.decoding import DecodingRun, VisualStepGraph
+
+    class EagerStandIn(VisualStepGraph):
+        captures = 0
+
+        def capture(self):
+            EagerStandIn.captures += 1
+
+        def launch(self):
+            self.output = self.step()
+
+    original_init = DecodingRun.__init__
+
+    def init_with_stand_in(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.graph_class = EagerStandIn
+
+    monkeypatch.setattr(DecodingRun, "__init__", init_with_stand_in)
+    monkeypatch.setattr(DecodingRun, "uses_graph", lambda self, hidden: self.static)
+    model, processor = build_tiny(task_names=("denoise", "rotate"))
+    for skip in (False, True):
+        model.config.visual_skip_connection = skip
+        batch = processor(images=random_images(2), task=["denoise", "rotate"], instructions=["", "a longer one"])
+        dynamic = model.generate(**batch, cache_implementation="dynamic")
+        graphed = model.generate(**batch, cache_implementation="static")
+        assert torch.equal(graphed.sequences, dynamic.sequences)
+        torch.testing.assert_close(graphed.visual_features, dynamic.visual_features, rtol=0, atol=1e-5)
+    assert EagerStandIn.captures == 2  # once per call

@@ -1,0 +1,197 @@
+"""The machinery of `LM4LVForConditionalGeneration.generate`: the per-sample state, the decoding run (the frozen LLM
+behind a KV cache, and the visual feedback), and the visual step captured as a CUDA graph.
+
+Two caches: a dynamic one (transformers' `DynamicCache`, grown per step) and a static one (`StaticCache`,
+preallocated for the whole call, so every step has the same shapes and the same tensor addresses). On CUDA, the
+static cache lets the visual run, one step per visual token, be captured once as a CUDA graph and replayed: a step
+then costs one graph launch instead of the thousands of kernel launches Python makes through the LLM's modules.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+from transformers import DynamicCache, StaticCache
+
+CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+
+
+def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
+    """Position ids that start at 0 on each sample's first real token (left padding gets position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def shift_left(queue: torch.LongTensor) -> torch.LongTensor:
+    """Drop the first column of a `(batch, width)` queue and pad it with -1 on the right."""
+    return torch.cat([queue[:, 1:], queue.new_full((queue.shape[0], 1), -1)], dim=1)
+
+
+@dataclass
+class GenerationState:
+    r"""
+    Per-sample state of one [`LM4LVForConditionalGeneration.generate`] call; every tensor has the batch first.
+
+    Args:
+        hidden: The LLM's last hidden state (after its final norm) at the newest position, `(batch, hidden_size)`.
+        text_tail: The last `len(<Img>)` text tokens, to spot an emitted `<Img>`; -1 once an image starts.
+        visual_left: Visual steps left in the current image (0 outside images).
+        forced: `</Img>` ids still to emit, left-aligned, -1 where none.
+        features: Generated features of the first image, `(batch, num_visual_tokens, vision_hidden_size)`, NaN
+            until written.
+        num_features: How many features of the first image are written.
+        unfinished: Samples that have not emitted EOS.
+        tokens: Emitted ids, one `(batch,)` tensor per step (`image_token_id` at visual steps).
+    """
+
+    hidden: torch.Tensor
+    text_tail: torch.LongTensor
+    visual_left: torch.LongTensor
+    forced: torch.LongTensor
+    features: torch.Tensor
+    num_features: torch.LongTensor
+    unfinished: torch.BoolTensor
+    tokens: list[torch.LongTensor] = field(default_factory=list)
+
+    def all_inside_first_image(self, num_visual_tokens: int) -> bool:
+        """Whether every sample's next step is a visual step of its first image."""
+        recording = (self.visual_left > 0) & self.unfinished & (self.num_features < num_visual_tokens)
+        return bool(recording.all())
+
+
+class DecodingRun:
+    """What stays fixed during one `generate()` call (delimiter ids, stop ids, budget, skip features), and the
+    frozen LLM behind a KV cache: `feed(embeds)` runs new input embeddings after the cached ones."""
+
+    def __init__(self, model, start_ids, end_ids, forced_start_length, max_new_tokens, eos_token_id, pad_token_id,
+                 positions, full_mask, cache_implementation: str = "dynamic"):
+        self.backbone = model.text_backbone
+        self.embed_dtype = model.get_input_embeddings().weight.dtype
+        self.static = cache_implementation == "static"
+        config = model.language_model.config
+        self.cache = (StaticCache(config=config, max_cache_len=positions.shape[1]) if self.static
+                      else DynamicCache(config=config))
+        self.length = 0  # positions in the cache, counted here (a static cache's own count is a device tensor)
+        self.start_ids, self.end_ids, self.forced_start_length = start_ids, end_ids, forced_start_length
+        self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
+        self.positions, self.full_mask = positions, full_mask
+        self.skip_features = None  # set by generate() for `visual_skip_connection`
+        # the visual feedback in_adapter(out_adapter(hidden) + skip) folded into one affine map (one small matmul)
+        self.feedback_weight = model.in_adapter.weight @ model.out_adapter.weight
+        self.feedback_bias = model.in_adapter(model.out_adapter.bias)
+        # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
+        self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
+        self.graph = None  # the visual step's CUDA graph, captured at the first visual run on CUDA
+        self.graph_class = VisualStepGraph
+
+    @classmethod
+    def start(cls, model, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output: bool,
+              cache_implementation: str | None = None):
+        """The run for a prompt batch, with `generate()`'s defaults; a forced `<Img>` comes out of the budget."""
+        config = model.config
+        if not config.image_start_token_ids or not config.image_end_token_ids:
+            raise ValueError(
+                "config.image_start_token_ids / image_end_token_ids are not set: build the model with "
+                "from_base_models, or call config.set_image_delimiter_ids(tokenizer) (LM4LVProcessor.from_config("
+                "config, tokenizer) does) first"
+            )
+        device = attention_mask.device
+        if cache_implementation is None:
+            cache_implementation = "static" if device.type == "cuda" else "dynamic"
+        if cache_implementation not in CACHE_IMPLEMENTATIONS:
+            raise ValueError(f"cache_implementation must be one of {CACHE_IMPLEMENTATIONS}, got "
+                             f"{cache_implementation!r}")
+        start_ids = torch.tensor(config.image_start_token_ids, device=device)
+        end_ids = torch.tensor(config.image_end_token_ids, device=device)
+        if max_new_tokens is not None and (type(max_new_tokens) is not int or max_new_tokens < 1):
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if max_new_tokens is None:
+            max_new_tokens = len(start_ids) + config.num_visual_tokens + len(end_ids) + 8
+        if eos_token_id is None:
+            eos_token_id = getattr(model.language_model.generation_config, "eos_token_id", None)
+            eos_token_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
+        if pad_token_id is None:
+            pad_token_id = eos_token_id if eos_token_id is not None else 0
+        # positions of the prompt and of every token still to come; without left padding no mask is needed
+        full_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], max_new_tokens)], 1)
+        positions = positions_from_mask(full_mask)
+        full_mask = None if bool(attention_mask.all()) else full_mask
+        forced_start_length = min(len(start_ids), max_new_tokens) if force_image_output else 0
+        return cls(model, start_ids, end_ids, forced_start_length, max_new_tokens - forced_start_length, eos_token_id,
+                   pad_token_id, positions, full_mask, cache_implementation)
+
+    def feed_back(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """THE visual feedback of every decoding path: the next input embedding `in_adapter(out_adapter(hidden) +
+        skip)` of the last hidden states `(batch, hidden)`, with `skip_embedding = in_adapter.weight @ skip` (the
+        skip connection's input features; `None` without it), in the LLM's dtype."""
+        pending = F.linear(hidden.float(), self.feedback_weight, self.feedback_bias)
+        if skip_embedding is not None:
+            pending = pending + skip_embedding
+        return pending.to(self.embed_dtype)
+
+    def feed(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; the new last hidden state."""
+        past = self.length
+        self.length += embeds.shape[1]
+        return self.backbone_at(embeds, self.positions[:, past : self.length])
+
+    def backbone_at(self, embeds: torch.Tensor, position_ids: torch.LongTensor) -> torch.Tensor:
+        """The LLM on `embeds` at `position_ids`, appending to the cache (whose mask covers the whole static cache,
+        or the positions so far); the last hidden state."""
+        mask = self.full_mask
+        if mask is not None and not self.static:
+            mask = mask[:, : self.length]
+        return self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, cache=self.cache,
+                             use_cache=True).last_hidden_state[:, -1]
+
+    def visual_step(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """One visual step, `feed(feed_back(hidden))`: through the CUDA graph on a static cache on CUDA (captured at
+        the first call), eagerly otherwise."""
+        if not self.uses_graph(hidden):
+            return self.feed(self.feed_back(hidden, skip_embedding)[:, None])
+        if self.graph is None:
+            self.graph = self.graph_class(self, hidden, skip_embedding)
+        return self.graph.replay(hidden, skip_embedding)
+
+    def uses_graph(self, hidden: torch.Tensor) -> bool:
+        """Whether visual steps replay a CUDA graph: on a static cache, on CUDA."""
+        return self.static and hidden.is_cuda
+
+
+class VisualStepGraph:
+    r"""
+    One visual step on a static cache, `backbone_at(feed_back(hidden), position)`, captured once as a CUDA graph over
+    static buffers (the hidden state in, the skip embedding, the position; the cache's own tensors are static
+    already) and replayed for every later visual token of the call. Capture records kernels without running them, so
+    the cache and `run.length` move only at replays.
+    """
+
+    def __init__(self, run: DecodingRun, hidden: torch.Tensor, skip_embedding: torch.Tensor | None):
+        self.run = run
+        self.hidden = hidden.clone()
+        self.skip = None if skip_embedding is None else skip_embedding.clone()
+        self.position = run.positions[:, run.length : run.length + 1].clone()
+        self.capture()
+
+    def step(self) -> torch.Tensor:
+        """The step on the static buffers."""
+        return self.run.backbone_at(self.run.feed_back(self.hidden, self.skip)[:, None], self.position)
+
+    def capture(self):
+        """Record `step` as a CUDA graph (its output buffer is `self.output`)."""
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = self.step()
+
+    def launch(self):
+        """Run the recorded step once."""
+        self.graph.replay()
+
+    def replay(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None) -> torch.Tensor:
+        """The step from `hidden` (and the skip embedding): the new last hidden state."""
+        self.hidden.copy_(hidden)
+        if self.skip is not None:
+            self.skip.copy_(skip_embedding)
+        self.position.copy_(self.run.positions[:, self.run.length : self.run.length + 1])
+        self.launch()
+        self.run.length += 1
+        return self.output.clone()
