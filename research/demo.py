@@ -225,12 +225,12 @@ def restore_picture(runs: dict, processor, output_dir: str) -> dict:
 
 def loss_curves(runs: dict, mae_r_feature_mse: float):
     """The vision loss (teacher-forced feature MSE) of each training run over its steps (`runs`: row name -> the
-    summary `train_lm4lv` returns), against MAE-r's feature MSE on held-out denoising as a dashed line: a PNG-ready
-    line chart."""
+    summary `train_lm4lv` returns), against MAE-r's feature MSE on held-out denoising as a labelled dashed line: a
+    matplotlib figure."""
     series = {f"{name} ({', '.join(info['tasks'])})":
               [(entry["step"], entry["vision_loss"]) for entry in info["log"]]
               for name, info in runs.items()}
-    return line_chart(series, {"MAE-r, held-out denoising: the degraded input's features": mae_r_feature_mse},
+    return line_chart(series, {"MAE-r's feature MSE (held-out denoising)": mae_r_feature_mse},
                       x_label="training step", y_label="vision loss: feature MSE")
 
 
@@ -244,9 +244,8 @@ def evaluate_runs(runs: dict, sets: dict, output_dir: str) -> dict:
     table_3 = score_table_3(sets, runs, results) if table_3_run("vit_llm", "denoise") in runs else None
     reference = input_feature_mse(model, processor, sets["denoise"], "denoise")
     summaries = {name: summary for name, (_, summary) in runs.items()}
-    write_atomically(os.path.join(output_dir, "loss_curves.png"), loss_curves(
-        {name: summaries[name] for name in ("LM4LV", LM4LV_ROWS[1], "Random-init LLM") if name in summaries},
-        reference).save)
+    curves = loss_curves({name: summaries[name] for name in RUN_KEYS if name in summaries}, reference)
+    write_atomically(os.path.join(output_dir, "loss_curves.png"), lambda path: curves.savefig(path, format="png"))
     return {"results": results, "denoise": denoise_results, "fixed_sigma": fixed_results, "picture": picture,
             "mae_r_feature_mse": reference, "method_names": method_names, "summaries": summaries, "table_3": table_3}
 
