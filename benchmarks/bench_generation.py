@@ -67,7 +67,7 @@ def main(argv=None):
     print(f"# Generation benchmarks ({args.llm}) on {machine()}\n")
 
     print("## 1. generate() vs bare KV-cached loop (batch 1)\n")
-    print("Bare loops: one for as many steps as generate() emits tokens (the issue's comparison), one for as many "
+    print("Bare loops: one for as many steps as generate() emits tokens, one for as many "
           "LLM calls as generate() makes (its forced delimiters ride along with other inputs). Neither does vision "
           "work; the columns without MAE take the MAE encode + decode (timed alone) out of generate().\n")
     print("| LLM | visual tokens | generate() s | bare, same tokens s | bare, same calls s | MAE s | ratio | "

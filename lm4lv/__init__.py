@@ -15,6 +15,6 @@ from .modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from .pipelines import LM4LVRestorationPipeline
 from .processing import LM4LVProcessor
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["LM4LVConfig", "LM4LVForConditionalGeneration", "LM4LVProcessor", "LM4LVRestorationPipeline"]

@@ -1,5 +1,6 @@
 """The Gradio app end to end in a real headless browser: Chromium (Debian's `chromium` and `chromium-driver`) driven by
-selenium uploads an image, picks a task, runs it and reads the result; a corrupt file gets a clear message."""
+selenium uploads an image, picks a task, runs it and reads the result; a corrupt file gets a clear message. With
+`LM4LV_APP_SCREENSHOT=PATH` the first test also saves a screenshot there (the documentation's picture of the app)."""
 
 import io
 import os
@@ -103,6 +104,8 @@ def test_the_app_restores_an_uploaded_image(app_url, browser, tmp_path):
     status = browser.find_element(By.ID, "status").text
     assert "No clean reference" in status
     assert "Error" not in browser.find_element(By.TAG_NAME, "body").text
+    if os.environ.get("LM4LV_APP_SCREENSHOT"):  # the documentation's picture of the app (docs/guides/restoring.md)
+        assert browser.save_screenshot(os.environ["LM4LV_APP_SCREENSHOT"])
 
 
 def test_a_corrupt_file_gets_a_clear_message(app_url, browser, tmp_path):

@@ -1,0 +1,69 @@
+"""The documentation: every public name has a docstring and a reference page, docs/ keeps only files a page, the
+site config or a test uses, every image a page shows names the command that made it, and no file of the project
+narrates its own history. (The README's test command builds the site with `mkdocs build --strict`, which fails on
+warnings and broken internal links.)"""
+
+import os
+import re
+
+import pytest
+
+import lm4lv
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(REPOSITORY, "docs")
+# phrases of a lab notebook, not of a user's documentation
+HISTORY = re.compile(r"\bsessions?\s+\d|\bsession's\b|\bthe issue\b|\bissue's\b|\bhonestly\b|\bcommit [0-9a-f]{7}|"
+                     r"\bon a (?:slower|faster) day\b", re.IGNORECASE)
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def docs_files() -> list[str]:
+    return sorted(os.path.relpath(os.path.join(root, name), DOCS) for root, _, names in os.walk(DOCS) for name in names)
+
+
+def pages() -> dict[str, str]:
+    return {name: read(os.path.join(DOCS, name)) for name in docs_files() if name.endswith(".md")}
+
+
+@pytest.mark.parametrize("name", lm4lv.__all__)
+def test_every_public_name_has_a_docstring_and_a_reference_page(name):
+    obj = getattr(lm4lv, name)
+    assert (obj.__doc__ or "").strip(), f"lm4lv.{name} has no docstring"
+    reference = "".join(text for page, text in pages().items() if page.startswith("reference/"))
+    assert f"::: {obj.__module__}.{obj.__qualname__}\n" in reference, f"lm4lv.{name} has no reference page"
+
+
+def test_every_page_is_in_the_site_and_every_other_file_is_used():
+    site_config = read(os.path.join(REPOSITORY, "mkdocs.yml"))
+    texts = [*pages().values(), read(os.path.join(REPOSITORY, "README.md"))]
+    texts += [read(os.path.join(REPOSITORY, "tests", name)) for name in os.listdir(os.path.join(REPOSITORY, "tests"))
+              if name.endswith(".py")]
+    for name in docs_files():
+        if name.endswith(".md"):
+            assert f": {name}\n" in site_config, f"docs/{name} is not in mkdocs.yml's nav"
+        else:
+            assert any(os.path.basename(name) in text for text in texts), f"nothing uses docs/{name}"
+
+
+def test_every_image_a_page_shows_names_the_command_that_made_it():
+    commands = ("lm4lv demo", "lm4lv degradations", "lm4lv ablate", "LM4LV_APP_SCREENSHOT")
+    for page, text in {**pages(), "README.md": read(os.path.join(REPOSITORY, "README.md"))}.items():
+        for image in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text):
+            assert any(command in text for command in commands), f"{page} shows {image} without its command"
+
+
+def test_no_file_of_the_project_narrates_its_history():
+    paths = [os.path.join(REPOSITORY, name) for name in ("README.md", "model_card.md", "mkdocs.yml", "setup.py")]
+    paths += [os.path.join(DOCS, name) for name in docs_files() if name.endswith(".md")]
+    for folder in ("lm4lv", "modeling_lm4lv", "processing", "pipelines", "trainers", "research", "metrics",
+                   "benchmarks", "examples"):
+        paths += [os.path.join(root, name) for root, _, names in os.walk(os.path.join(REPOSITORY, folder))
+                  for name in names if name.endswith((".py", ".md", ".sh", ".yaml"))]
+    for path in paths:
+        for number, line in enumerate(read(path).splitlines(), 1):
+            assert not HISTORY.search(line), f"{os.path.relpath(path, REPOSITORY)}:{number}: {line.strip()}"
