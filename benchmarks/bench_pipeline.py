@@ -4,7 +4,8 @@
 
 Inputs: held-out 32x32 crops of the bundled corpus (one tile each; `batch_size` tiles per generate() call), then the
 whole validation strip of coffee.png, restored tile by tile (8-pixel overlap). Times are the best of `--repeats` runs
-after a warm-up, on whatever checkpoints are given (a tiny random one and a trained demo one in benchmarks/RESULTS.md).
+after a warm-up, on whatever checkpoints are given (a tiny random one and a trained demo one in
+docs/results/performance.md).
 """
 
 import argparse

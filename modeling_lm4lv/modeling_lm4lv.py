@@ -455,11 +455,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         if force_image_output:  # the forced <Img> is known in advance: it goes through the LLM with the prompt
             forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
             input_ids = torch.cat([input_ids, forced_start], dim=1)
-        visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
-        if self.config.visual_skip_connection:
-            if visual_features is None or visual_features.shape[1] != self.config.num_visual_tokens:
-                raise ValueError("visual_skip_connection needs exactly one input image per prompt")
-            run.skip_features = visual_features
+        visual_features = self._prompt_features(run, pixel_values)
         state = self._prefill(run, input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
         while len(state.tokens) < run.max_new_tokens:
             if state.all_inside_first_image(self.config.num_visual_tokens):
@@ -467,6 +463,15 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             elif self._text_step(run, state):
                 break
         return self._generation_output(input_ids, state)
+
+    def _prompt_features(self, run: DecodingRun, pixel_values: torch.FloatTensor | None) -> torch.Tensor | None:
+        """The prompt images' features (also the skip connection's, which needs exactly one image per prompt)."""
+        visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
+        if self.config.visual_skip_connection:
+            if visual_features is None or visual_features.shape[1] != self.config.num_visual_tokens:
+                raise ValueError("visual_skip_connection needs exactly one input image per prompt")
+            run.skip_features = visual_features
+        return visual_features
 
     def _prefill(self, run: DecodingRun, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor):
         """The prompt (with a forced `<Img>`) through the LLM; the state of every sample after it."""

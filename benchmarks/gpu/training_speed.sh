@@ -15,7 +15,7 @@ timeout 120 python -c "from lm4lv.research.offline_default import default_cache_
 # inside a step shows within a minute
 timeout 120 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32 --steps 5 --data device \
   --sync_check > "$out/trainer_step_sync_check.md" 2>&1 || echo "probe failed or timed out: $?" >> "$out/trainer_step_sync_check.md"
-# the measurement RESULTS.md quotes: float32 and bfloat16 frozen LLM, batch 32 and 256, both data paths
+# the measurement docs/results/performance.md quotes: float32 and bfloat16 frozen LLM, batch 32 and 256, both data paths
 timeout 300 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32,256 --steps 20 --workers 8 \
   --output "$out/trainer_step.json" > "$out/trainer_step.md" 2>&1 || echo "failed or timed out: $?" >> "$out/trainer_step.md"
 # torch.compile (inductor): does it pay at these shapes?
