@@ -67,3 +67,11 @@ def test_no_file_of_the_project_narrates_its_history():
     for path in paths:
         for number, line in enumerate(read(path).splitlines(), 1):
             assert not HISTORY.search(line), f"{os.path.relpath(path, REPOSITORY)}:{number}: {line.strip()}"
+
+
+def test_the_readmes_links_into_the_repository_exist():
+    text = read(os.path.join(REPOSITORY, "README.md"))
+    targets = [link for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if "://" not in link]
+    assert len(targets) > 10
+    for target in targets:
+        assert os.path.exists(os.path.join(REPOSITORY, target)), f"README.md links to {target}, which does not exist"
