@@ -3,9 +3,10 @@ generator for the batch: the same distributions (ranges, blur windows and sigmas
 and the same lossless spatial tasks, with no per-sample Python loop, no host round trip and no data-dependent shape,
 so a GPU training step never waits for its data.
 
-The random numbers differ from the per-sample path's (which seeds one CPU generator per sample from
-`(seed, index, task)`): a batch here is decided by its generator's seed alone. `tests/test_degradations.py` checks
-that both paths draw from the same distributions and that rotate, flip and identity agree exactly.
+The lossless tasks (rotate, flip, identity) are the per-sample functions themselves, which take a batch too. The
+random numbers differ from the per-sample path's (which seeds one CPU generator per sample from
+`(seed, index, task)`): a batch here is decided by its generator's seed alone. `tests/test_batched_degradations.py`
+checks that both paths draw from the same distributions.
 """
 
 import math
@@ -14,6 +15,7 @@ import torch
 
 from .degradations import (
     BLUR_WINDOWS,
+    DEGRADATIONS,
     MASK_RATIO,
     MASK_SIZE,
     NOISE_SIGMA_RANGE,
@@ -117,32 +119,13 @@ def block_mask(images, generator, mask_ratio=MASK_RATIO, mask_size=MASK_SIZE):
     return images * keep[..., :height, :width]
 
 
-def rotate(images, generator=None, angle=90):
-    """Counter-clockwise rotation by a multiple of 90 degrees (lossless)."""
-    if angle % 90:
-        raise ValueError(f"rotate supports multiples of 90 degrees, got {angle}")
-    return torch.rot90(images, k=(angle // 90) % 4, dims=(2, 3))
-
-
-def horizontal_flip(images, generator=None):
-    """Left-right flip (lossless)."""
-    return torch.flip(images, dims=(3,))
-
-
-def identity(images, generator=None):
-    """The images themselves."""
-    return images.clone()
-
-
-BATCHED_DEGRADATIONS = {
-    "identity": identity,
+# the lossless tasks are the per-sample functions, which take a batch too
+BATCHED_DEGRADATIONS = DEGRADATIONS | {
     "denoise": add_gaussian_noise,
     "deblur": gaussian_blur,
     "pepper": salt_and_pepper,
     "derain": add_rain,
     "mask": block_mask,
-    "rotate": rotate,
-    "flip": horizontal_flip,
 }
 assert tuple(BATCHED_DEGRADATIONS) == TASKS
 

@@ -158,19 +158,19 @@ def block_mask(image, generator, mask_ratio=MASK_RATIO, mask_size=MASK_SIZE):
 
 
 def rotate(image, generator=None, angle=90):
-    """Counter-clockwise rotation by a multiple of 90 degrees (lossless)."""
+    """Counter-clockwise rotation by a multiple of 90 degrees (lossless), of one image or of a batch."""
     if angle % 90:
         raise ValueError(f"rotate supports multiples of 90 degrees, got {angle}")
-    return torch.rot90(image, k=(angle // 90) % 4, dims=(1, 2))
+    return torch.rot90(image, k=(angle // 90) % 4, dims=(-2, -1))
 
 
 def horizontal_flip(image, generator=None):
-    """Left-right flip (lossless)."""
-    return torch.flip(image, dims=(2,))
+    """Left-right flip (lossless), of one image or of a batch."""
+    return torch.flip(image, dims=(-1,))
 
 
 def identity(image, generator=None):
-    """The image itself."""
+    """The image itself (a copy), or the batch itself."""
     return image.clone()
 
 

@@ -4,11 +4,7 @@
 # With the device kit (../shared/device/README.md), after its setup:  bash .device/b/go bash benchmarks/gpu/demo_gpu.sh
 # Elsewhere, in an installed checkout:                                 OUT=outputs/gpu bash benchmarks/gpu/demo_gpu.sh
 set -u
-out=${OUT:-outputs/gpu}
-mkdir -p "$out"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python -c "import torch, transformers; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__)"
-} > "$out/machine.txt" 2>&1
+. "$(dirname "$0")/common.sh"
 # the whole profile, from an empty cache: SmolLM2's conversion and the MAE's training are part of its wall time
 export LM4LV_CACHE=${LM4LV_CACHE:-/tmp/lm4lv-gpu-cache}
 start=$(date +%s)

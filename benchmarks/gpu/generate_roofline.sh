@@ -6,11 +6,7 @@
 # With the device kit (../shared/device/README.md), after its setup:  bash .device/b/go bash benchmarks/gpu/generate_roofline.sh
 # Elsewhere, in an installed checkout:                                 OUT=outputs/gpu bash benchmarks/gpu/generate_roofline.sh
 set -u
-out=${OUT:-outputs/gpu}
-mkdir -p "$out"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python -c "import torch, transformers; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__)"
-} > "$out/machine.txt" 2>&1
+. "$(dirname "$0")/common.sh"
 # a quick probe on the small shapes first: a capture failure shows within a minute
 timeout 120 python -m benchmarks.bench_gpu --llm smollm2 --quick --photo_side 256 \
   > "$out/bench_gpu_probe.md" 2>&1 || echo "probe failed or timed out: $?" >> "$out/bench_gpu_probe.md"

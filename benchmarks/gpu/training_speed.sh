@@ -3,11 +3,7 @@
 # With the device kit (../shared/device/README.md), after its setup:  bash .device/b/go bash benchmarks/gpu/training_speed.sh
 # Elsewhere, in an installed checkout:                                 OUT=outputs/gpu bash benchmarks/gpu/training_speed.sh
 set -u
-out=${OUT:-outputs/gpu}
-mkdir -p "$out"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python -c "import torch, transformers; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__)"
-} > "$out/machine.txt" 2>&1
+. "$(dirname "$0")/common.sh"
 # SmolLM2 converted once (its tokenizer gives the batches the demo's sequence length; the weights stay random)
 timeout 120 python -c "from lm4lv.research.offline_default import default_cache_dir, prepare_smollm2; prepare_smollm2(default_cache_dir())" \
   > "$out/smollm2.txt" 2>&1 || echo "conversion failed or timed out: $?" >> "$out/smollm2.txt"
