@@ -10,6 +10,6 @@ set -u
 # a quick probe on the small shapes first: a capture failure shows within a minute
 timeout 120 python -m benchmarks.bench_gpu --llm smollm2 --quick --photo_side 256 \
   > "$out/bench_gpu_probe.md" 2>&1 || echo "probe failed or timed out: $?" >> "$out/bench_gpu_probe.md"
-timeout 420 python -m benchmarks.bench_gpu --output "$out/bench_gpu.json" > "$out/bench_gpu.md" 2>&1 \
+timeout 400 python -m benchmarks.bench_gpu --output "$out/bench_gpu.json" > "$out/bench_gpu.md" 2>&1 \
   || echo "failed or timed out: $?" >> "$out/bench_gpu.md"
 tail -n 30 "$out/bench_gpu.md"

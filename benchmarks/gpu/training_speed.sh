@@ -5,16 +5,16 @@
 set -u
 . "$(dirname "$0")/common.sh"
 # SmolLM2 converted once (its tokenizer gives the batches the demo's sequence length; the weights stay random)
-timeout 120 python -c "from lm4lv.research.offline_default import default_cache_dir, prepare_smollm2; prepare_smollm2(default_cache_dir())" \
+timeout 90 python -c "from lm4lv.research.offline_default import default_cache_dir, prepare_smollm2; prepare_smollm2(default_cache_dir())" \
   > "$out/smollm2.txt" 2>&1 || echo "conversion failed or timed out: $?" >> "$out/smollm2.txt"
 # a short probe first, steps under torch.cuda.set_sync_debug_mode("error"): a failure or a device synchronisation
 # inside a step shows within a minute
-timeout 120 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32 --steps 5 --data device \
+timeout 90 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32 --steps 5 --data device \
   --sync_check > "$out/trainer_step_sync_check.md" 2>&1 || echo "probe failed or timed out: $?" >> "$out/trainer_step_sync_check.md"
 # the measurement docs/results/performance.md quotes: float32 and bfloat16 frozen LLM, batch 32 and 256, both data paths
-timeout 300 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32,256 --steps 20 --workers 8 \
+timeout 240 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32,256 --steps 20 --workers 8 \
   --output "$out/trainer_step.json" > "$out/trainer_step.md" 2>&1 || echo "failed or timed out: $?" >> "$out/trainer_step.md"
 # torch.compile (inductor): does it pay at these shapes?
-timeout 180 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 256 --steps 20 --data device --compile \
+timeout 120 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 256 --steps 20 --data device --compile \
   --output "$out/trainer_step_compiled.json" > "$out/trainer_step_compiled.md" 2>&1 || echo "failed or timed out: $?" >> "$out/trainer_step_compiled.md"
 tail -n 8 "$out/trainer_step.md" "$out/trainer_step_compiled.md"
