@@ -386,6 +386,7 @@ class TrainableCheckpointMixin:
         is trainable (or that the file says a user unfroze), finite, of the parameter's shape, and none missing."""
         own = dict(self.named_parameters())
         weight_names(weights_file)  # a clear error naming the file when it is not a readable safetensors file
+        check_floating_weights(weights_file)
         unfrozen = set(unfrozen_names(weights_file))
         tensors = {}
         with safe_open(weights_file, framework="pt") as handle:
@@ -399,9 +400,6 @@ class TrainableCheckpointMixin:
                         "unfrozen)"
                     )
                 tensor = handle.get_tensor(name)
-                if not tensor.is_floating_point():
-                    raise ValueError(f"{weights_file}: {name} is stored as {tensor.dtype}; weights must be floating "
-                                     "point")
                 check_finite({name: tensor}, weights_file)
                 if tensor.shape != own[name].shape:
                     raise ValueError(

@@ -66,10 +66,6 @@ def vision_reconstruct(vision_model):
     return lambda degraded, task: reconstruct_images(vision_model, degraded)
 
 
-def trainable_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def train_method(key: str, run_tasks: list[str], llm: str, vision: str, output_dir: str, settings: dict,
                  dataset: str | None) -> tuple:
     """Train method `key` of `ABLATION_METHODS` on `run_tasks` (one model) with the run's settings; returns the
@@ -151,8 +147,8 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
                 if key == MULTI_TASK:
                     multi_task_runs[key] = trainer
             entry, columns[label] = score_method(trainer, seconds, label, eval_set, task)
-            results["methods"].setdefault(label, {"key": key, "trainable_parameters": trainable_parameters(
-                trainer.model), "tasks": {}})["tasks"][task] = entry
+            results["methods"].setdefault(label, {"key": key, "trainable_parameters":
+                trainer.model.num_parameters(only_trainable=True), "tasks": {}})["tasks"][task] = entry
         rows = [[row[0], *(column[i] for column in columns.values()), row[-1]] for i, row in enumerate(examples[task])]
         image_grid(rows, column_labels=["degraded", *columns, "clean"]).save(
             os.path.join(output_dir, f"grid_{task}.png"))

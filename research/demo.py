@@ -103,9 +103,9 @@ def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Pro
     )
     start = time.time()
     trainer = train(model_args, data_args, training_args)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return trainer, {"tasks": list(tasks), "steps": trainer.state.global_step,
-                     "seconds": round(time.time() - start, 1), "trainable_parameters": trainable,
+                     "seconds": round(time.time() - start, 1),
+                     "trainable_parameters": trainer.model.num_parameters(only_trainable=True),
                      "log": [e for e in trainer.state.log_history if "loss" in e]}
 
 
