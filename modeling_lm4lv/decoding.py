@@ -58,9 +58,51 @@ class GenerationState:
         return bool(recording.all())
 
 
+class VisualStepGraph:
+    r"""
+    One visual step on a static cache, `backbone_at(feed_back(hidden), position)`, captured once as a CUDA graph over
+    static buffers (the hidden state in, the skip embedding, the position; the cache's own tensors are static
+    already) and replayed for every later visual token of the call. Capture records kernels without running them, so
+    the cache and `run.length` move only at replays.
+    """
+
+    def __init__(self, run: "DecodingRun", hidden: torch.Tensor, skip_embedding: torch.Tensor | None):
+        self.run = run
+        self.hidden = hidden.clone()
+        self.skip = None if skip_embedding is None else skip_embedding.clone()
+        self.position = run.positions[:, run.length : run.length + 1].clone()
+        self.capture()
+
+    def step(self) -> torch.Tensor:
+        """The step on the static buffers."""
+        return self.run.backbone_at(self.run.feed_back(self.hidden, self.skip)[:, None], self.position)
+
+    def capture(self):
+        """Record `step` as a CUDA graph (its output buffer is `self.output`)."""
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = self.step()
+
+    def launch(self):
+        """Run the recorded step once."""
+        self.graph.replay()
+
+    def replay(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None) -> torch.Tensor:
+        """The step from `hidden` (and the skip embedding): the new last hidden state."""
+        self.hidden.copy_(hidden)
+        if self.skip is not None:
+            self.skip.copy_(skip_embedding)
+        self.position.copy_(self.run.positions[:, self.run.length : self.run.length + 1])
+        self.launch()
+        self.run.length += 1
+        return self.output.clone()
+
+
 class DecodingRun:
     """What stays fixed during one `generate()` call (delimiter ids, stop ids, budget, skip features), and the
     frozen LLM behind a KV cache: `feed(embeds)` runs new input embeddings after the cached ones."""
+
+    graph_class = VisualStepGraph  # what captures the visual step on CUDA
 
     def __init__(self, model, start_ids, end_ids, forced_start_length, max_new_tokens, eos_token_id, pad_token_id,
                  positions, full_mask, cache_implementation: str = "dynamic"):
@@ -81,7 +123,6 @@ class DecodingRun:
         # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
         self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
         self.graph = None  # the visual step's CUDA graph, captured at the first visual run on CUDA
-        self.graph_class = VisualStepGraph
 
     @classmethod
     def start(cls, model, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output: bool,
@@ -155,43 +196,3 @@ class DecodingRun:
     def uses_graph(self, hidden: torch.Tensor) -> bool:
         """Whether visual steps replay a CUDA graph: on a static cache, on CUDA."""
         return self.static and hidden.is_cuda
-
-
-class VisualStepGraph:
-    r"""
-    One visual step on a static cache, `backbone_at(feed_back(hidden), position)`, captured once as a CUDA graph over
-    static buffers (the hidden state in, the skip embedding, the position; the cache's own tensors are static
-    already) and replayed for every later visual token of the call. Capture records kernels without running them, so
-    the cache and `run.length` move only at replays.
-    """
-
-    def __init__(self, run: DecodingRun, hidden: torch.Tensor, skip_embedding: torch.Tensor | None):
-        self.run = run
-        self.hidden = hidden.clone()
-        self.skip = None if skip_embedding is None else skip_embedding.clone()
-        self.position = run.positions[:, run.length : run.length + 1].clone()
-        self.capture()
-
-    def step(self) -> torch.Tensor:
-        """The step on the static buffers."""
-        return self.run.backbone_at(self.run.feed_back(self.hidden, self.skip)[:, None], self.position)
-
-    def capture(self):
-        """Record `step` as a CUDA graph (its output buffer is `self.output`)."""
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.output = self.step()
-
-    def launch(self):
-        """Run the recorded step once."""
-        self.graph.replay()
-
-    def replay(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None) -> torch.Tensor:
-        """The step from `hidden` (and the skip embedding): the new last hidden state."""
-        self.hidden.copy_(hidden)
-        if self.skip is not None:
-            self.skip.copy_(skip_embedding)
-        self.position.copy_(self.run.positions[:, self.run.length : self.run.length + 1])
-        self.launch()
-        self.run.length += 1
-        return self.output.clone()

@@ -321,9 +321,11 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
                 f"but the placeholder counts per sample are {counts.tolist()}"
             )
         task_counts = task_mask.sum(-1)
-        if (task_counts > 0).any() and task_ids is None:
+        if not bool((task_counts > 0).any()):
+            return
+        if task_ids is None:
             raise ValueError("input_ids hold task-token placeholders but no task_ids were given")
-        if (task_counts > 0).any() and (task_counts != self.config.task_token_length).any():
+        if (task_counts != self.config.task_token_length).any():
             raise ValueError(
                 f"Each sample needs exactly {self.config.task_token_length} task-token placeholders, got "
                 f"{task_counts.tolist()}"

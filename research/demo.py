@@ -46,6 +46,7 @@ from .charts import line_chart
 from .offline_default import (
     PROFILES,
     RECIPE,
+    TABLE_3_EXPERTS,
     TABLE_3_TASKS,
     Profile,
     default_cache_dir,
@@ -58,7 +59,6 @@ from .report import (
     PICTURE,
     PICTURE_SIGMA,
     PICTURE_TILE_OVERLAP,
-    TABLE_3_EXPERTS,
     device_summary,
     render_report,
     table_3_run,

@@ -44,7 +44,8 @@ class Profile:
 
 # The paper's Table 2: five restoration tasks and two spatial ones
 PAPER_TASKS = ("denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip")
-# The paper's Table 3 compares LM4LV with no-LLM experts on these
+# The paper's Table 3 compares LM4LV with these no-LLM experts (by `train --method`) on these tasks
+TABLE_3_EXPERTS = ("linear", "mlp", "transformer")
 TABLE_3_TASKS = ("denoise", "rotate")
 
 # The demo MAE's training steps, shared by both profiles and `lm4lv ablate` (one cached MAE, so MAE-r is the same
@@ -74,6 +75,7 @@ PROFILES = {
 def default_profile_name() -> str:
     """The profile `lm4lv demo` runs without `--profile`: `gpu` where CUDA is available, else `default`."""
     return "gpu" if torch.cuda.is_available() else "default"
+
 
 # The package's LM4LV recipe (the demo, `lm4lv ablate`): the paper's method (LLM frozen, linear adapters, only
 # adapters and task tokens trained) with the sample-efficiency levers that helped in the lever study at 500 steps

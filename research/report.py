@@ -12,7 +12,7 @@ from lm4lv.processing.degradations import SPATIAL_TASKS
 from lm4lv.trainers.evaluation import grid_columns, results_markdown
 
 from .ablation import ABLATION_METHODS
-from .offline_default import DEMO_MAE_CONFIG, RECIPE, TABLE_3_TASKS
+from .offline_default import DEMO_MAE_CONFIG, RECIPE, TABLE_3_EXPERTS, TABLE_3_TASKS
 
 LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
 CEILING = "MAE-r of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
@@ -20,7 +20,6 @@ SPATIAL_TARGET_DB = 3.0  # rotate/flip: LM4LV within this many dB of CEILING mea
 PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
 PICTURE_SIGMA = 25
 PICTURE_TILE_OVERLAP = 8
-TABLE_3_EXPERTS = ("linear", "mlp", "transformer")  # the paper's no-LLM experts (Table 3), by `train --method`
 
 
 def table_3_run(method: str, task: str) -> str:

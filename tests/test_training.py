@@ -514,3 +514,17 @@ def test_a_bad_first_batch_is_refused_by_the_trainer(crops, tmp_path):
     trainer.data_collator = nan_pixels
     with pytest.raises(ValueError, match="pixel_values contain NaN or inf"):
         trainer.train()
+
+
+def test_device_batches_refuse_a_stream_before_the_model_loads(tmp_path):
+    from PIL import Image
+
+    from lm4lv.trainers.training import DataArguments, ModelArguments
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    model_args = ModelArguments(llm=str(tmp_path / "no-llm-here"), vision=str(tmp_path / "no-mae-here"))
+    data_args = DataArguments(dataset=str(tmp_path / "images"), streaming=True, device_batches=True)
+    training_args = LM4LVTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="--device_batches decodes the whole corpus into device memory"):
+        train(model_args, data_args, training_args)

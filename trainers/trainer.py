@@ -52,15 +52,16 @@ class LM4LVTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        # on a GPU that has them: TF32 float32 matmuls (the trainables and losses stay float32) and host-to-device
-        # copies that do not wait (the data loader pins memory by default); the CPU's defaults are left as they are
-        if self.logging_nan_inf_filter is None:  # its per-step isnan/isinf test waits for a GPU every step
-            self.logging_nan_inf_filter = self.use_cpu or not torch.cuda.is_available()
+        # on a GPU: TF32 float32 matmuls (the trainables and losses stay float32), host-to-device copies that do not
+        # wait (the data loader pins memory by default) and no per-step NaN/inf loss filter (its isnan/isinf test
+        # waits for the GPU every step); the CPU's defaults are left as they are
+        on_gpu = not self.use_cpu and torch.cuda.is_available()
+        if self.logging_nan_inf_filter is None:
+            self.logging_nan_inf_filter = not on_gpu
         if self.tf32 is None and not self.use_cpu and is_torch_tf32_available():
             self.tf32 = True
-        if not self.use_cpu and torch.cuda.is_available():
-            if self.accelerator_config is None:
-                self.accelerator_config = {"non_blocking": True}
+        if on_gpu and self.accelerator_config is None:
+            self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
 
 

@@ -232,6 +232,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     tasks = [t.strip() for t in data_args.task.split(",") if t.strip()]
     images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
     check_image_column(images, data_args.image_column)  # a dataset without images is refused before the model loads
+    if data_args.device_batches and data_args.streaming:
+        raise ValueError("--device_batches decodes the whole corpus into device memory: it cannot stream")
     set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
     model, processor = build_model_and_processor(model_args, tasks, training_args.output_dir)
     epochs = 1 if data_args.streaming else degradation_epochs(training_args, len(images))
@@ -244,8 +246,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     if getattr(model.config, "out_adapter_init", "normal") == "ridge" and not model_args.resume_weights:
         fit_out_adapter_by_ridge(model, processor, train_dataset)
     if data_args.device_batches:
-        if data_args.streaming:
-            raise ValueError("--device_batches decodes the whole corpus into device memory: it cannot stream")
         train_dataset = DevicePairedBatches(
             decode_images(images, model.config.vision_config.image_size, data_args.image_column, training_args.device),
             processor, tasks, training_args.per_device_train_batch_size, data_args.degradation_seed,
