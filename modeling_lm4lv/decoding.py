@@ -1,5 +1,6 @@
-"""The machinery of `LM4LVForConditionalGeneration.generate`: the per-sample state, the decoding run (the frozen LLM
-behind a KV cache, and the visual feedback), and the visual step captured as a CUDA graph.
+"""The decoding of `LM4LVForConditionalGeneration.generate`: the per-sample state, the decoding run (the frozen LLM
+behind a KV cache, the visual feedback, and the loop's steps: prefill, visual runs, mixed text steps), and the visual
+step captured as a CUDA graph.
 
 Two caches: a dynamic one (transformers' `DynamicCache`, grown per step) and a static one (`StaticCache`,
 preallocated for the whole call, so every step has the same shapes and the same tensor addresses). On CUDA, the
@@ -105,7 +106,9 @@ class DecodingRun:
     graph_class = VisualStepGraph  # what captures the visual step on CUDA
 
     def __init__(self, model, start_ids, end_ids, forced_start_length, max_new_tokens, eos_token_id, pad_token_id,
-                 positions, full_mask, cache_implementation: str = "dynamic"):
+                 positions, full_mask, cache_implementation: str = "dynamic",
+                 skip_features: torch.Tensor | None = None):
+        self.model = model
         self.backbone = model.text_backbone
         self.embed_dtype = model.get_input_embeddings().weight.dtype
         self.static = cache_implementation == "static"
@@ -116,7 +119,7 @@ class DecodingRun:
         self.start_ids, self.end_ids, self.forced_start_length = start_ids, end_ids, forced_start_length
         self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
         self.positions, self.full_mask = positions, full_mask
-        self.skip_features = None  # set by generate() for `visual_skip_connection`
+        self.skip_features = skip_features  # the prompt images' features, with `visual_skip_connection`
         # the visual feedback in_adapter(out_adapter(hidden) + skip) folded into one affine map (one small matmul)
         self.feedback_weight = model.in_adapter.weight @ model.out_adapter.weight
         self.feedback_bias = model.in_adapter(model.out_adapter.bias)
@@ -126,8 +129,9 @@ class DecodingRun:
 
     @classmethod
     def start(cls, model, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output: bool,
-              cache_implementation: str | None = None):
-        """The run for a prompt batch, with `generate()`'s defaults; a forced `<Img>` comes out of the budget."""
+              cache_implementation: str | None = None, skip_features: torch.Tensor | None = None):
+        """The run for a prompt batch, with `generate()`'s defaults; a forced `<Img>` comes out of the budget.
+        `skip_features` are the prompt images' features when the model has `visual_skip_connection`."""
         config = model.config
         if not config.image_start_token_ids or not config.image_end_token_ids:
             raise ValueError(
@@ -158,7 +162,7 @@ class DecodingRun:
         full_mask = None if bool(attention_mask.all()) else full_mask
         forced_start_length = min(len(start_ids), max_new_tokens) if force_image_output else 0
         return cls(model, start_ids, end_ids, forced_start_length, max_new_tokens - forced_start_length, eos_token_id,
-                   pad_token_id, positions, full_mask, cache_implementation)
+                   pad_token_id, positions, full_mask, cache_implementation, skip_features)
 
     def feed_back(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """THE visual feedback of every decoding path: the next input embedding `in_adapter(out_adapter(hidden) +
@@ -196,3 +200,112 @@ class DecodingRun:
     def uses_graph(self, hidden: torch.Tensor) -> bool:
         """Whether visual steps replay a CUDA graph: on a static cache, on CUDA."""
         return self.static and hidden.is_cuda
+
+    def skip_inputs(self, rows: torch.LongTensor, slots: torch.LongTensor) -> tuple:
+        """`(skip features, skip embedding)` of the visual tokens at `slots` of each row (`in_adapter.weight @ skip`,
+        what `feed_back` adds), or `(None, None)` without the skip connection."""
+        if self.skip_features is None:
+            return None, None
+        skip = self.skip_features[rows, slots]
+        return skip, F.linear(skip, self.model.in_adapter.weight)
+
+    # ------------------------------------------------------------------ the loop's steps
+
+    def decode(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor) -> GenerationState:
+        """The whole generation from a prompt batch (with a forced `<Img>` already appended): prefill, then visual
+        runs while every sample is inside its first image, and mixed steps otherwise, until the budget or EOS."""
+        state = self.prefill(input_ids, inputs_embeds)
+        while len(state.tokens) < self.max_new_tokens:
+            if state.all_inside_first_image(self.model.config.num_visual_tokens):
+                self.visual_run(state)
+            elif self.text_step(state):
+                break
+        return state
+
+    def prefill(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor) -> GenerationState:
+        """The prompt (with a forced `<Img>`) through the LLM; the state of every sample after it."""
+        config = self.model.config
+        batch_size, device = input_ids.shape[0], input_ids.device
+        text_tail = input_ids[:, -len(self.start_ids) :].clone()
+        visual_left = torch.where((text_tail == self.start_ids).all(-1), config.num_visual_tokens, 0)
+        text_tail[visual_left > 0] = -1
+        return GenerationState(
+            hidden=self.feed(inputs_embeds),
+            text_tail=text_tail,
+            visual_left=visual_left,
+            forced=torch.full((batch_size, len(self.end_ids)), -1, dtype=torch.long, device=device),
+            features=torch.full(
+                (batch_size, config.num_visual_tokens, config.vision_hidden_size), float("nan"), device=device
+            ),
+            num_features=torch.zeros(batch_size, dtype=torch.long, device=device),
+            unfinished=torch.ones(batch_size, dtype=torch.bool, device=device),
+        )
+
+    def visual_run(self, state: GenerationState):
+        """Every sample is inside its first image: the visual steps they all still have, in a tight loop with no
+        text bookkeeping and no host-device synchronisation (`visual_step` a step: a CUDA graph replay on a static
+        cache on CUDA; the features come from one `out_adapter` call over the whole run afterwards). When every
+        image ends here, the forced `</Img>` goes through the LLM with the last visual token."""
+        model = self.model
+        steps = min(int(state.visual_left.min()), self.max_new_tokens - len(state.tokens))
+        rows = torch.arange(state.hidden.shape[0], device=state.hidden.device)
+        slots = state.num_features[:, None] + torch.arange(steps, device=rows.device)
+        skip, skip_embedding = self.skip_inputs(rows[:, None], slots)
+        hiddens = [state.hidden]
+        for step in range(steps - 1):
+            hiddens.append(self.visual_step(hiddens[-1], None if skip is None else skip_embedding[:, step]))
+        pending = self.feed_back(hiddens[-1], None if skip is None else skip_embedding[:, steps - 1])[:, None]
+        features = model.out_adapter(torch.stack(hiddens, dim=1).float())
+        state.features[rows[:, None], slots] = features if skip is None else features + skip
+        state.num_features = state.num_features + steps
+        state.visual_left = state.visual_left - steps
+        state.tokens.extend([torch.full_like(state.num_features, model.config.image_token_id)] * steps)
+        if self.end_can_be_fed_at_once and bool((state.visual_left == 0).all()):
+            end = self.end_ids[: self.max_new_tokens - len(state.tokens)].expand(rows.shape[0], -1)
+            state.tokens.extend(end.unbind(1))
+            state.text_tail = torch.cat([state.text_tail, end], dim=1)[:, -len(self.start_ids) :]
+            pending = torch.cat([pending, model.get_input_embeddings()(end)], dim=1)
+        else:
+            state.forced[state.visual_left == 0, : len(self.end_ids)] = self.end_ids
+        if len(state.tokens) < self.max_new_tokens:
+            state.hidden = self.feed(pending)
+
+    def text_step(self, state: GenerationState) -> bool:
+        """One step for a batch that mixes text and visual samples: emits a token per sample (`image_token_id` for
+        visual ones, a forced `</Img>` id, or the greedy text token), records predicted features, spots `<Img>` and
+        EOS, and feeds the next input. Returns whether generation is over."""
+        model, config = self.model, self.model.config
+        is_visual = (state.visual_left > 0) & state.unfinished
+        recording = is_visual & (state.num_features < config.num_visual_tokens)
+        is_text = ~is_visual & state.unfinished
+        has_forced = state.forced[:, 0] >= 0
+        if bool((has_forced | is_visual).all()):  # no LM head needed: every token is forced or visual
+            token = state.forced[:, 0]
+        else:
+            token = torch.where(has_forced, state.forced[:, 0], model.get_output_embeddings()(state.hidden).argmax(-1))
+        token = torch.where(is_visual, config.image_token_id, torch.where(state.unfinished, token, self.pad_token_id))
+        next_embeds = model.get_input_embeddings()(token.clamp(min=0))
+        if bool(is_visual.any()):
+            rows = torch.arange(token.shape[0], device=token.device)
+            slot = state.num_features.clamp(max=config.num_visual_tokens - 1)
+            skip, skip_embedding = self.skip_inputs(rows, slot)
+            feature = model.out_adapter(state.hidden.float())
+            feature = feature if skip is None else feature + skip
+            state.features[rows, slot] = torch.where(recording[:, None], feature, state.features[rows, slot])
+            next_embeds = torch.where(is_visual[:, None], self.feed_back(state.hidden, skip_embedding), next_embeds)
+        state.num_features = state.num_features + recording.long()
+        state.forced = torch.where((is_text & has_forced)[:, None], shift_left(state.forced), state.forced)
+        state.visual_left = state.visual_left - is_visual.long()
+        state.forced[is_visual & (state.visual_left == 0), : len(self.end_ids)] = self.end_ids
+        tail = torch.cat([state.text_tail[:, 1:], token[:, None]], 1)
+        state.text_tail = torch.where(is_text[:, None], tail, state.text_tail)
+        image_starts = is_text & (state.text_tail == self.start_ids).all(-1)
+        state.visual_left = torch.where(image_starts, config.num_visual_tokens, state.visual_left)
+        state.text_tail[image_starts] = -1
+        if self.eos_token_id is not None:
+            state.unfinished = state.unfinished & ~(is_text & (token == self.eos_token_id))
+        state.tokens.append(token)
+        if len(state.tokens) == self.max_new_tokens or not bool(state.unfinished.any()):
+            return True
+        state.hidden = self.feed(next_embeds[:, None])
+        return False

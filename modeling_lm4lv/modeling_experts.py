@@ -15,16 +15,24 @@ from transformers import AutoConfig, PreTrainedModel
 
 from .checkpointing import check_safetensors_only
 from .configuration_lm4lv import LM4LVConfig
-from .modeling_lm4lv import (
-    LM4LVCausalLMOutput,
-    LM4LVGenerateOutput,
-    check_pixel_values,
-    encode_input_and_target,
-    one_pass_output,
-)
-from .vision import load_vision_module, vision_module_from_config
+from .modeling_lm4lv import LM4LVCausalLMOutput, LM4LVGenerateOutput
+from .vision import VisionFeaturesMixin, load_vision_module, vision_module_from_config
 
 EXPERTS = ("linear", "mlp", "transformer")
+
+
+def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_weight: float) -> LM4LVCausalLMOutput:
+    """Output of a one-pass restorer (the expert baselines, the "ViT-LLM" ablation): with targets, the loss is the
+    MSE between predicted and target features (there is no text to supervise)."""
+    if target_features is None:
+        return LM4LVCausalLMOutput(last_hidden_state=last_hidden_state)
+    vision_loss = nn.functional.mse_loss(predicted, target_features)
+    return LM4LVCausalLMOutput(
+        loss=vision_loss_weight * vision_loss,
+        text_loss=vision_loss.new_zeros(()),
+        vision_loss=vision_loss,
+        last_hidden_state=last_hidden_state,
+    )
 
 
 class LM4LVExpertConfig(LM4LVConfig):
@@ -76,7 +84,7 @@ class LM4LVExpertConfig(LM4LVConfig):
         return max(1, round((budget - fixed) / (2 * d + 1)))
 
 
-class LM4LVExpertModel(PreTrainedModel):
+class LM4LVExpertModel(VisionFeaturesMixin, PreTrainedModel):
     r"""
     A no-LLM baseline: the frozen vision module, and a small trainable `expert` from degraded to restored features.
     `forward` and `generate` take the same batches as [`LM4LVForConditionalGeneration`] (the text inputs are ignored)
@@ -148,39 +156,47 @@ class LM4LVExpertModel(PreTrainedModel):
         )
         return cls.from_vision_module(vision, config)
 
-    @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        check_pixel_values(pixel_values)
-        return self.vision_model.encode(pixel_values).float()
-
     def restore_features(self, features: torch.Tensor) -> torch.Tensor:
         """The expert applied to `(batch, num_visual_tokens, vision_hidden_size)` features."""
         if self.config.expert == "transformer":
             features = features + self.position_embeddings
         return self.expert(features)
 
-    def forward(self, pixel_values: torch.FloatTensor, target_pixel_values: torch.FloatTensor | None = None,
-                **kwargs) -> LM4LVCausalLMOutput:
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        target_pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        task_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        text_label_positions: torch.LongTensor | None = None,
+        check_inputs: bool = True,
+    ) -> LM4LVCausalLMOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`): Degraded images.
             target_pixel_values (`torch.FloatTensor`, *optional*): Clean images; the loss is the MSE between the
                 restored and the clean images' features.
-            kwargs: The processor's text inputs (`input_ids`, `attention_mask`, `task_ids`), ignored.
+            input_ids, attention_mask, task_ids, labels, text_label_positions: The rest of an LM4LV training batch,
+                accepted so that the same batches serve every model, and not used.
+            check_inputs (`bool`, *optional*, defaults to `True`): Refuse non-float and non-finite pixels.
         """
-        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
+        input_features, target_features = self.encode_input_and_target(pixel_values, target_pixel_values, check_inputs)
         predicted = self.restore_features(input_features)
         return one_pass_output(predicted, predicted, target_features, self.config.vision_loss_weight)
 
     @torch.no_grad()
     def generate(self, pixel_values: torch.FloatTensor, input_ids: torch.LongTensor | None = None,
-                 **kwargs) -> LM4LVGenerateOutput:
-        """Restore a batch in one pass; same output class as LM4LV's `generate` (text inputs are ignored)."""
+                 attention_mask: torch.LongTensor | None = None,
+                 task_ids: torch.LongTensor | None = None) -> LM4LVGenerateOutput:
+        """Restore a batch in one pass; same output class as LM4LV's `generate`. The prompt's text inputs are
+        accepted so that the same batches serve every model, and not used (`sequences` is `input_ids`)."""
         features = self.restore_features(self.encode_images(pixel_values))
         return LM4LVGenerateOutput(
             sequences=input_ids,
             visual_features=features,
-            pixel_values=self.vision_model.decode(features).float(),
+            pixel_values=self.decode_features(features),
             has_image=torch.ones(pixel_values.shape[0], dtype=torch.bool, device=pixel_values.device),
         )
 

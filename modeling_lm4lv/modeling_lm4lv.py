@@ -1,12 +1,10 @@
 """PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters, task tokens."""
 
-import functools
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -18,11 +16,11 @@ from .checkpointing import (
     is_trainable_name,
 )
 from .configuration_lm4lv import LM4LVConfig
-from .decoding import DecodingRun, GenerationState, positions_from_mask, shift_left
+from .decoding import DecodingRun, positions_from_mask
 from .initialization import readable_parameters
 from .loss_lm4lv import lm4lv_loss
 from .peft_interop import PeftInteropMixin
-from .vision import load_vision_module, vision_module_from_config
+from .vision import VisionFeaturesMixin, load_vision_module, vision_module_from_config
 
 
 @dataclass
@@ -96,7 +94,7 @@ class LM4LVPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         std = getattr(self.config.text_config, "initializer_range", 0.02)
-        if isinstance(module, LM4LVForConditionalGeneration):
+        if isinstance(module, LM4LVPreTrainedModel) and hasattr(module, "task_prompt_embeddings"):
             if self.config.task_token_init == "random":
                 nn.init.normal_(module.task_prompt_embeddings, std=std)
             else:  # "zeros", and the placeholder for "text" until from_base_models has the tokenizer
@@ -109,7 +107,8 @@ class LM4LVPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, LM4LVPreTrainedModel):
+class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, VisionFeaturesMixin,
+                                    LM4LVPreTrainedModel):
     r"""
     LM4LV: a frozen causal LM that reads and writes continuous MAE features.
 
@@ -208,7 +207,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         model = cls(config, language_model=language_model, vision_model=vision_model)
         if config.task_token_init == "text":
             model.init_task_tokens_from_text(tokenizer, config.task_token_init_text)
-        model.freeze_base_models()
         return model.to(language_model.device)
 
     def freeze_base_models(self):
@@ -262,19 +260,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         if check_inputs and (task_ids.min() < 0 or task_ids.max() >= len(self.config.task_names)):
             raise ValueError(f"task_ids must index task_names {self.config.task_names}, got {task_ids.tolist()}")
         return self.task_prompt_embeddings[task_ids]
-
-    @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor, check_inputs: bool = True) -> torch.Tensor:
-        """MAE features `(batch, num_visual_tokens, vision_hidden_size)` of normalised images, in float32 (with
-        `check_inputs`, non-float and non-finite pixels are refused first)."""
-        if check_inputs:
-            check_pixel_values(pixel_values)
-        return self.vision_model.encode(pixel_values).float()
-
-    @torch.no_grad()
-    def decode_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Images (normalised like the processor's inputs) reconstructed by the MAE decoder from features."""
-        return self.vision_model.decode(features).float()
 
     def embed_visual(self, features: torch.Tensor) -> torch.Tensor:
         """`in_adapter` in float32, cast to the LLM's dtype."""
@@ -375,8 +360,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         >>> out = model(**batch)
         >>> out.loss.backward()
         ```"""
-        encode = functools.partial(self.encode_images, check_inputs=check_inputs)
-        input_features, target_features = encode_input_and_target(encode, pixel_values, target_pixel_values)
+        input_features, target_features = self.encode_input_and_target(pixel_values, target_pixel_values, check_inputs)
         visual_features = self.fed_visual_features(input_features, target_features)
         inputs_embeds = self.build_inputs_embeds(input_ids, visual_features, task_ids, check_inputs)
         if position_ids is None and attention_mask is None:  # no padding: the LLM's plain causal attention
@@ -416,7 +400,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
         cache_implementation: str | None = None,
-        **kwargs,
     ) -> LM4LVGenerateOutput:
         r"""
         Greedy autoregressive generation of text and continuous visual tokens, with a KV cache, batched over
@@ -445,128 +428,23 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         Returns:
             [`LM4LVGenerateOutput`] with `sequences`, `visual_features`, `pixel_values` and `has_image`.
         """
-        if kwargs:
-            raise TypeError(f"generate() got unexpected arguments {sorted(kwargs)}")
         if input_ids.dim() != 2 or input_ids.shape[0] == 0:
             raise ValueError(f"generate() needs a batch of at least one prompt: input_ids of shape (batch, length), "
                              f"got {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        run = DecodingRun.start(self, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output,
-                                cache_implementation)
-        if force_image_output:  # the forced <Img> is known in advance: it goes through the LLM with the prompt
-            forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
-            input_ids = torch.cat([input_ids, forced_start], dim=1)
-        visual_features = self._prompt_features(run, pixel_values)
-        state = self._prefill(run, input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
-        while len(state.tokens) < run.max_new_tokens:
-            if state.all_inside_first_image(self.config.num_visual_tokens):
-                self._visual_run(run, state)
-            elif self._text_step(run, state):
-                break
-        return self._generation_output(input_ids, state)
-
-    def _prompt_features(self, run: DecodingRun, pixel_values: torch.FloatTensor | None) -> torch.Tensor | None:
-        """The prompt images' features (also the skip connection's, which needs exactly one image per prompt)."""
         visual_features = self.encode_images(pixel_values) if pixel_values is not None else None
+        skip_features = None
         if self.config.visual_skip_connection:
             if visual_features is None or visual_features.shape[1] != self.config.num_visual_tokens:
                 raise ValueError("visual_skip_connection needs exactly one input image per prompt")
-            run.skip_features = visual_features
-        return visual_features
-
-    def _prefill(self, run: DecodingRun, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor):
-        """The prompt (with a forced `<Img>`) through the LLM; the state of every sample after it."""
-        batch_size, device = input_ids.shape[0], input_ids.device
-        num_start = len(run.start_ids)
-        text_tail = input_ids[:, -num_start:].clone()
-        visual_left = torch.where((text_tail == run.start_ids).all(-1), self.config.num_visual_tokens, 0)
-        text_tail[visual_left > 0] = -1
-        return GenerationState(
-            hidden=run.feed(inputs_embeds),
-            text_tail=text_tail,
-            visual_left=visual_left,
-            forced=torch.full((batch_size, len(run.end_ids)), -1, dtype=torch.long, device=device),
-            features=torch.full(
-                (batch_size, self.config.num_visual_tokens, self.config.vision_hidden_size), float("nan"), device=device
-            ),
-            num_features=torch.zeros(batch_size, dtype=torch.long, device=device),
-            unfinished=torch.ones(batch_size, dtype=torch.bool, device=device),
-        )
-
-    def _visual_run(self, run: DecodingRun, state: GenerationState):
-        """Every sample is inside its first image: the visual steps they all still have, in a tight loop with no
-        text bookkeeping and no host-device synchronisation (`DecodingRun.visual_step` a step: a CUDA graph replay
-        on a static cache on CUDA; the features come from one `out_adapter` call over the whole run afterwards).
-        When every image ends here, the forced `</Img>` goes through the LLM with the last visual token."""
-        steps = min(int(state.visual_left.min()), run.max_new_tokens - len(state.tokens))
-        rows = torch.arange(state.hidden.shape[0], device=state.hidden.device)
-        slots = state.num_features[:, None] + torch.arange(steps, device=rows.device)
-        skip = None if run.skip_features is None else run.skip_features[rows[:, None], slots]
-        skip_embedding = None if skip is None else F.linear(skip, self.in_adapter.weight)
-        hiddens = [state.hidden]
-        for step in range(steps - 1):
-            hiddens.append(run.visual_step(hiddens[-1], None if skip is None else skip_embedding[:, step]))
-        pending = run.feed_back(hiddens[-1], None if skip is None else skip_embedding[:, steps - 1])[:, None]
-        features = self.out_adapter(torch.stack(hiddens, dim=1).float())
-        state.features[rows[:, None], slots] = features if skip is None else features + skip
-        state.num_features = state.num_features + steps
-        state.visual_left = state.visual_left - steps
-        state.tokens.extend([torch.full_like(state.num_features, self.config.image_token_id)] * steps)
-        if run.end_can_be_fed_at_once and bool((state.visual_left == 0).all()):
-            end = run.end_ids[: run.max_new_tokens - len(state.tokens)].expand(rows.shape[0], -1)
-            state.tokens.extend(end.unbind(1))
-            state.text_tail = torch.cat([state.text_tail, end], dim=1)[:, -len(run.start_ids) :]
-            pending = torch.cat([pending, self.get_input_embeddings()(end)], dim=1)
-        else:
-            state.forced[state.visual_left == 0, : len(run.end_ids)] = run.end_ids
-        if len(state.tokens) < run.max_new_tokens:
-            state.hidden = run.feed(pending)
-
-    def _text_step(self, run: DecodingRun, state: GenerationState) -> bool:
-        """One step for a batch that mixes text and visual samples: emits a token per sample (`image_token_id` for
-        visual ones, a forced `</Img>` id, or the greedy text token), records predicted features, spots `<Img>` and
-        EOS, and feeds the next input. Returns whether generation is over."""
-        config = self.config
-        is_visual = (state.visual_left > 0) & state.unfinished
-        recording = is_visual & (state.num_features < config.num_visual_tokens)
-        is_text = ~is_visual & state.unfinished
-        has_forced = state.forced[:, 0] >= 0
-        if bool((has_forced | is_visual).all()):  # no LM head needed: every token is forced or visual
-            token = state.forced[:, 0]
-        else:
-            token = torch.where(has_forced, state.forced[:, 0], self.get_output_embeddings()(state.hidden).argmax(-1))
-        token = torch.where(is_visual, config.image_token_id, torch.where(state.unfinished, token, run.pad_token_id))
-        next_embeds = self.get_input_embeddings()(token.clamp(min=0))
-        if bool(is_visual.any()):
-            rows = torch.arange(token.shape[0], device=token.device)
-            slot = state.num_features.clamp(max=config.num_visual_tokens - 1)
-            feature = self.out_adapter(state.hidden.float())
-            skip_embedding = None
-            if run.skip_features is not None:
-                feature = feature + run.skip_features[rows, slot]
-                skip_embedding = F.linear(run.skip_features[rows, slot], self.in_adapter.weight)
-            state.features[rows, slot] = torch.where(recording[:, None], feature, state.features[rows, slot])
-            next_embeds = torch.where(is_visual[:, None], run.feed_back(state.hidden, skip_embedding), next_embeds)
-        state.num_features = state.num_features + recording.long()
-        state.forced = torch.where((is_text & has_forced)[:, None], shift_left(state.forced), state.forced)
-        state.visual_left = state.visual_left - is_visual.long()
-        state.forced[is_visual & (state.visual_left == 0), : len(run.end_ids)] = run.end_ids
-        tail = torch.cat([state.text_tail[:, 1:], token[:, None]], 1)
-        state.text_tail = torch.where(is_text[:, None], tail, state.text_tail)
-        image_starts = is_text & (state.text_tail == run.start_ids).all(-1)
-        state.visual_left = torch.where(image_starts, config.num_visual_tokens, state.visual_left)
-        state.text_tail[image_starts] = -1
-        if run.eos_token_id is not None:
-            state.unfinished = state.unfinished & ~(is_text & (token == run.eos_token_id))
-        state.tokens.append(token)
-        if len(state.tokens) == run.max_new_tokens or not bool(state.unfinished.any()):
-            return True
-        state.hidden = run.feed(next_embeds[:, None])
-        return False
-
-    def _generation_output(self, input_ids: torch.LongTensor, state: GenerationState) -> LM4LVGenerateOutput:
-        """Sequences, features and decoded images (NaN for samples without a complete image)."""
+            skip_features = visual_features
+        run = DecodingRun.start(self, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output,
+                                cache_implementation, skip_features)
+        if force_image_output:  # the forced <Img> is known in advance: it goes through the LLM with the prompt
+            forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
+            input_ids = torch.cat([input_ids, forced_start], dim=1)
+        state = run.decode(input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
         has_image = state.num_features == self.config.num_visual_tokens
         pixel_values = torch.full(
             (input_ids.shape[0], self.config.vision_config.num_channels, *self.vision_model.image_size),
@@ -581,41 +459,6 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             pixel_values=pixel_values,
             has_image=has_image,
         )
-
-def encode_input_and_target(encode, pixel_values, target_pixel_values) -> tuple:
-    """`(input features, target features)` of the degraded and clean images, with ONE vision pass when both are
-    given; either is `None` when its images are."""
-    if pixel_values is not None and target_pixel_values is not None:
-        return tuple(encode(torch.cat([pixel_values, target_pixel_values])).split(pixel_values.shape[0]))
-    return (
-        None if pixel_values is None else encode(pixel_values),
-        None if target_pixel_values is None else encode(target_pixel_values),
-    )
-
-
-def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_weight: float) -> LM4LVCausalLMOutput:
-    """Output of a one-pass restorer (the "ViT-LLM" ablation, the expert baselines): with targets, the loss is the MSE
-    between predicted and target features (there is no text to supervise)."""
-    if target_features is None:
-        return LM4LVCausalLMOutput(last_hidden_state=last_hidden_state)
-    vision_loss = nn.functional.mse_loss(predicted, target_features)
-    return LM4LVCausalLMOutput(
-        loss=vision_loss_weight * vision_loss,
-        text_loss=vision_loss.new_zeros(()),
-        vision_loss=vision_loss,
-        last_hidden_state=last_hidden_state,
-    )
-
-
-def check_pixel_values(pixel_values: torch.Tensor):
-    """Refuse integer tensors (raw uint8 pixels, not the processor's normalised floats) and NaN/inf pixels, which
-    would silently turn every output into NaN."""
-    if not pixel_values.is_floating_point():
-        raise ValueError(
-            f"pixel_values must be normalised float images from LM4LVProcessor, got a {pixel_values.dtype} tensor"
-        )
-    if not torch.isfinite(pixel_values).all():
-        raise ValueError("pixel_values contain NaN or inf")
 
 
 __all__ = [

@@ -11,13 +11,8 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from .configuration_lm4lv import LM4LVConfig
 from .loss_lm4lv import IGNORE_INDEX
-from .modeling_lm4lv import (
-    LM4LVCausalLMOutput,
-    LM4LVForConditionalGeneration,
-    LM4LVGenerateOutput,
-    encode_input_and_target,
-    one_pass_output,
-)
+from .modeling_experts import one_pass_output
+from .modeling_lm4lv import LM4LVCausalLMOutput, LM4LVForConditionalGeneration, LM4LVGenerateOutput
 
 
 class LM4LVViTLLMConfig(LM4LVConfig):
@@ -66,16 +61,20 @@ class LM4LVViTLLMModel(LM4LVForConditionalGeneration):
         target_pixel_values: torch.FloatTensor | None = None,
         task_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
-        **kwargs,
+        position_ids: torch.LongTensor | None = None,
+        text_label_positions: torch.LongTensor | None = None,
+        check_inputs: bool = True,
     ) -> LM4LVCausalLMOutput:
         r"""
         Takes [`LM4LVForConditionalGeneration.forward`]'s batches. With `labels` (a training batch) the answer they
         mark is dropped and the loss is the MSE between the restored and the clean images' features.
+        `position_ids` and `text_label_positions` are accepted with the batch and not used: the pass has no
+        positions and supervises no text.
         """
         if pixel_values is None:
             raise ValueError("The ViT-LLM pass needs pixel_values (the degraded images)")
         input_ids, attention_mask = prompt_part(input_ids, attention_mask, labels)
-        input_features, target_features = encode_input_and_target(self.encode_images, pixel_values, target_pixel_values)
+        input_features, target_features = self.encode_input_and_target(pixel_values, target_pixel_values, check_inputs)
         hidden_states, predicted = self.restore_features(input_ids, attention_mask, input_features, task_ids)
         return one_pass_output(hidden_states, predicted, target_features, self.config.vision_loss_weight)
 
@@ -86,7 +85,6 @@ class LM4LVViTLLMModel(LM4LVForConditionalGeneration):
         attention_mask: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         task_ids: torch.LongTensor | None = None,
-        **kwargs,
     ) -> LM4LVGenerateOutput:
         """Restore a prompt batch in one pass; `sequences` is the prompt (nothing is generated)."""
         if pixel_values is None:

@@ -293,3 +293,42 @@ __all__ = [
     "vision_module_from_config",
     "load_vision_module",
 ]
+
+
+def check_pixel_values(pixel_values: torch.Tensor):
+    """Refuse integer tensors (raw uint8 pixels, not the processor's normalised floats) and NaN/inf pixels, which
+    would silently turn every output into NaN."""
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be normalised float images from LM4LVProcessor, got a {pixel_values.dtype} tensor"
+        )
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values contain NaN or inf")
+
+
+class VisionFeaturesMixin:
+    """Features in and images out through a model's frozen `vision_model`: what LM4LV and every baseline share."""
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor, check_inputs: bool = True) -> torch.Tensor:
+        """Vision features `(batch, num_visual_tokens, vision_hidden_size)` of normalised images, in float32 (with
+        `check_inputs`, non-float and non-finite pixels are refused first)."""
+        if check_inputs:
+            check_pixel_values(pixel_values)
+        return self.vision_model.encode(pixel_values).float()
+
+    def encode_input_and_target(self, pixel_values, target_pixel_values, check_inputs: bool = True) -> tuple:
+        """`(input features, target features)` of the degraded and clean images, with ONE vision pass when both are
+        given; either is `None` when its images are."""
+        if pixel_values is not None and target_pixel_values is not None:
+            both = self.encode_images(torch.cat([pixel_values, target_pixel_values]), check_inputs)
+            return tuple(both.split(pixel_values.shape[0]))
+        return (
+            None if pixel_values is None else self.encode_images(pixel_values, check_inputs),
+            None if target_pixel_values is None else self.encode_images(target_pixel_values, check_inputs),
+        )
+
+    @torch.no_grad()
+    def decode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Images (normalised like the processor's inputs) reconstructed by the vision decoder from features."""
+        return self.vision_model.decode(features).float()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
+from lm4lv.modeling_lm4lv.decoding import DecodingRun, positions_from_mask
 
 from conftest import build_tiny, random_images
 
@@ -308,8 +308,8 @@ def test_a_mixed_batch_generates_text_and_visual_tokens_in_one_step(tiny, monkey
     head = ScriptedHead(words + start + [eos], model.config.text_config.vocab_size)
     monkeypatch.setattr(model, "get_output_embeddings", lambda: head)
     mixed_steps = []
-    text_step = model._text_step
-    monkeypatch.setattr(model, "_text_step", lambda run, state: mixed_steps.append(
+    text_step = DecodingRun.text_step
+    monkeypatch.setattr(DecodingRun, "text_step", lambda run, state: mixed_steps.append(
         bool(((state.visual_left > 0) & state.unfinished).any())) or text_step(run, state))
     together = model.generate(**batch, force_image_output=False, eos_token_id=eos, max_new_tokens=60)
     assert sum(mixed_steps) >= len(words)  # sample 0 was visual while sample 1 wrote its words
@@ -410,7 +410,7 @@ def test_static_cache_generates_the_dynamic_cache_features(kind, case):
 def test_the_graphed_visual_step_keeps_buffers_positions_and_cache_in_step(monkeypatch):
     """The CUDA-graph bookkeeping run on the CPU: a stand-in graph records nothing at capture and runs the step on the
     static buffers at each launch, as a replay does; the features equal the dynamic path's."""
-    from lm4lv.modeling_lm4lv.decoding import DecodingRun, VisualStepGraph
+    from lm4lv.modeling_lm4lv.decoding import VisualStepGraph
 
     class EagerStandIn(VisualStepGraph):
         captures = 0

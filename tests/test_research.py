@@ -309,3 +309,26 @@ def test_llm_variants_train(variant, base_model_dirs, tmp_path):
     images = random_images(4)
     first, last = loss_falls(model, processor(images=images, targets=images.flip(-1), task="denoise"))
     assert last < 0.5 * first, (first, last)
+
+
+# ---------------------------------------------------------------- every model's entry points refuse unknown arguments
+
+
+@pytest.mark.parametrize("config_class", [LM4LVConfig, LM4LVViTLLMConfig, LM4LVExpertConfig])
+def test_forward_and_generate_take_the_batches_and_refuse_unknown_arguments(config_class):
+    """LM4LV and both baselines take the same training and prompt batches, and a misspelt or foreign argument is an
+    error, not silently ignored."""
+    from lm4lv.trainers import LM4LVDataCollator
+
+    model, processor = build_model(build_config(config_class))
+    images = random_images(2)
+    batch = LM4LVDataCollator(processor)(
+        [{"degraded": d, "clean": c, "task": "denoise"} for d, c in zip(images, random_images(2, seed=1))]
+    )
+    assert torch.isfinite(model(**batch).loss)
+    prompt = processor(images=images, task="denoise")
+    assert model.generate(**prompt).has_image.all()
+    with pytest.raises(TypeError, match="num_items_in_batch"):
+        model(**batch, num_items_in_batch=4)
+    with pytest.raises(TypeError, match="temperature"):
+        model.generate(**prompt, temperature=0.7)
