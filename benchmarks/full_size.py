@@ -21,7 +21,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, ViTMAEConfig, ViTMAEForPreTraining
 
-from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
+from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.research.offline_default import default_cache_dir, prepare_smollm2
 

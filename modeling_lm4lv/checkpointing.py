@@ -1,93 +1,42 @@
 """LM4LV's checkpoint format: trainable-only safetensors files (`TrainableCheckpointMixin`: save, load, the full
-alternative), which parameters are trainable (`is_trainable_name`), weight-file lookup, and atomic writes."""
+alternative), which parameters are trainable (`is_trainable_name`), and where a checkpoint's base models are."""
 
-import json
 import os
-import shutil
-import socket
-import tempfile
-from urllib.parse import urlparse
 
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-SAFE_WEIGHTS_NAME = "model.safetensors"
+from .engine_integration import is_sharded
+from .hub_files import (
+    SAFE_WEIGHTS_NAME,
+    check_finite,
+    check_floating_weights,
+    check_hub_location,
+    file_metadata,
+    looks_like_hub_id,
+    resolve_weights_file,
+    weight_names,
+    write_files_atomically,
+)
+
 TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
-PICKLE_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
-HUB_PROBE_SECONDS = 3.0  # how long check_hub_location waits for the Hub to answer
 
 # names of the parameters LM4LV trains (the adapters, the task tokens and optional LoRA adapters on the LLM)
 TRAINABLE_PREFIXES = ("in_adapter.", "out_adapter.", "task_prompt_embeddings")
 LORA_MARKER = "lora_"  # peft's LoRA parameters carry it in their names (lora_A, lora_B, ...)
-# metadata of a trainable-only file: its format tag, and the JSON list of the frozen-by-default parameters a user
-# unfroze, which the file holds too and loading unfreezes again
-FORMAT_KEY, UNFROZEN_KEY = "lm4lv", "lm4lv_unfrozen"
+# the metadata key of a trainable-only file's format tag
+FORMAT_KEY = "lm4lv"
 # the keywords `save_pretrained(save_full=False)` takes: the trainable weights' source, and what `push_to_hub`
 # passes (a trainable-only file is one small file: `max_shard_size` has nothing to shard)
 TRAINABLE_SAVE_KEYWORDS = ("is_main_process", "state_dict", "push_to_hub", "max_shard_size", "repo_id",
                            "commit_message", "token", "private", "create_pr")
 
 
-def looks_like_hub_id(location: str) -> bool:
-    """Whether a model location reads as a Hub id (`org/name`) rather than a local path."""
-    return not location.startswith((".", "/", "~")) and not os.path.isabs(location) and location.count("/") == 1
-
-
-def check_hub_location(location: str | os.PathLike, what: str):
-    """Fail within seconds, naming `location`, when it reads as a Hub id (`org/name`), is not in the local Hub cache
-    and the Hub cannot be reached (offline mode, no network): transformers would retry for about half a minute and then
-    give a generic message. `what` names the location in the message ("checkpoint", "LLM", ...)."""
-    location = str(location)
-    if os.path.exists(location) or not looks_like_hub_id(location):
-        return
-    if isinstance(try_to_load_from_cache(location, "config.json"), str):
-        return
-    if hub_constants.HF_HUB_OFFLINE:
-        reason = "offline mode is on (HF_HUB_OFFLINE)"
-    else:
-        endpoint = urlparse(hub_constants.ENDPOINT)
-        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        try:
-            socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
-            return
-        except OSError as error:
-            reason = f"{hub_constants.ENDPOINT} cannot be reached ({error})"
-    raise OSError(
-        f"The {what} {location!r} is not a local folder, so it was taken as a Hub id, but {reason}: pass the path "
-        "of a local folder instead (one written by save_pretrained, or a downloaded snapshot)"
-    )
-
-
 def is_trainable_name(name: str) -> bool:
     """THE rule for what LM4LV trains: the adapters, the task tokens and LoRA parameters (named as in the model, or
     inside the LLM). `freeze_base_models` sets `requires_grad` by it, and everything else reads `requires_grad`."""
     return name.startswith(TRAINABLE_PREFIXES) or LORA_MARKER in name
-
-
-def weight_names(weights_file: str) -> list[str]:
-    """Tensor names of a safetensors file; a `ValueError` naming the file when it is not one (empty, truncated,
-    garbage)."""
-    try:
-        with safe_open(weights_file, framework="pt") as handle:
-            return list(handle.keys())
-    except Exception as error:  # safetensors raises several types for a broken header
-        raise ValueError(
-            f"{weights_file}: not a readable safetensors file ({type(error).__name__}: {error})"
-        ) from error
-
-
-def file_metadata(weights_file: str) -> dict:
-    """The metadata of a safetensors file (after `weight_names` vouched for it)."""
-    with safe_open(weights_file, framework="pt") as handle:
-        return handle.metadata() or {}
-
-
-def unfrozen_names(weights_file: str) -> list[str]:
-    """The frozen-by-default parameters a trainable-only file holds because a user unfroze them."""
-    return json.loads(file_metadata(weights_file).get(UNFROZEN_KEY, "[]"))
 
 
 def is_trainable_only(weights_file: str) -> bool:
@@ -99,120 +48,6 @@ def is_trainable_only(weights_file: str) -> bool:
         return True
     trainable = sum(is_trainable_name(name) for name in names)
     return trainable > 0 and trainable > len(names) - trainable
-
-
-def check_floating_weights(weights_file: str):
-    """Refuse a safetensors file holding a tensor of a non-floating dtype, naming the tensor (integer weights would be
-    cast silently into float parameters)."""
-    with safe_open(weights_file, framework="pt") as handle:
-        for name in handle.keys():
-            dtype = handle.get_slice(name).get_dtype()
-            if not dtype.startswith(("F", "BF")):
-                raise ValueError(f"{weights_file}: {name} is stored as {dtype}; weights must be floating point")
-
-
-def check_safetensors_only(location: str | os.PathLike, what: str):
-    """Refuse a local model folder that holds pickle weights and no safetensors, naming the file and how to convert
-    it (LM4LV loads safetensors only; Hub ids are loaded with `use_safetensors=True`)."""
-    location = str(location)
-    if not os.path.isdir(location) or any(name.endswith(".safetensors") or name.endswith(".safetensors.index.json")
-                                          for name in os.listdir(location)):
-        return
-    pickles = [name for name in PICKLE_WEIGHTS_NAMES if os.path.exists(os.path.join(location, name))]
-    if pickles:
-        raise ValueError(
-            f"The {what} folder {location} holds only pickle weights ({', '.join(pickles)}); LM4LV loads safetensors "
-            "only. Convert them once where you trust the file: model = AutoModel.from_pretrained(folder); "
-            "model.save_pretrained(folder) writes model.safetensors."
-        )
-
-
-def resolve_weights_file(path: str | os.PathLike, kwargs: dict) -> str:
-    """Path of `model.safetensors` (local folder or Hub), refusing pickle-only checkpoints."""
-    path = str(path)
-    if os.path.isdir(path):
-        candidate = os.path.join(path, SAFE_WEIGHTS_NAME)
-        if os.path.isfile(candidate):
-            return candidate
-        index_file = os.path.join(path, SAFE_WEIGHTS_NAME + ".index.json")
-        if os.path.isfile(index_file):
-            with open(index_file) as handle:
-                index = json.load(handle)
-            weight_map = index.get("weight_map") if isinstance(index, dict) else None
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise ValueError(f"{index_file}: no weight_map (the index of a sharded checkpoint lists its shards)")
-            return os.path.join(path, sorted(set(weight_map.values()))[0])
-        pickles = [name for name in PICKLE_WEIGHTS_NAMES if os.path.exists(os.path.join(path, name))]
-        if pickles:
-            raise ValueError(
-                f"{path} holds only pickle weights ({', '.join(pickles)}); LM4LV loads safetensors only. Convert "
-                "them to safetensors with a tool you trust."
-            )
-        raise FileNotFoundError(f"{path} has no {SAFE_WEIGHTS_NAME}: missing weights")
-    from transformers.utils import cached_file
-
-    return cached_file(path, SAFE_WEIGHTS_NAME, revision=kwargs.get("revision"), token=kwargs.get("token"))
-
-
-def write_atomically(path: str, write):
-    """Call `write(tmp_path)` on a temporary file next to `path`, fsync it, then rename it onto `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(handle)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as written:
-            os.fsync(written.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes the file owner-only; give it a new file's usual mode
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-
-
-def write_text_atomically(path: str, text: str):
-    """`write_atomically` for a text file (reports, tables, JSON)."""
-
-    def write(tmp_path):
-        with open(tmp_path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    write_atomically(path, write)
-
-
-def write_files_atomically(directory: str | os.PathLike, write, last: tuple[str, ...] = ("config.json",)):
-    """Call `write(staging)` on a staging folder inside `directory`, then move every file it wrote into `directory`
-    (those in `last` at the end): a write that fails part-way leaves the files already there untouched, and a
-    folder's `config.json` never describes weights that were not written. Other files in `directory` are kept."""
-    os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=directory, prefix=".tmp-save-")
-    try:
-        write(staging)
-        names = sorted(os.listdir(staging), key=lambda name: name in last)
-        for name in names:
-            with open(os.path.join(staging, name), "rb") as written:
-                os.fsync(written.fileno())
-        for name in names:
-            os.replace(os.path.join(staging, name), os.path.join(directory, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_folder_atomically(path: str, write):
-    """Call `write(tmp_folder)`, then rename the folder onto `path`: a killed run never leaves half a folder."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def check_finite(tensors: dict, weights_file: str):
-    """Refuse NaN/inf weights, naming the tensor and the file: they would turn every output into NaN."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{weights_file}: {name} holds NaN or inf values")
 
 
 def base_model_location(location: str | None, checkpoint: str | os.PathLike, what: str) -> str | None:
@@ -250,15 +85,14 @@ def check_base_model_shapes(config, text_config, vision_config):
             )
 
 
-def is_sharded(param) -> bool:
-    """Whether an engine holds only a shard of `param`: an FSDP2 `DTensor` (it has a device mesh) or a DeepSpeed
-    ZeRO-3 partition (`ds_id`)."""
-    return hasattr(param, "device_mesh") or hasattr(param, "ds_id")
-
-
 class TrainableCheckpointMixin:
     """LM4LV's checkpoints for [`LM4LVForConditionalGeneration`]: trainable-only by default (the config names the base
     models, `from_pretrained` rebuilds them), or full (`save_full=True`, for the Hub)."""
+
+    def unfrozen_parameter_names(self) -> list[str]:
+        """The frozen-by-default parameters a user unfroze (they require grad, though `is_trainable_name` says no)."""
+        return sorted(name for name, param in self.named_parameters()
+                      if param.requires_grad and not is_trainable_name(name))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The parameters that require grad (adapters and task tokens, plus anything a user unfroze)."""
@@ -271,12 +105,13 @@ class TrainableCheckpointMixin:
         Args:
             save_directory (`str` or `os.PathLike`): Target folder.
             save_full (`bool`, *optional*, defaults to `False`): With `False` (the default) write the config and
-                a safetensors file of the trainable parameters only (those that require grad: a parameter a user
-                unfroze is saved, and unfrozen again on loading); the config names the base LLM and vision module so
-                [`from_pretrained`] rebuilds the whole model. With `True` write every weight into the folder
-                (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`. Either way the files are
+                a safetensors file of the trainable parameters only (those that require grad); the config names the
+                base LLM and vision module so [`from_pretrained`] rebuilds the whole model. With `True` write every
+                weight into the folder (self-contained, for the Hub), through `PreTrainedModel.save_pretrained`.
+                Either way the files are
                 written to a staging folder first and moved in at the end (`config.json` last), so a write that fails
-                part-way leaves a previous checkpoint in the folder intact.
+                part-way leaves a previous checkpoint in the folder intact. In both formats a parameter a user
+                unfroze is recorded in `config.unfrozen_parameters` (and saved), and loading unfreezes it again.
             kwargs: Passed to `PreTrainedModel.save_pretrained` when `save_full=True`. Otherwise only
                 `TRAINABLE_SAVE_KEYWORDS` are taken (any other raises a `TypeError`): `is_main_process`; `state_dict`,
                 whose trainable weights are saved when given (whole tensors gathered from a sharding engine, as
@@ -284,6 +119,7 @@ class TrainableCheckpointMixin:
                 whole; `push_to_hub` with `repo_id`, `commit_message`, `token`, `private`, `create_pr` (uploads the
                 saved files through `push_to_hub`); `max_shard_size` (nothing to shard: one small file).
         """
+        self.config.unfrozen_parameters = self.unfrozen_parameter_names() or None  # loading unfreezes them again
         if save_full:
             save_everything = super().save_pretrained
             return write_files_atomically(save_directory, lambda staging: save_everything(staging, **kwargs))
@@ -299,11 +135,10 @@ class TrainableCheckpointMixin:
         if not kwargs.get("is_main_process", True):
             return
         tensors = self.trainable_tensors_to_save(kwargs.get("state_dict"))
-        unfrozen = json.dumps(sorted(name for name in tensors if not is_trainable_name(name)))
 
         def write(staging):
             save_file(tensors, os.path.join(staging, SAFE_WEIGHTS_NAME),
-                      metadata={"format": "pt", FORMAT_KEY: TRAINABLE_WEIGHTS_FORMAT, UNFROZEN_KEY: unfrozen})
+                      metadata={"format": "pt", FORMAT_KEY: TRAINABLE_WEIGHTS_FORMAT})
             self.config.save_pretrained(staging)
 
         write_files_atomically(save_directory, write)
@@ -376,28 +211,28 @@ class TrainableCheckpointMixin:
                             for kind, names in problems.items())
             )
         check_finite(model.trainable_state_dict(), weights_file)
-        model.freeze_base_models()  # loading replaces parameters, which resets requires_grad
+        model.freeze_base_models()  # loading replaced the parameters, which reset requires_grad
         if dtype is not None:  # the LLM only: trainables and the vision module stay float32, as in from_base_models
             model.language_model.to(dtype)
         return (model, info) if output_loading_info else model
 
     def read_trainable_weights(self, weights_file: str) -> dict[str, torch.Tensor]:
         """The tensors of a trainable-only safetensors file, checked against this model: every name a parameter that
-        is trainable (or that the file says a user unfroze), finite, of the parameter's shape, and none missing."""
+        is trainable (or that `config.unfrozen_parameters` lists), finite, of the parameter's shape, and none
+        missing."""
         own = dict(self.named_parameters())
         weight_names(weights_file)  # a clear error naming the file when it is not a readable safetensors file
         check_floating_weights(weights_file)
-        unfrozen = set(unfrozen_names(weights_file))
         tensors = {}
         with safe_open(weights_file, framework="pt") as handle:
             for name in handle.keys():
                 if name not in own:
                     raise ValueError(f"{weights_file}: unknown parameter {name!r} for this model")
-                if not (own[name].requires_grad or name in unfrozen):
+                if not own[name].requires_grad:
                     raise ValueError(
                         f"{weights_file}: {name!r} is a frozen base-model weight; a trainable-only checkpoint holds "
-                        "only adapters, task tokens and LoRA weights (and the parameters its metadata lists as "
-                        "unfrozen)"
+                        "only adapters, task tokens and LoRA weights (and the parameters its config lists as "
+                        "unfrozen_parameters)"
                     )
                 tensor = handle.get_tensor(name)
                 check_finite({name: tensor}, weights_file)
@@ -416,10 +251,9 @@ class TrainableCheckpointMixin:
 
     @torch.no_grad()
     def load_trainable_weights(self, weights_file: str, place=None):
-        """Load a trainable-only safetensors file (`read_trainable_weights`, with its checks) into the parameters, and
-        unfreeze the ones it lists as unfrozen. `place(parameter, tensor)` turns a whole tensor into what the
+        """Load a trainable-only safetensors file (`read_trainable_weights`, with its checks) into the parameters.
+        `place(parameter, tensor)` turns a whole tensor into what the
         parameter holds (a sharding engine's shard: `lm4lv.trainers.engines.load_trainable_weights`)."""
         own = dict(self.named_parameters())
         for name, tensor in self.read_trainable_weights(weights_file).items():
             own[name].copy_(tensor if place is None else place(own[name], tensor))
-            own[name].requires_grad_(True)

@@ -1,13 +1,18 @@
-"""LM4LV model configuration."""
+"""LM4LV model configuration.
 
+The configs are strict dataclasses, declared like transformers' own: every field's type (with `Literal` choices) is
+checked on construction, on loading and on assignment, and the `validate_*` methods check values. A field whose
+metadata has a `"help"` text is also a training option: `lm4lv train` derives its flags (type, choices, default,
+help) from it, and passes it on to the config (`trainers.training.ModelArguments`).
+"""
+
+from dataclasses import field
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# the values of LM4LVConfig's option fields (the command line's choices read them too)
-TASK_TOKEN_INITS = ("zeros", "random", "text")
-IN_ADAPTER_INITS = ("normal", "embedding_subspace")
-OUT_ADAPTER_INITS = ("normal", "ridge")
-CHECKED_TYPES = (int, float, str, bool)  # fields annotated with exactly one of these have their type checked
 DERIVED_FIELDS = ("num_visual_tokens", "vision_hidden_size")  # read from vision_config, never set
 MAX_TASK_TOKEN_LENGTH = 4096  # the paper uses 10; more is refused before the task tokens are allocated
 
@@ -17,6 +22,12 @@ def image_size_pair(image_size) -> tuple[int, int]:
     return tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
 
 
+def option(default, help: str):
+    """A config field that is also a training option (`lm4lv train --NAME`), with its help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@strict
 class LM4LVConfig(PreTrainedConfig):
     r"""
     Configuration of an [`LM4LVForConditionalGeneration`]: a frozen causal language model (`text_config`), a frozen
@@ -96,6 +107,9 @@ class LM4LVConfig(PreTrainedConfig):
             Hub id or local folder of the base LLM; `from_pretrained` of a trainable-only checkpoint loads it.
         vision_model_name_or_path (`str`, *optional*):
             Hub id or local folder of the vision module (e.g. a decoder-fine-tuned ViT-MAE).
+        unfrozen_parameters (`list[str]`, *optional*):
+            Frozen-by-default parameters a user unfroze (set by `save_pretrained`, in both checkpoint formats);
+            loading the checkpoint unfreezes them again.
 
     Example:
 
@@ -126,18 +140,27 @@ class LM4LVConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     vision_config: dict | PreTrainedConfig | None = None
     task_names: list[str] | None = None
-    task_token_length: int = 10
-    task_token_init: str = "zeros"
-    task_token_init_text: str | None = None
-    vision_loss_weight: float = 1.0
-    delimiter_loss_weight: float = 1.0
-    in_adapter_init: str = "normal"
-    out_adapter_init: str = "normal"
-    teacher_forced_noise: float = 0.0
-    pixel_loss_weight: float = 0.0
-    visual_skip_connection: bool = False
-    lora_r: int = 0
-    lora_alpha: int = 16
+    task_token_length: int = option(10, "Task tokens per task.")
+    task_token_init: Literal["zeros", "random", "text"] = option("zeros", "zeros (the authors), random or text.")
+    task_token_init_text: str | None = option(
+        None, "Text whose embeddings initialise the task tokens (--task_token_init text).")
+    vision_loss_weight: float = option(1.0, "loss = CE + weight * MSE.")
+    delimiter_loss_weight: float = option(
+        1.0, "Weight of the CE on the answer's <Img>/</Img> tokens, which generate() forces.")
+    in_adapter_init: Literal["normal", "embedding_subspace"] = option(
+        "normal", "normal (the paper) or embedding_subspace (features mapped onto the token embeddings' principal "
+                  "subspace, fitted on the first 256 training images).")
+    out_adapter_init: Literal["normal", "ridge"] = option(
+        "normal", "normal (the paper) or ridge (closed-form ridge fit of out_adapter on teacher-forced sequences of "
+                  "the first 256 training pairs, before the first step).")
+    teacher_forced_noise: float = option(
+        0.0, "Std of Gaussian noise on the teacher-forced answer features in training (0 = paper).")
+    pixel_loss_weight: float = option(
+        0.0, "Weight of an extra pixel MSE through the frozen vision decoder (0 = paper).")
+    visual_skip_connection: bool = option(
+        False, "Extension: predict input feature + out_adapter(hidden) (off = paper).")
+    lora_r: int = option(0, "LoRA rank on the LLM through peft; 0 (the paper) = frozen.")
+    lora_alpha: int = option(16, "LoRA alpha (scale = alpha / r).")
     lora_target_modules: list[str] | None = None
     image_start_text: str = "<Img>"
     image_end_text: str = "</Img>"
@@ -147,6 +170,7 @@ class LM4LVConfig(PreTrainedConfig):
     task_token_id: int = -300
     text_model_name_or_path: str | None = None
     vision_model_name_or_path: str | None = None
+    unfrozen_parameters: list[str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -154,15 +178,10 @@ class LM4LVConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.task_names is None:
             self.task_names = ["denoise"]
-        if isinstance(self.task_names, str) or not all(isinstance(name, str) for name in self.task_names):
-            raise TypeError(f"task_names must be a list of task names (e.g. ['denoise']), got {self.task_names!r}")
-        self.task_names = list(self.task_names)
-        self.check_field_types()
         # An MAE is used here as an autoencoder: every patch kept, in order. `random_masking` reads the ratio at
         # every call, so it must be 0 on the config the vision module holds.
         if self.vision_config.model_type == "vit_mae":
             self.vision_config.mask_ratio = 0.0
-        self.validate_lm4lv()
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
@@ -181,29 +200,13 @@ class LM4LVConfig(PreTrainedConfig):
         check_no_derived_fields(config_dict, where)
         return config_dict, kwargs
 
-    @staticmethod
-    def checked_field_types() -> dict[str, type]:
-        """The fields whose type is checked at construction (a wrong type otherwise fails later, far from its cause):
-        those annotated with one of `CHECKED_TYPES`."""
-        return {name: kind for name, kind in vars(LM4LVConfig)["__annotations__"].items() if kind in CHECKED_TYPES}
-
-    def check_field_types(self):
-        """Raise a `TypeError` naming the field when a value has the wrong type (an int is a valid float; a bool is
-        neither)."""
-        for name, kind in self.checked_field_types().items():
-            value = getattr(self, name)
-            accepted = (int, float) if kind is float else kind
-            if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
-                raise TypeError(f"LM4LVConfig.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
-
     def validate_lm4lv(self):
-        """Raise a `ValueError` naming the field when a value cannot work."""
+        """Raise a `ValueError` naming the field when a value cannot work (run by the strict dataclass after every
+        construction, and by `validate()`)."""
         if not 1 <= self.task_token_length <= MAX_TASK_TOKEN_LENGTH:
             raise ValueError(f"task_token_length must be in [1, {MAX_TASK_TOKEN_LENGTH}], got {self.task_token_length}")
         if not self.task_names or len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names must be a non-empty list of distinct names, got {self.task_names}")
-        if self.task_token_init not in TASK_TOKEN_INITS:
-            raise ValueError(f"task_token_init must be one of {TASK_TOKEN_INITS}, got {self.task_token_init!r}")
         if self.task_token_init == "text" and not self.task_token_init_text:
             raise ValueError("task_token_init='text' needs task_token_init_text")
         if self.lora_r < 0:
@@ -212,10 +215,6 @@ class LM4LVConfig(PreTrainedConfig):
             raise ValueError(f"vision_loss_weight must be >= 0, got {self.vision_loss_weight}")
         if self.delimiter_loss_weight < 0:
             raise ValueError(f"delimiter_loss_weight must be >= 0, got {self.delimiter_loss_weight}")
-        if self.in_adapter_init not in IN_ADAPTER_INITS:
-            raise ValueError(f"in_adapter_init must be one of {IN_ADAPTER_INITS}, got {self.in_adapter_init!r}")
-        if self.out_adapter_init not in OUT_ADAPTER_INITS:
-            raise ValueError(f"out_adapter_init must be one of {OUT_ADAPTER_INITS}, got {self.out_adapter_init!r}")
         for name in ("teacher_forced_noise", "pixel_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -284,6 +283,7 @@ def check_no_derived_fields(fields: dict, where: str):
             raise ValueError(f"{where}: {name} is derived from vision_config and cannot be set; remove it")
 
 
+@strict
 class DiffusersAutoencoderConfig(PreTrainedConfig):
     r"""
     Config of a vision module built from a diffusers autoencoder (`AutoencoderKL` or `VQModel`): the encoder's
@@ -302,7 +302,7 @@ class DiffusersAutoencoderConfig(PreTrainedConfig):
 
     model_type = "lm4lv_diffusers_autoencoder"
 
-    autoencoder_class: str = "AutoencoderKL"
+    autoencoder_class: Literal["AutoencoderKL", "VQModel"] = "AutoencoderKL"
     autoencoder_config: dict | None = None
     image_size: int = 32
     num_channels: int = 3
@@ -311,8 +311,6 @@ class DiffusersAutoencoderConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.autoencoder_class not in ("AutoencoderKL", "VQModel"):
-            raise ValueError(f"autoencoder_class must be 'AutoencoderKL' or 'VQModel', got {self.autoencoder_class!r}")
         self.autoencoder_config = dict(self.autoencoder_config or {})
         self.image_mean = list(self.image_mean or [0.5] * self.num_channels)
         self.image_std = list(self.image_std or [0.5] * self.num_channels)
@@ -332,6 +330,7 @@ class DiffusersAutoencoderConfig(PreTrainedConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
+@strict
 class TimmVisionConfig(PreTrainedConfig):
     r"""
     Config of a vision module whose encoder is a timm Vision Transformer (e.g. a MAE-pretrained timm ViT) and whose
@@ -382,6 +381,11 @@ class TimmVisionConfig(PreTrainedConfig):
         )
         config._attn_implementation = "sdpa"  # the decoder is used standalone, outside a PreTrainedModel's dispatch
         return config
+
+
+def training_options(config_class: type[PreTrainedConfig]) -> dict:
+    """The fields of `config_class` that are training options (metadata with a `"help"` text), by name."""
+    return {name: spec for name, spec in config_class.__dataclass_fields__.items() if "help" in spec.metadata}
 
 
 __all__ = ["LM4LVConfig", "DiffusersAutoencoderConfig", "TimmVisionConfig"]

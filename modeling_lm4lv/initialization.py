@@ -2,25 +2,9 @@
 initialises the adapters randomly): `in_adapter` into the LLM's token-embedding subspace, `out_adapter` by ridge
 regression. Every tensor they create lives on the model's device."""
 
-from contextlib import contextmanager
-
 import torch
 
-
-@contextmanager
-def readable_parameters(parameters):
-    """Within the block, parameters that DeepSpeed ZeRO-3 partitioned at load time (`zero.Init`, before any engine
-    exists) hold their whole values, read-only; other parameters are left as they are. A collective under ZeRO-3: every
-    process must enter it. For the fits that read the frozen parts before training (text-initialised task tokens,
-    `in_adapter_init`, `out_adapter_init`)."""
-    partitioned = [param for param in parameters if hasattr(param, "ds_id")]
-    if not partitioned:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
-        yield
+from .engine_integration import readable_parameters
 
 
 @torch.no_grad()

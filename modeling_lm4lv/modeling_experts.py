@@ -9,16 +9,20 @@ The MLP and Transformer "experts" are sized to about the number of trainable par
 LLM and vision module (the paper's comparison); the linear map is as large as the features make it.
 """
 
+from typing import Literal, get_args
+
 import torch
+from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
-from .checkpointing import check_safetensors_only
 from .configuration_lm4lv import LM4LVConfig
+from .hub_files import check_safetensors_only
 from .modeling_lm4lv import LM4LVCausalLMOutput, LM4LVGenerateOutput
 from .vision import VisionFeaturesMixin, load_vision_module, vision_module_from_config
 
-EXPERTS = ("linear", "mlp", "transformer")
+ExpertName = Literal["linear", "mlp", "transformer"]
+EXPERTS = get_args(ExpertName)
 
 
 def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_weight: float) -> LM4LVCausalLMOutput:
@@ -35,6 +39,7 @@ def one_pass_output(last_hidden_state, predicted, target_features, vision_loss_w
     )
 
 
+@strict
 class LM4LVExpertConfig(LM4LVConfig):
     r"""
     Config of an [`LM4LVExpertModel`]. It is an [`LM4LVConfig`] (so the same processor, collator, trainer and
@@ -49,14 +54,12 @@ class LM4LVExpertConfig(LM4LVConfig):
 
     model_type = "lm4lv_expert"
 
-    expert: str = "linear"
+    expert: ExpertName = "linear"
     expert_hidden_size: int = 0
     expert_num_attention_heads: int = 4
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        if self.expert not in EXPERTS:
-            raise ValueError(f"expert must be one of {EXPERTS}, got {self.expert!r}")
+    def validate_expert(self):
+        """Raise a `ValueError` naming the field when a value cannot work."""
         if self.expert_hidden_size < 0:
             raise ValueError(f"expert_hidden_size must be >= 0, got {self.expert_hidden_size}")
         if self.expert == "transformer" and self.vision_hidden_size % self.expert_num_attention_heads:

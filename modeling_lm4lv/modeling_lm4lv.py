@@ -8,16 +8,11 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .checkpointing import (
-    TrainableCheckpointMixin,
-    check_base_model_shapes,
-    check_hub_location,
-    check_safetensors_only,
-    is_trainable_name,
-)
+from .checkpointing import TrainableCheckpointMixin, check_base_model_shapes, is_trainable_name
 from .configuration_lm4lv import LM4LVConfig
 from .decoding import DecodingRun, positions_from_mask
-from .initialization import readable_parameters
+from .engine_integration import readable_parameters
+from .hub_files import check_hub_location, check_safetensors_only
 from .loss_lm4lv import lm4lv_loss
 from .peft_interop import PeftInteropMixin
 from .vision import VisionFeaturesMixin, load_vision_module, vision_module_from_config
@@ -211,11 +206,13 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
 
     def freeze_base_models(self):
         """Set `requires_grad` by `checkpointing.is_trainable_name`: the adapters and task tokens (and LoRA adapters,
-        when `config.lora_r > 0`) train; the LLM and the vision module are frozen and in eval mode."""
+        when `config.lora_r > 0`) train, and so do the parameters `config.unfrozen_parameters` lists (a checkpoint's
+        user-unfrozen ones); the rest of the LLM and the vision module is frozen, and both are in eval mode."""
         for module in (self.language_model, self.vision_model):
             module.eval()
+        unfrozen = set(self.config.unfrozen_parameters or ())
         for name, param in self.named_parameters():
-            param.requires_grad_(is_trainable_name(name))
+            param.requires_grad_(is_trainable_name(name) or name in unfrozen)
 
     @torch.no_grad()
     def init_task_tokens_from_text(self, tokenizer, text: str):

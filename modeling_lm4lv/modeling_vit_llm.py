@@ -7,6 +7,7 @@ It takes the same processor batches and is trained, saved and scored the same wa
 """
 
 import torch
+from huggingface_hub.dataclasses import strict
 from transformers.masking_utils import create_bidirectional_mask
 
 from .configuration_lm4lv import LM4LVConfig
@@ -15,6 +16,7 @@ from .modeling_experts import one_pass_output
 from .modeling_lm4lv import LM4LVCausalLMOutput, LM4LVForConditionalGeneration, LM4LVGenerateOutput
 
 
+@strict
 class LM4LVViTLLMConfig(LM4LVConfig):
     r"""Config of an [`LM4LVViTLLMModel`]: the same fields as [`LM4LVConfig`], its own `model_type` so that
     checkpoints load into the right class."""

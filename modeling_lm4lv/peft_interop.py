@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpointing import is_trainable_name, write_atomically
+from .checkpointing import is_trainable_name
+from .hub_files import write_atomically
 
 
 class PeftInteropMixin:

@@ -8,6 +8,8 @@ from . import (
     checkpointing,
     configuration_lm4lv,
     decoding,
+    engine_integration,
+    hub_files,
     initialization,
     loss_lm4lv,
     modeling_lm4lv,
@@ -16,8 +18,8 @@ from . import (
 )
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
-REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, decoding, vision, checkpointing, peft_interop, loss_lm4lv,
-                       initialization)
+REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, decoding, vision, checkpointing, hub_files,
+                       engine_integration, peft_interop, loss_lm4lv, initialization)
 PACKAGE_IMPORT = re.compile(r"^from lm4lv\.(?:\w+\.)*(\w+) import", re.MULTILINE)
 
 

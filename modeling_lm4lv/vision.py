@@ -17,8 +17,8 @@ from transformers import AutoConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPre
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
 
-from .checkpointing import check_safetensors_only
 from .configuration_lm4lv import DiffusersAutoencoderConfig, TimmVisionConfig, image_size_pair
+from .hub_files import check_safetensors_only
 
 
 def image_normalisation(vision_config) -> tuple[tuple[float, ...], tuple[float, ...]]:

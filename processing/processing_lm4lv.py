@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, ProcessorMixin
 
-from lm4lv.modeling_lm4lv.checkpointing import base_model_location, check_hub_location
+from lm4lv.modeling_lm4lv.checkpointing import base_model_location
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
+from lm4lv.modeling_lm4lv.hub_files import check_hub_location
 from lm4lv.modeling_lm4lv.loss_lm4lv import IGNORE_INDEX
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image

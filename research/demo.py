@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
-from lm4lv.modeling_lm4lv.checkpointing import write_atomically, write_text_atomically
+from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
 from lm4lv.processing.degradations import degrade

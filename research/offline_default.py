@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, MAEVisionModule
-from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
+from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
 from lm4lv.processing.images import to_tensor
 from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
 

@@ -15,7 +15,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, MAEVisionModule, export_remote_code
+from lm4lv.modeling_lm4lv import (
+    LM4LVConfig,
+    LM4LVForConditionalGeneration,
+    MAEVisionModule,
+    export_remote_code,
+    hub_files,
+)
 from lm4lv.processing import LM4LVProcessor
 
 from conftest import build_tiny, random_images, save_base_models, tiny_text_config, tiny_tokenizer
@@ -177,16 +183,18 @@ def test_save_pretrained_takes_gathered_trainable_weights_and_refuses_shards(tmp
     assert not (tmp_path / "sharded").exists()
 
 
-def test_a_parameter_the_user_unfroze_round_trips(trained_from_base, tmp_path):
+@pytest.mark.parametrize("save_full", [False, True])
+def test_a_parameter_the_user_unfroze_round_trips_through_both_formats(trained_from_base, tmp_path, save_full):
     model, _ = trained_from_base
     norm = model.language_model.model.norm.weight
     norm.requires_grad_(True)
     with torch.no_grad():
         norm.add_(0.5)  # stand-in for training it
-    model.save_pretrained(tmp_path / "ckpt")
+    model.save_pretrained(tmp_path / "ckpt", save_full=save_full)
     with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), "pt") as handle:
         assert "language_model.model.norm.weight" in handle.keys()
-        assert json.loads(handle.metadata()["lm4lv_unfrozen"]) == ["language_model.model.norm.weight"]
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["unfrozen_parameters"] == ["language_model.model.norm.weight"]
     reloaded = LM4LVForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
     assert torch.equal(reloaded.language_model.model.norm.weight, norm)
     assert reloaded.language_model.model.norm.weight.requires_grad
@@ -387,7 +395,6 @@ def test_a_config_json_that_is_no_lm4lv_config_raises_naming_the_file(saved, tmp
 def test_a_hub_id_without_the_hub_fails_within_seconds_naming_it(monkeypatch, offline):
     from huggingface_hub import constants
 
-    from lm4lv.modeling_lm4lv import checkpointing
     from lm4lv.processing import LM4LVProcessor
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
@@ -396,7 +403,7 @@ def test_a_hub_id_without_the_hub_fails_within_seconds_naming_it(monkeypatch, of
         assert timeout <= 5
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(checkpointing.socket, "create_connection", unreachable)
+    monkeypatch.setattr(hub_files.socket, "create_connection", unreachable)
     reason = "offline mode is on" if offline else "cannot be reached"
     for load, what in [(LM4LVForConditionalGeneration.from_pretrained, "checkpoint"),
                        (LM4LVProcessor.from_pretrained, "checkpoint"),

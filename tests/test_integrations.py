@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from peft import PeftModel, PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,7 +35,7 @@ def test_text_initialisation_uses_the_llm_embeddings_of_the_text(base_model_dirs
     expected = model.get_input_embeddings().weight[expected_ids]
     for task in range(2):
         assert torch.equal(model.task_prompt_embeddings[task], expected)
-    with pytest.raises(ValueError, match="task_token_init='text' needs task_token_init_text"):
+    with pytest.raises(StrictDataclassError, match="task_token_init='text' needs task_token_init_text"):
         LM4LVConfig(task_token_init="text")
 
 

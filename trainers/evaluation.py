@@ -17,7 +17,7 @@ from lm4lv.modeling_lm4lv import (
     LM4LVViTLLMConfig,
     LM4LVViTLLMModel,
 )
-from lm4lv.modeling_lm4lv.checkpointing import write_atomically, write_text_atomically
+from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
 from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor

@@ -14,7 +14,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import is_torch_tf32_available
 
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
-from lm4lv.modeling_lm4lv.checkpointing import SAFE_WEIGHTS_NAME, is_trainable_only
+from lm4lv.modeling_lm4lv.checkpointing import is_trainable_only
+from lm4lv.modeling_lm4lv.hub_files import SAFE_WEIGHTS_NAME
 from lm4lv.processing.data import PairedStream
 from lm4lv.processing.device_data import DevicePairedBatches
 from lm4lv.trainers.engines import (

@@ -5,19 +5,16 @@ import itertools
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVExpertModel, LM4LVForConditionalGeneration, LM4LVViTLLMModel
-from lm4lv.modeling_lm4lv.checkpointing import write_folder_atomically
-from lm4lv.modeling_lm4lv.configuration_lm4lv import IN_ADAPTER_INITS, OUT_ADAPTER_INITS, TASK_TOKEN_INITS
-from lm4lv.modeling_lm4lv.initialization import (
-    init_in_adapter_from_features,
-    init_out_adapter_by_ridge,
-    readable_parameters,
-)
+from lm4lv.modeling_lm4lv.configuration_lm4lv import training_options
+from lm4lv.modeling_lm4lv.engine_integration import readable_parameters
+from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
+from lm4lv.modeling_lm4lv.initialization import init_in_adapter_from_features, init_out_adapter_by_ridge
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import check_image_column, load_image_dataset, paired_dataset
@@ -29,8 +26,8 @@ LLM_DTYPES = ("float32", "bfloat16", "float16")  # the frozen LLM's dtypes (the 
 
 
 @dataclass
-class ModelArguments:
-    """The model options of `lm4lv train`; the LM4LV fields default to `LM4LVConfig`'s values."""
+class BaseModelArguments:
+    """The model options of `lm4lv train` that are not config fields: what to load and how."""
 
     llm: str = field(metadata={"help": "Causal LM: Hub id or local folder (anything AutoModelForCausalLM loads)."})
     vision: str = field(
@@ -42,53 +39,30 @@ class ModelArguments:
         metadata={"help": "lm4lv (the paper), or an ablation: random_init_llm, vit_llm, linear, mlp, transformer.",
                   "choices": TRAINING_METHODS},
     )
-    task_token_length: int = field(default=LM4LVConfig.task_token_length, metadata={"help": "Task tokens per task."})
-    task_token_init: str = field(
-        default=LM4LVConfig.task_token_init, metadata={"help": "zeros (authors), random or text.",
-                                                       "choices": TASK_TOKEN_INITS}
-    )
-    task_token_init_text: str | None = field(
-        default=LM4LVConfig.task_token_init_text,
-        metadata={"help": "Text whose embeddings initialise the task tokens (--task_token_init text)."},
-    )
-    lora_r: int = field(
-        default=LM4LVConfig.lora_r, metadata={"help": "LoRA rank on the LLM through peft; 0 (the paper) = frozen."}
-    )
-    lora_alpha: int = field(default=LM4LVConfig.lora_alpha, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    vision_loss_weight: float = field(
-        default=LM4LVConfig.vision_loss_weight, metadata={"help": "loss = CE + weight * MSE."}
-    )
-    delimiter_loss_weight: float = field(
-        default=LM4LVConfig.delimiter_loss_weight,
-        metadata={"help": "Weight of the CE on the answer's <Img>/</Img> tokens, which generate() forces."},
-    )
-    in_adapter_init: str = field(
-        default=LM4LVConfig.in_adapter_init,
-        metadata={"help": "normal (the paper) or embedding_subspace (features mapped onto the token embeddings' "
-                          "principal subspace, fitted on the first 256 training images).",
-                  "choices": IN_ADAPTER_INITS},
-    )
-    out_adapter_init: str = field(
-        default=LM4LVConfig.out_adapter_init,
-        metadata={"help": "normal (the paper) or ridge (closed-form ridge fit of out_adapter on teacher-forced "
-                          "sequences of the first 256 training pairs, before the first step).",
-                  "choices": OUT_ADAPTER_INITS},
-    )
-    teacher_forced_noise: float = field(
-        default=LM4LVConfig.teacher_forced_noise,
-        metadata={"help": "Std of Gaussian noise on the teacher-forced answer features in training (0 = paper)."},
-    )
-    pixel_loss_weight: float = field(
-        default=LM4LVConfig.pixel_loss_weight,
-        metadata={"help": "Weight of an extra pixel MSE through the frozen vision decoder (0 = paper)."},
-    )
-    visual_skip_connection: bool = field(
-        default=LM4LVConfig.visual_skip_connection,
-        metadata={"help": "Extension: predict input feature + out_adapter(hidden) (off = paper)."},
-    )
     llm_dtype: str = field(default="float32", metadata={"help": "Dtype of the frozen LLM.", "choices": LLM_DTYPES})
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside --llm, if the LLM is GGUF."})
     resume_weights: str | None = field(default=None, metadata={"help": "Start from a trained LM4LV checkpoint."})
+
+
+def model_arguments_class(config_class: type[LM4LVConfig] = LM4LVConfig) -> type:
+    """`BaseModelArguments` plus every training option of `config_class` (`configuration_lm4lv.training_options`),
+    with the config's type, choices, default and help: a config field declared as an option is a flag of `lm4lv
+    train`, and `build_model_and_processor` passes it on to the config."""
+    options = [(name, spec.type, field(default=spec.default, metadata=dict(spec.metadata)))
+               for name, spec in training_options(config_class).items()]
+    arguments = make_dataclass("ModelArguments", options, bases=(BaseModelArguments,))
+    arguments.__module__ = __name__
+    arguments.__doc__ = "The model options of `lm4lv train`: `BaseModelArguments` and the config's training options."
+    return arguments
+
+
+ModelArguments = model_arguments_class()
+
+
+def config_options(model_args) -> dict:
+    """The config fields among `model_args` (all but `BaseModelArguments`'), by name."""
+    base = {spec.name for spec in fields(BaseModelArguments)}
+    return {spec.name: getattr(model_args, spec.name) for spec in fields(model_args) if spec.name not in base}
 
 
 @dataclass
@@ -143,15 +117,6 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
     """The model of `model_args.method` (fresh trainable parts, or `resume_weights`) and its processor."""
     dtype = getattr(torch, model_args.llm_dtype)
     llm, llm_kwargs = model_args.llm, ({"gguf_file": model_args.gguf_file} if model_args.gguf_file else {})
-    config_kwargs = dict(
-        task_token_length=model_args.task_token_length,
-        vision_loss_weight=model_args.vision_loss_weight,
-        visual_skip_connection=model_args.visual_skip_connection,
-    )
-    lm4lv_kwargs = dict(delimiter_loss_weight=model_args.delimiter_loss_weight,
-                        in_adapter_init=model_args.in_adapter_init, out_adapter_init=model_args.out_adapter_init,
-                        teacher_forced_noise=model_args.teacher_forced_noise,
-                        pixel_loss_weight=model_args.pixel_loss_weight)
     if model_args.method == "random_init_llm" and not model_args.resume_weights:
         llm = random_init_llm(llm, os.path.join(output_dir, "random_init_llm"), llm_kwargs=llm_kwargs)
         llm_kwargs = {}
@@ -159,22 +124,11 @@ def build_model_and_processor(model_args: ModelArguments, tasks: list[str], outp
         model = AutoModel.from_pretrained(model_args.resume_weights, dtype=dtype)
     elif model_args.method in EXPERTS:
         model = LM4LVExpertModel.from_llm_and_vision(llm, model_args.vision, model_args.method, tasks, llm_kwargs,
-                                                     **config_kwargs)
+                                                     **config_options(model_args))
     else:
         model_class = LM4LVViTLLMModel if model_args.method == "vit_llm" else LM4LVForConditionalGeneration
-        model = model_class.from_base_models(
-            llm,
-            model_args.vision,
-            task_names=tasks,
-            dtype=dtype,
-            llm_kwargs=llm_kwargs,
-            task_token_init=model_args.task_token_init,
-            task_token_init_text=model_args.task_token_init_text,
-            lora_r=model_args.lora_r,
-            lora_alpha=model_args.lora_alpha,
-            **lm4lv_kwargs,
-            **config_kwargs,
-        )
+        model = model_class.from_base_models(llm, model_args.vision, task_names=tasks, dtype=dtype,
+                                             llm_kwargs=llm_kwargs, **config_options(model_args))
     tokenizer = AutoTokenizer.from_pretrained(llm, **llm_kwargs)
     return model, LM4LVProcessor.from_config(model.config, tokenizer)
 
@@ -241,9 +195,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
         images, tasks, model.config.vision_config.image_size, data_args.degradation_seed, data_args.image_column,
         epochs=epochs,
     )
-    if getattr(model.config, "in_adapter_init", "normal") == "embedding_subspace" and not model_args.resume_weights:
+    fits_adapters = isinstance(model, LM4LVForConditionalGeneration) and not model_args.resume_weights
+    if fits_adapters and model.config.in_adapter_init == "embedding_subspace":
         fit_in_adapter_to_embeddings(model, processor, train_dataset)
-    if getattr(model.config, "out_adapter_init", "normal") == "ridge" and not model_args.resume_weights:
+    if fits_adapters and model.config.out_adapter_init == "ridge":
         fit_out_adapter_by_ridge(model, processor, train_dataset)
     if data_args.device_batches:
         train_dataset = DevicePairedBatches(

@@ -4,7 +4,7 @@ before any model is loaded."""
 import argparse
 import os
 
-from lm4lv.modeling_lm4lv.checkpointing import check_hub_location, looks_like_hub_id
+from lm4lv.modeling_lm4lv.hub_files import check_hub_location, looks_like_hub_id
 from lm4lv.research.offline_default import pin_cpu_kernels
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.training import LLM_DTYPES

@@ -19,8 +19,8 @@ from lm4lv.commands.arguments import (
     non_negative_int,
     positive_int,
 )
-from lm4lv.modeling_lm4lv.checkpointing import write_atomically
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
+from lm4lv.modeling_lm4lv.hub_files import write_atomically
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS
