@@ -8,7 +8,8 @@ from transformers import AutoConfig, LlamaConfig, ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
-from lm4lv.research.offline_default import DEMO_MAE_CONFIG, SMOLLM2_FOLDER, default_cache_dir
+from lm4lv.research.offline_default import smollm2_folder
+from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG
 
 # the paper's scale: LLaMA-2-7B and ViT-MAE-Large shapes
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -40,7 +41,7 @@ def text_config(name: str):
         return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, vocab_size=320, max_position_embeddings=2048)
     if name == "smollm2":
-        converted = os.path.join(default_cache_dir(), SMOLLM2_FOLDER)
+        converted = smollm2_folder()
         if os.path.isdir(converted):
             return AutoConfig.from_pretrained(converted)
         return LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -75,7 +76,7 @@ def stub_processor(model, llm: str = "tiny"):
 
     from lm4lv.processing import LM4LVProcessor
 
-    converted = os.path.join(default_cache_dir(), SMOLLM2_FOLDER)
+    converted = smollm2_folder()
     if llm == "smollm2" and os.path.isdir(converted):
         tokenizer = AutoTokenizer.from_pretrained(converted)
     else:

@@ -12,7 +12,7 @@ import platform
 import torch
 
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set
-from lm4lv.research.offline_default import default_cache_dir, prepare_mae, prepare_smollm2
+from lm4lv.research.offline_default import DEMO_MAE_STEPS, default_cache_dir, prepare_mae, prepare_smollm2
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import evaluate_restoration, restore
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
@@ -29,7 +29,7 @@ def main(argv=None):
     cache_dir = default_cache_dir()
     corpus = bundled_corpus()
     llm = prepare_smollm2(cache_dir)
-    vision, _ = prepare_mae(cache_dir, 3.5, corpus["train"], corpus["validation"])
+    vision, _ = prepare_mae(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])
     eval_set = materialize_eval_set(corpus["validation"], ["denoise"], 32, os.path.join(args.output_dir, "eval_set"),
                                     limit=args.eval_samples)
     curves, scores = {}, {}

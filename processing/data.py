@@ -170,7 +170,8 @@ class PairedTransform:
 
     Args:
         tasks (`list[str]`): Task names (one, or a mixture sampled uniformly).
-        image_size (`int`): Square size the clean images are resized to.
+        image_size (`int` or `(height, width)`): A vision config's `image_size`: the size the clean images are
+            resized to.
         seed (`int`): Global seed.
         image_column (`str`): Column holding the images.
         params (`dict`): Degradation parameters per task, e.g. `{"denoise": {"sigma": 25 / 255}}`.
@@ -178,7 +179,7 @@ class PairedTransform:
     """
 
     tasks: list
-    image_size: int
+    image_size: int | tuple[int, int]
     seed: int = 0
     image_column: str = "image"
     params: dict = field(default_factory=dict)
@@ -256,8 +257,8 @@ def check_image_column(dataset, image_column: str):
                          "folder of images, or name the column that holds them (--image_column)")
 
 
-def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column: str = "image", params=None,
-                   epochs: int = 1):
+def paired_dataset(dataset, tasks, image_size: int | tuple[int, int], seed: int = 0, image_column: str = "image",
+                   params=None, epochs: int = 1):
     r"""
     Paired examples computed on the fly from a `datasets.Dataset` (via `with_transform`) or an `IterableDataset`
     (streaming, as a `PairedStream` with fresh degradations in every pass), never copied to disk.
@@ -290,8 +291,8 @@ def paired_dataset(dataset, tasks, image_size: int, seed: int = 0, image_column:
     return dataset.with_transform(transform)
 
 
-def materialize_eval_set(dataset, tasks, image_size: int, path: str, seed: int = 1234, limit: int | None = None,
-                         image_column: str = "image", params=None, every_task: bool = True):
+def materialize_eval_set(dataset, tasks, image_size: int | tuple[int, int], path: str, seed: int = 1234,
+                         limit: int | None = None, image_column: str = "image", params=None, every_task: bool = True):
     r"""
     Compute a fixed evaluation set once and save it with `save_to_disk` (lossless PNG images), so that every method
     is scored on identical inputs. With `every_task` (default) each of the first `limit` images is degraded once for

@@ -15,7 +15,7 @@ from .degradations import TASKS, sample_seed
 from .images import load_rgb_image, to_tensor
 
 
-def decode_images(dataset, image_size: int, image_column: str = "image", device=None) -> torch.Tensor:
+def decode_images(dataset, image_size: int | tuple[int, int], image_column: str = "image", device=None) -> torch.Tensor:
     """`(N, 3, S, S)` uint8 tensor on `device` of a dataset's images, through the package's image policy and resized
     as `PairedTransform` resizes them (lossless: those tensors are multiples of 1/255)."""
     check_image_column(dataset, image_column)
@@ -63,8 +63,7 @@ class DevicePairedBatches(torch.utils.data.IterableDataset):
         self.images, self.tasks, self.batch_size, self.seed = images, tasks, batch_size, seed
         self.params, self.process_index, self.num_processes = params or {}, process_index, num_processes
         self.task_ids = torch.tensor([processor.model_config.task_index(task) for task in tasks], device=images.device)
-        self.mean, self.std = (torch.tensor(values, device=images.device) for values in
-                               (processor.image_processor.image_mean, processor.image_processor.image_std))
+        self.mean, self.std = (torch.tensor(values, device=images.device) for values in processor.normalisation)
         prompt, answer = processor.prompt_ids(), processor.answer_ids()
         labels = torch.tensor([[IGNORE_INDEX] * len(prompt) + answer], device=images.device)
         self.template = {

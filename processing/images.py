@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
+
 from .degradations import pil_to_tensor
 
 
@@ -85,10 +87,13 @@ def to_rgb(image: Image.Image, name: str = "<image>") -> Image.Image:
         raise ImageLoadError(f"{name}: cannot convert mode {image.mode!r} to RGB ({error})") from error
 
 
-def to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
-    """`(3, H, W)` float tensor in [0, 1]; resized (bicubic, whole image, as the paper) when `size` is given."""
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.BICUBIC)
+def to_tensor(image: Image.Image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """`(3, H, W)` float tensor in [0, 1]; resized (bicubic, whole image, as the paper) when `size` is given: a
+    vision config's `image_size`, an int for square images or `(height, width)` (`image_size_pair`)."""
+    if size is not None:
+        height, width = image_size_pair(size)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BICUBIC)
     return pil_to_tensor(image)
 
 

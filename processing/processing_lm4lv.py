@@ -65,6 +65,13 @@ class LM4LVProcessor(ProcessorMixin):
         """Read every shared value from `model_config` from now on, setting (or checking) its `<Img>`/`</Img>` token
         ids with this processor's tokenizer."""
         model_config.set_image_delimiter_ids(self.tokenizer)
+        mean, std = image_normalisation(model_config.vision_config)
+        own = tuple(self.image_processor.image_mean), tuple(self.image_processor.image_std)
+        if not torch.allclose(torch.tensor(own), torch.tensor((mean, std))):
+            raise ValueError(
+                f"The image processor normalises with mean {list(own[0])} / std {list(own[1])}, but the vision module "
+                f"expects mean {list(mean)} / std {list(std)}: build the processor with LM4LVProcessor.from_config"
+            )
         self._model_config = model_config
         return self
 
@@ -167,6 +174,12 @@ class LM4LVProcessor(ProcessorMixin):
         size = self.image_processor.size
         return size["height"], size["width"]
 
+    @property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """`(mean, std)` of the vision module's input space, from the model config (`vision.image_normalisation`),
+        the one source MAE-r, the device batches and this processor read."""
+        return image_normalisation(self.model_config.vision_config)
+
     def preprocess_images(self, images) -> torch.Tensor:
         """
         Normalised `pixel_values` `(batch, 3, H, W)` from PIL images (RGB, any size from `min_image_size` (the
@@ -190,7 +203,7 @@ class LM4LVProcessor(ProcessorMixin):
                 raise ValueError(
                     f"Image tensors must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]"
                 )
-            return normalise(images.float(), self.image_processor.image_mean, self.image_processor.image_std)
+            return normalise(images.float(), *self.normalisation)
         images = images if isinstance(images, (list, tuple)) else [images]
         if not images:
             raise ValueError("No images given: pass at least one image")
@@ -214,7 +227,7 @@ class LM4LVProcessor(ProcessorMixin):
         if not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contain NaN or inf (a sample that produced no image?)")
         pixel_values = pixel_values.float().cpu()
-        return unnormalise(pixel_values, self.image_processor.image_mean, self.image_processor.image_std).clamp(0, 1)
+        return unnormalise(pixel_values, *self.normalisation).clamp(0, 1)
 
     def postprocess(self, pixel_values: torch.Tensor) -> list[Image.Image]:
         """PIL RGB images from normalised `pixel_values` (e.g. `model.generate(...).pixel_values`)."""

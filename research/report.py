@@ -9,13 +9,15 @@ import torch
 
 from lm4lv.processing.data import validation_strip
 from lm4lv.processing.degradations import SPATIAL_TASKS
-from lm4lv.trainers.evaluation import grid_columns, results_markdown
+from lm4lv.trainers.evaluation import LM4LV, MAE_R, grid_columns, results_markdown
+from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG
 
 from .ablation import ABLATION_METHODS
-from .offline_default import DEMO_MAE_CONFIG, RECIPE, TABLE_3_EXPERTS, TABLE_3_TASKS
+from .offline_default import RECIPE, TABLE_3_EXPERTS, TABLE_3_TASKS
 
-LM4LV_ROWS = ("LM4LV", "LM4LV + skip")  # the report's rows with a gain over MAE-r
-CEILING = "MAE-r of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
+LM4LV_ROWS = (LM4LV, f"{LM4LV} + skip")  # the report's rows with a gain over MAE-r
+RUN_KEYS = (*LM4LV_ROWS, "Random-init LLM")  # report.json keeps these runs under their own keys
+CEILING = f"{MAE_R} of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
 SPATIAL_TARGET_DB = 3.0  # rotate/flip: LM4LV within this many dB of CEILING means it outputs the transformed image
 PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
 PICTURE_SIGMA = 25
@@ -33,7 +35,7 @@ def table_3_section(table_3: dict, summaries: dict, steps: int) -> str:
     methods = [*TABLE_3_EXPERTS, "vit_llm"]
     lines = [f"| Method | Trainable parameters | {' | '.join(f'{task} PSNR / SSIM' for task in TABLE_3_TASKS)} |",
              "|" + " --- |" * (2 + len(TABLE_3_TASKS))]
-    rows = [("LM4LV", "LM4LV", summaries["LM4LV"])]
+    rows = [(LM4LV, LM4LV, summaries[LM4LV])]
     rows += [(ABLATION_METHODS[m][0], m, summaries.get(table_3_run(m, "denoise"))) for m in methods]
     for label, _, summary in rows:
         cells = [f"{table_3[task][label]['psnr']['mean']:.2f} / {table_3[task][label]['ssim']['mean']:.4f}"
@@ -58,7 +60,7 @@ ViT-LLM (the LLM without autoregression) falls below LM4LV.
 
 def ablation_target_lines(denoise: dict) -> str:
     """The denoising ablations against LM4LV: the paper's random-init LLM and ViT-LLM should stay below it."""
-    lm4lv = denoise["LM4LV"]["psnr"]["mean"]
+    lm4lv = denoise[LM4LV]["psnr"]["mean"]
     lines = []
     for name in ("Random-init LLM", ABLATION_METHODS["vit_llm"][0]):
         if name in denoise:
@@ -74,12 +76,12 @@ def target_lines(results: dict) -> str:
     psnr = {task: {name: values["psnr"]["mean"] for name, values in by_method.items()}
             for task, by_method in results.items()}
     restoration = [task for task in psnr if task not in SPATIAL_TASKS]
-    gains = {task: psnr[task]["LM4LV"] - psnr[task]["MAE-r"] for task in restoration}
+    gains = {task: psnr[task][LM4LV] - psnr[task][MAE_R] for task in restoration}
     above = sum(gain >= 0 for gain in gains.values())
     lines = [f"- LM4LV at or above MAE-r in PSNR on {above} of {len(restoration)} restoration tasks ("
              + ", ".join(f"{task} {gain:+.2f} dB" for task, gain in gains.items()) + ")."]
     for task in (task for task in psnr if task in SPATIAL_TASKS):
-        gap = psnr[task]["LM4LV"] - psnr[task][CEILING]
+        gap = psnr[task][LM4LV] - psnr[task][CEILING]
         verdict = "met" if gap >= -SPATIAL_TARGET_DB else "missed"
         lines.append(f"- {task}: LM4LV {psnr[task]['LM4LV']:.2f} dB against {psnr[task][CEILING]:.2f} dB for the MAE's "
                      f"reconstruction of the target ({gap:+.2f} dB; target within {SPATIAL_TARGET_DB:.0f} dB: "
@@ -99,7 +101,7 @@ def mae_description() -> str:
 def settings_section(profile, evaluated: dict, mae_info: dict, llm_name: str | None) -> str:
     """The report's "Settings": the models, the recipe and the training runs."""
     summaries = evaluated["summaries"]
-    lm4lv, random_init, skip = summaries["LM4LV"], summaries["Random-init LLM"], summaries.get(LM4LV_ROWS[1])
+    lm4lv, random_init, skip = summaries[LM4LV], summaries["Random-init LLM"], summaries.get(LM4LV_ROWS[1])
     log = lm4lv["log"]
     every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
     curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every])
@@ -183,13 +185,25 @@ def machine_line(profile_name: str) -> str:
     return f"{line}, CPU kernels {torch.backends.cpu.get_cpu_capability()}."
 
 
+def report_data(evaluated: dict, mae_info: dict, timings: dict) -> dict:
+    """What `report.json` holds: every score, the runs' summaries, the settings and the machine."""
+    summaries = evaluated["summaries"]
+    return {"results": evaluated["results"], "denoise": evaluated["denoise"], "fixed_sigma": evaluated["fixed_sigma"],
+            "picture": evaluated["picture"], "mae_r_feature_mse": {"denoise": evaluated["mae_r_feature_mse"]},
+            "recipe": RECIPE, "mae": mae_info, "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+            "timings": timings, "lm4lv": summaries[LM4LV], "lm4lv_skip": summaries.get(LM4LV_ROWS[1]),
+            "random_init": summaries["Random-init LLM"], "table_3": evaluated["table_3"],
+            "table_3_runs": {name: summary for name, summary in summaries.items() if name not in RUN_KEYS},
+            "device": device_summary()}
+
+
 def render_report(profile_name: str, profile, evaluated: dict, mae_info: dict, timings: dict, output_dir: str,
                   llm_name: str | None = None) -> str:
     """`report.md` of a demo run: `evaluated` is what `demo.evaluate_runs` returns; `llm_name` the `--llm` that
     replaced SmolLM2, if any."""
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
-    last_vision_loss = evaluated["summaries"]["LM4LV"]["log"][-1]["vision_loss"]
+    last_vision_loss = evaluated["summaries"][LM4LV]["log"][-1]["vision_loss"]
     table_3 = "" if evaluated["table_3"] is None else table_3_section(
         evaluated["table_3"], evaluated["summaries"], profile.table_3_steps)
     return f"""# LM4LV offline demo report

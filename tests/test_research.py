@@ -2,6 +2,7 @@
 vision modules) and the one-command comparison table."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -332,3 +333,20 @@ def test_forward_and_generate_take_the_batches_and_refuse_unknown_arguments(conf
         model(**batch, num_items_in_batch=4)
     with pytest.raises(TypeError, match="temperature"):
         model.generate(**prompt, temperature=0.7)
+
+
+def test_the_cached_vision_modules_take_whole_step_counts(tmp_path):
+    from lm4lv.research.offline_default import prepare_mae
+
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        prepare_mae(str(tmp_path), 3.5, None, None)
+    assert not os.listdir(tmp_path)
+
+
+def test_write_ablation_never_leaves_a_half_written_file(tmp_path):
+    from lm4lv.research.ablation import write_ablation
+
+    (tmp_path / "ablation.json").write_text("previous")
+    with pytest.raises(TypeError):
+        write_ablation({"settings": {}, "unserialisable": {1, 2}}, ["denoise"], str(tmp_path))
+    assert (tmp_path / "ablation.json").read_text() == "previous"

@@ -23,6 +23,9 @@ from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor
 from lm4lv.processing.visualization import image_grid
 
+# the methods' names in every table, chart and report
+INPUT, MAE_R, LM4LV = "Input", "MAE-r", "LM4LV"
+
 
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
                            llm_dtype: str = "float32", device: str | None = None):
@@ -38,12 +41,16 @@ def load_restoration_model(path: str, llm: str | None = None, vision: str | None
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
 
+def baseline_methods(reconstruct) -> dict:
+    """The paper's two baselines as `evaluate_restoration` methods, by name: the degraded input itself (`INPUT`) and
+    MAE-r (`MAE_R`; `reconstruct(degraded)`: the vision module's reconstruction)."""
+    return {INPUT: lambda degraded, task: degraded, MAE_R: lambda degraded, task: reconstruct(degraded)}
+
+
 def restoration_methods(model, processor) -> dict:
     """The paper's comparison for `evaluate_restoration`: the degraded input, MAE-r and LM4LV, by name."""
-    return {
-        "Input": lambda degraded, task: degraded,
-        "MAE-r": lambda degraded, task: mae_reconstruct(model, degraded),
-        "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
+    return baseline_methods(lambda degraded: mae_reconstruct(model, degraded)) | {
+        LM4LV: lambda degraded, task: restore(model, processor, degraded, task)
     }
 
 
@@ -130,7 +137,7 @@ def evaluate_restoration(
         eval_set: A dataset with `degraded`, `clean` (PIL images) and `task` columns (see
             `lm4lv.processing.data.materialize_eval_set`).
         methods (`dict[str, callable]`): Name -> `fn(degraded (B, 3, H, W) in [0, 1], task) -> restored` in [0, 1].
-            Typically `"Input"` (identity), `"MAE-r"` and `"LM4LV"`.
+            Typically `restoration_methods`: `INPUT` (identity), `MAE_R` and `LM4LV`.
         batch_size (`int`): Images per call.
         crop_border (`int`): BasicSR crop border for PSNR/SSIM.
         grid_samples (`int`): How many samples per task are kept for the picture grids.
@@ -138,7 +145,7 @@ def evaluate_restoration(
     Returns:
         `(results, examples)`: `results[task][method] = {"psnr": {...}, "ssim": {...}}` with mean/median/count, and
         `examples[task]` = rows of `[degraded, method outputs..., clean]` tensors for `image_grid` (without the
-        `"Input"` method, which is the degraded column).
+        `INPUT` method, which is the degraded column).
     """
     psnr_metric, ssim_metric = metrics.load("psnr"), metrics.load("ssim")
     grid_methods = grid_columns(methods)
@@ -169,11 +176,11 @@ def evaluate_restoration(
 
 
 def grid_columns(method_names) -> list[str]:
-    """The methods shown in picture grids: all but `"Input"`, which the grids' "degraded" column already shows."""
-    return [name for name in method_names if name != "Input"]
+    """The methods shown in picture grids: all but `INPUT`, which the grids' "degraded" column already shows."""
+    return [name for name in method_names if name != INPUT]
 
 
-def results_markdown(results: dict, baseline: str = "MAE-r", ours: tuple[str, ...] = ("LM4LV",)) -> str:
+def results_markdown(results: dict, baseline: str = MAE_R, ours: tuple[str, ...] = (LM4LV,)) -> str:
     """A paper-style Markdown table: tasks as rows, PSNR / SSIM per method, and the gain of each of `ours` (those
     present) over `baseline`."""
     methods = list(next(iter(results.values())))
@@ -206,6 +213,10 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
 
 
 __all__ = [
+    "INPUT",
+    "LM4LV",
+    "MAE_R",
+    "baseline_methods",
     "load_restoration_model",
     "compare_on_picture",
     "evaluate_restoration",

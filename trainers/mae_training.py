@@ -15,6 +15,12 @@ from tqdm.auto import tqdm
 from lm4lv.metrics import psnr, ssim
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, reconstruct_images, unnormalise
 
+# the demo MAE's shape (`lm4lv mae-finetune --from_scratch` builds this shape at its own image and patch size)
+DEMO_MAE_CONFIG = dict(
+    image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+    decoder_hidden_size=256, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=1024,
+)
+
 MODES = ("decoder", "autoencoder", "masked")
 
 

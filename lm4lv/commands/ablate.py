@@ -21,7 +21,7 @@ Methods (`--methods`, comma-separated keys):
                      (beyond the paper; not run by default)
 
 The sample-efficiency lever study (README, "Sample-efficiency levers"; always with their own options): lm4lv with
-`--recipe paper` is its baseline; embedding_init, no_delimiter_loss and embedding_init_no_delimiter_loss (both);
+`--recipe paper` is its baseline; embedding_init, no_delimiter_loss and subspace_nodelim (both);
 the subspace_nodelim_* methods (ridge_out_adapter, teacher_forced_noise, pixel_loss, identity_curriculum,
 constant_lr, batch_8, bf16_llm) add one lever to both; recipe_identity_curriculum, recipe_constant_lr and
 recipe_bf16_llm add one to the package's recipe.
@@ -32,12 +32,14 @@ Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable paramete
 
 import argparse
 
-from lm4lv.commands.arguments import add_cpu_kernels_argument, apply_cpu_kernels, positive_int
+from lm4lv.commands.arguments import positive_int
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.research.ablation import ABLATION_METHODS, PAPER_METHODS, run_ablation
 from lm4lv.research.offline_default import (
     DEMO_MAE_STEPS,
     RECIPE,
+    add_cpu_kernels_argument,
+    apply_cpu_kernels,
     default_cache_dir,
     prepare_autoencoder_kl,
     prepare_mae,

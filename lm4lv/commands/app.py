@@ -21,7 +21,7 @@ from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
 from lm4lv.processing.images import ImageLoadError, load_rgb_image
-from lm4lv.trainers.evaluation import load_restoration_model
+from lm4lv.trainers.evaluation import LM4LV, MAE_R, load_restoration_model
 
 MAX_SIDE = 256  # larger uploads are downscaled first: every 32x32 tile is one generate() row on the CPU
 METRICS_CROP_BORDER = 4
@@ -69,11 +69,11 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
         if degrade_first:
             progress(0.1, desc=f"degrading ({task})")
             clean, image = image, degrade(image, task, seed=0)
-        progress(0.3, desc="MAE-r")
+        progress(0.3, desc=MAE_R)
         reconstruction = restorer(image, task=task, method="reconstruction")
         progress(0.5, desc="LM4LV generating")
         restored = restorer(image, task=task)
-        status = note + (scores_markdown({"degraded": image, "MAE-r": reconstruction, "LM4LV": restored}, clean)
+        status = note + (scores_markdown({"degraded": image, MAE_R: reconstruction, LM4LV: restored}, clean)
                          if clean is not None else "No clean reference: tick *Degrade first* to see PSNR/SSIM.")
         return image, reconstruction, restored, status
 
@@ -88,7 +88,7 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
                 button = gr.Button("Restore", variant="primary", elem_id="run")
         with gr.Row():
             views = [gr.Image(label=label, type="pil", elem_id=elem_id, format="png", height=IMAGE_HEIGHT)
-                     for label, elem_id in (("degraded", "degraded"), ("MAE-r", "mae_r"), ("LM4LV", "lm4lv"))]
+                     for label, elem_id in (("degraded", "degraded"), (MAE_R, "mae_r"), (LM4LV, "lm4lv"))]
         status = gr.Markdown(elem_id="status")
         button.click(run, [upload, task, degrade_first], [*views, status])
     return app

@@ -5,7 +5,6 @@ import argparse
 import os
 
 from lm4lv.modeling_lm4lv.hub_files import check_hub_location, looks_like_hub_id
-from lm4lv.research.offline_default import pin_cpu_kernels
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.training import LLM_DTYPES
 
@@ -81,21 +80,6 @@ def checkpoint_location(value: str) -> str:
     except OSError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
     return value
-
-
-def add_cpu_kernels_argument(parser: argparse.ArgumentParser):
-    """`--cpu_kernels pinned|native` of the offline default's commands; `apply_cpu_kernels` acts on it."""
-    parser.add_argument("--cpu_kernels", choices=["pinned", "native"], default="pinned",
-                        help="pinned (default): ATen, MKL and oneDNN use their AVX2 code paths, so an AVX-512 CPU "
-                             "trains the same MAE and scores the same baselines as an AVX2 one bit for bit (the LLM "
-                             "runs still drift in the last bits; offline_default.PINNED_CPU_KERNELS); native: the "
-                             "CPU's fastest paths (needed for a fast bfloat16 LLM on AVX-512 BF16 CPUs).")
-
-
-def apply_cpu_kernels(args: argparse.Namespace):
-    """Pin the CPU kernels unless `--cpu_kernels native`; call before the command's first tensor computation."""
-    if args.cpu_kernels == "pinned":
-        pin_cpu_kernels()
 
 
 def add_loading_arguments(parser: argparse.ArgumentParser):

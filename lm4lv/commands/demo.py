@@ -12,9 +12,8 @@ the same steps on the same data everywhere; wall time is measured and reported, 
 
 import argparse
 
-from lm4lv.commands.arguments import add_cpu_kernels_argument, apply_cpu_kernels
 from lm4lv.research.demo import run_demo
-from lm4lv.research.offline_default import PROFILES, default_profile_name
+from lm4lv.research.offline_default import PROFILES, add_cpu_kernels_argument, apply_cpu_kernels, default_profile_name
 
 
 def main(argv=None):

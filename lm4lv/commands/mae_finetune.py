@@ -20,8 +20,7 @@ from transformers import ViTMAEConfig
 from lm4lv.modeling_lm4lv import MAEVisionModule, TimmVisionModule, load_vision_module
 from lm4lv.processing.data import load_image_dataset
 from lm4lv.processing.images import to_tensor
-from lm4lv.research.offline_default import DEMO_MAE_CONFIG
-from lm4lv.trainers.mae_training import MODES, reconstruction_quality, train_vision_module
+from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG, MODES, reconstruction_quality, train_vision_module
 
 
 def load_images(dataset: str | None, split: str, size: int, limit: int | None) -> torch.Tensor:
