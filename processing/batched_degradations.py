@@ -3,13 +3,13 @@ generator for the batch: the same distributions (ranges, blur windows and sigmas
 and the same lossless spatial tasks, with no per-sample Python loop, no host round trip and no data-dependent shape,
 so a GPU training step never waits for its data.
 
-The lossless tasks (rotate, flip, identity) are the per-sample functions themselves, which take a batch too. The
-random numbers differ from the per-sample path's (which seeds one CPU generator per sample from
-`(seed, index, task)`): a batch here is decided by its generator's seed alone. `tests/test_batched_degradations.py`
-checks that both paths draw from the same distributions.
+Each lossy degradation is `degradations`' own transform (`noise_transform`, `blur_transform`, ...) given its drawn
+parameters: the two paths differ only in how they draw them. The lossless tasks (rotate, flip, identity) are the
+per-sample functions themselves, which take a batch too. The random numbers differ from the per-sample path's (which
+seeds one CPU generator per sample from `(seed, index, task)`): a batch here is decided by its generator's seed
+alone. `tests/test_batched_degradations.py` checks that both paths draw from the same distributions and give equal
+images for equal drawn parameters.
 """
-
-import math
 
 import torch
 
@@ -23,16 +23,20 @@ from .degradations import (
     RAIN_AMOUNT_RANGE,
     RAIN_ANGLE_RANGE,
     RAIN_INTENSITY,
-    TASKS,
-    default_streak_length,
-    gaussian_kernel_sigma,
+    block_grid,
+    blur_transform,
+    mask_transform,
+    noise_transform,
+    pepper_transform,
+    rain_transform,
 )
 
 
 def per_sample_uniform(images: torch.Tensor, generator: torch.Generator, value_range) -> torch.Tensor:
-    """One value per sample, uniform in `value_range`, shaped `(B, 1, 1, 1)` to broadcast over its image."""
+    """One value per sample, uniform in `value_range` (computed in float64, as the per-sample path does), shaped
+    `(B, 1, 1, 1)` to broadcast over its image."""
     low, high = value_range
-    draws = torch.rand(images.shape[0], 1, 1, 1, generator=generator, device=images.device)
+    draws = torch.rand(images.shape[0], 1, 1, 1, generator=generator, device=images.device).double()
     return low + (high - low) * draws
 
 
@@ -42,84 +46,48 @@ def per_sample_maps(images: torch.Tensor, generator: torch.Generator, count: int
     return [torch.rand(shape, generator=generator, device=images.device) for _ in range(count)]
 
 
-def grouped_filter(images: torch.Tensor, kernels: torch.Tensor, padding_mode: str) -> torch.Tensor:
-    """Filter each sample's channels with its own odd `(k, k)` kernel (`kernels`: `(B, k, k)`), keeping the size."""
-    batch, channels, height, width = images.shape
-    pad = kernels.shape[-1] // 2
-    weight = kernels.repeat_interleave(channels, 0)[:, None]
-    padded = torch.nn.functional.pad(images.reshape(1, batch * channels, height, width), (pad,) * 4, mode=padding_mode)
-    return torch.nn.functional.conv2d(padded, weight, groups=batch * channels).view_as(images)
-
-
 def add_gaussian_noise(images, generator, sigma=None, sigma_range=NOISE_SIGMA_RANGE):
     """Gaussian noise, one std per sample (drawn from `sigma_range` when `sigma` is None), clipped to [0, 1]."""
     sigma = per_sample_uniform(images, generator, sigma_range) if sigma is None else sigma
-    noise = torch.randn(images.shape, generator=generator, device=images.device)
-    return (images + sigma * noise).clamp(0, 1)
+    return noise_transform(images, sigma, torch.randn(images.shape, generator=generator, device=images.device))
 
 
-def gaussian_blur(images, generator, kernel_size=None, kernel_sizes=BLUR_WINDOWS):
-    """Gaussian blur, one window per sample from `kernel_sizes` (OpenCV's sigma for it), reflected borders: every
-    window is centred in the largest one, whose reflected border holds the smaller windows' borders too."""
-    windows = [kernel_size] if kernel_size else list(kernel_sizes)
+def gaussian_blur(images, generator, kernel_size=None, kernel_sizes=BLUR_WINDOWS, sigma=None):
+    """Gaussian blur, one window per sample from `kernel_sizes` (or `kernel_size` for all) and std `sigma` (OpenCV's
+    for the window when None), reflected borders."""
+    windows = (kernel_size,) if kernel_size else tuple(kernel_sizes)
     drawn = torch.randint(len(windows), (images.shape[0],), generator=generator, device=images.device)
     chosen = torch.zeros_like(drawn)
     for index, window in enumerate(windows):  # no host-to-device copy of the windows
         chosen = torch.where(drawn == index, window, chosen)
-    radius = max(windows) // 2
-    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    sigma = gaussian_kernel_sigma(chosen)[:, None]
-    weights = torch.exp(-(offsets**2) / (2 * sigma**2)) * (offsets.abs() <= chosen[:, None] // 2)
-    weights = weights / weights.sum(-1, keepdim=True)
-    return grouped_filter(images, weights[:, :, None] * weights[:, None, :], "reflect").clamp(0, 1)
+    return blur_transform(images, chosen, windows, sigma)
 
 
 def salt_and_pepper(images, generator, amount=None, amount_range=PEPPER_AMOUNT_RANGE):
     """Set a fraction of the pixels (one fraction per sample; all channels) to 0 or 1 with equal odds."""
     amount = per_sample_uniform(images, generator, amount_range) if amount is None else amount
-    corrupted, salt = per_sample_maps(images, generator, 2)
-    return torch.where(corrupted < amount, (salt < 0.5).to(images.dtype), images)
-
-
-def line_kernels(length: int, angles_degrees: torch.Tensor) -> torch.Tensor:
-    """`(B, size, size)` normalised kernels of lines through the centre, one per angle from vertical
-    (`degradations.line_kernel` for a batch of angles)."""
-    size = length if length % 2 else length + 1
-    centre = (size - 1) / 2
-    steps = torch.linspace(-centre, centre, 4 * size, device=angles_degrees.device)
-    theta = torch.deg2rad(angles_degrees)[:, None]
-    rows = (centre + steps * torch.cos(theta)).round().long().clamp(0, size - 1)
-    cols = (centre + steps * torch.sin(theta)).round().long().clamp(0, size - 1)
-    kernels = torch.zeros(angles_degrees.shape[0], size * size, device=angles_degrees.device)
-    kernels.scatter_(1, rows * size + cols, 1.0)
-    return (kernels / kernels.sum(-1, keepdim=True)).view(-1, size, size)
+    return pepper_transform(images, amount, *per_sample_maps(images, generator, 2))
 
 
 def add_rain(images, generator, amount=None, amount_range=RAIN_AMOUNT_RANGE, streak_length=None,
              angle_range=RAIN_ANGLE_RANGE, intensity=RAIN_INTENSITY):
     """Rain streaks: per sample, an amount (streaks per 1,000 pixels) and one angle, drops of random brightness."""
     amount = per_sample_uniform(images, generator, amount_range) if amount is None else amount
-    length = streak_length or default_streak_length(*images.shape[2:])
-    angles = per_sample_uniform(images, generator, angle_range).flatten()
+    angle = per_sample_uniform(images, generator, angle_range)
     falls, brightness = per_sample_maps(images, generator, 2)
-    seeds = (falls < amount / 1000) * (0.4 + 0.6 * brightness)
-    kernels = line_kernels(length, angles)
-    streaks = (grouped_filter(seeds, kernels, "constant") * kernels.shape[-1]).clamp(0, 1)
-    return (images + intensity * streaks).clamp(0, 1)
+    return rain_transform(images, amount, angle, falls, brightness, streak_length, intensity)
 
 
 def block_mask(images, generator, mask_ratio=MASK_RATIO, mask_size=MASK_SIZE):
     """Zero exactly `round(mask_ratio * blocks)` random blocks of a `mask_size` grid in each sample."""
-    batch, _, height, width = images.shape
-    rows, cols = math.ceil(height / mask_size), math.ceil(width / mask_size)
-    count = round(mask_ratio * rows * cols)
-    order = torch.rand(batch, rows * cols, generator=generator, device=images.device).argsort(-1)
-    keep = torch.ones(batch, rows * cols, device=images.device).scatter_(1, order[:, :count], 0.0)
-    keep = keep.view(batch, 1, rows, cols).repeat_interleave(mask_size, 2).repeat_interleave(mask_size, 3)
-    return images * keep[..., :height, :width]
+    rows, cols = block_grid(images, mask_size)
+    order = torch.rand(images.shape[0], rows * cols, generator=generator, device=images.device).argsort(-1)
+    kept_blocks = torch.ones(images.shape[0], rows * cols, device=images.device)
+    kept_blocks.scatter_(1, order[:, : round(mask_ratio * rows * cols)], 0.0)
+    return mask_transform(images, kept_blocks, mask_size)
 
 
-# the lossless tasks are the per-sample functions, which take a batch too
+# the lossless tasks are the per-sample functions, which take a batch too; every task in `degradations.TASKS` order
 BATCHED_DEGRADATIONS = DEGRADATIONS | {
     "denoise": add_gaussian_noise,
     "deblur": gaussian_blur,
@@ -127,7 +95,6 @@ BATCHED_DEGRADATIONS = DEGRADATIONS | {
     "derain": add_rain,
     "mask": block_mask,
 }
-assert tuple(BATCHED_DEGRADATIONS) == TASKS
 
 
 def degrade_batch(images: torch.Tensor, task_ids: torch.LongTensor, tasks, generator: torch.Generator,

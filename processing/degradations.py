@@ -64,43 +64,127 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def add_gaussian_noise(image, generator, sigma=None, sigma_range=NOISE_SIGMA_RANGE):
-    """Gaussian noise with std `sigma` (drawn from `sigma_range` when None), clipped to [0, 1]."""
-    sigma = _uniform(generator, *sigma_range) if sigma is None else sigma
-    return (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
+def _per_sample(value, images: torch.Tensor) -> torch.Tensor:
+    """A parameter as a float64 `(B, 1, 1, 1)` tensor: one value per sample (a number is every sample's). The
+    transforms compute with parameters in float64 and round to float32 where they meet the pixels."""
+    values = torch.as_tensor(value, dtype=torch.float64, device=images.device)
+    return values.reshape(-1, 1, 1, 1).expand(images.shape[0], 1, 1, 1)
 
 
-def gaussian_kernel_sigma(kernel_size: int) -> float:
-    """The sigma OpenCV's `getGaussianKernel` uses for a window size when none is given."""
+# ---------------------------------------------------------------- the transforms, given their drawn parameters
+# One implementation of each degradation, on a batch `(B, 3, H, W)` with per-sample parameters: the per-sample
+# functions below and `batched_degradations` differ only in how they draw the parameters and the random maps.
+
+
+def noise_transform(images, sigma, noise):
+    """`images + sigma * noise`, clipped to [0, 1] (`sigma` per sample, `noise` of the images' shape)."""
+    return (images + _per_sample(sigma, images).float() * noise).clamp(0, 1)
+
+
+def gaussian_kernel_sigma(kernel_size):
+    """The sigma OpenCV's `getGaussianKernel` uses for a window size when none is given (a number, or a tensor of
+    window sizes)."""
     return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
 
 
+def grouped_filter(images: torch.Tensor, kernels: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Filter each sample's channels with its own odd `(k, k)` kernel (`kernels`: `(B, k, k)`), keeping the size:
+    borders reflected (`"reflect"`) or zero (`"constant"`)."""
+    batch, channels, height, width = images.shape
+    pad = kernels.shape[-1] // 2
+    weight = kernels.repeat_interleave(channels, 0)[:, None]
+    flat = images.reshape(1, batch * channels, height, width)
+    if padding_mode == "constant":
+        return torch.nn.functional.conv2d(flat, weight, padding=pad, groups=batch * channels).view_as(images)
+    padded = torch.nn.functional.pad(flat, (pad,) * 4, mode=padding_mode)
+    return torch.nn.functional.conv2d(padded, weight, groups=batch * channels).view_as(images)
+
+
+def blur_transform(images, kernel_size, windows: tuple[int, ...], sigma=None):
+    """Gaussian blur, reflected borders: sample `i` with window `kernel_size[i]` (odd, one of `windows`, which the
+    host knows, so nothing here reads the device) and std `sigma[i]` (default: `gaussian_kernel_sigma` of the
+    window). Each window is one grouped convolution of the whole batch; every sample keeps its own window's result."""
+    kernel_size = torch.as_tensor(kernel_size, device=images.device).reshape(-1).expand(images.shape[0])
+    sigma = gaussian_kernel_sigma(kernel_size.double()) if sigma is None else _per_sample(sigma, images).flatten()
+    blurred = images.clone()  # window 1: the image itself
+    for window in sorted(set(windows) - {1}):
+        offsets = torch.arange(window, dtype=torch.float32, device=images.device) - (window - 1) / 2
+        weights = torch.exp(-(offsets**2) / (2 * sigma[:, None] ** 2).float())
+        weights = weights / weights.sum(-1, keepdim=True)
+        filtered = grouped_filter(images, weights[:, :, None] * weights[:, None, :], "reflect").clamp(0, 1)
+        blurred = torch.where((kernel_size == window)[:, None, None, None], filtered, blurred)
+    return blurred
+
+
+def pepper_transform(images, amount, corrupted, salt):
+    """Pixels whose `corrupted` draw (`(B, 1, H, W)`, uniform) is below `amount` become 0 or 1 in all channels, by
+    their `salt` draw."""
+    value = (salt < 0.5).to(images.dtype)
+    return torch.where(corrupted < _per_sample(amount, images).float(), value, images)
+
+
+def line_kernels(length: int, angles_degrees) -> torch.Tensor:
+    """`(B, size, size)` normalised kernels of lines through the centre, one per angle from vertical."""
+    size = length if length % 2 else length + 1
+    centre = (size - 1) / 2
+    theta = torch.deg2rad(torch.as_tensor(angles_degrees, dtype=torch.float64).reshape(-1, 1))
+    steps = torch.linspace(-centre, centre, 4 * size, device=theta.device)
+    rows = (centre + steps * torch.cos(theta).float()).round().long().clamp(0, size - 1)
+    cols = (centre + steps * torch.sin(theta).float()).round().long().clamp(0, size - 1)
+    kernels = torch.zeros(theta.shape[0], size * size, device=theta.device)
+    kernels.scatter_(1, rows * size + cols, 1.0)
+    return (kernels / kernels.sum(-1, keepdim=True)).view(-1, size, size)
+
+
+def rain_transform(images, amount, angle, falls, brightness, streak_length=None, intensity=RAIN_INTENSITY):
+    """Rain streaks: a drop wherever the `falls` draw (`(B, 1, H, W)`, uniform) is below `amount / 1000`, of
+    brightness `0.4 + 0.6 * brightness`, smeared by a line kernel of `streak_length` at `angle` degrees from vertical
+    (per sample), scaled by `intensity`, added and clipped."""
+    length = streak_length or default_streak_length(*images.shape[2:])
+    seeds = (falls < (_per_sample(amount, images) / 1000).float()) * (0.4 + 0.6 * brightness)
+    kernels = line_kernels(length, _per_sample(angle, images).flatten().to(images.device))
+    streaks = (grouped_filter(seeds, kernels, "constant") * kernels.shape[-1]).clamp(0, 1)
+    return (images + intensity * streaks).clamp(0, 1)
+
+
+def mask_transform(images, kept_blocks, mask_size=MASK_SIZE):
+    """Zero the blocks of a `mask_size` grid where `kept_blocks` (`(B, rows * cols)`, 0 or 1) is 0."""
+    height, width = images.shape[2:]
+    rows, cols = math.ceil(height / mask_size), math.ceil(width / mask_size)
+    keep = kept_blocks.view(-1, 1, rows, cols).repeat_interleave(mask_size, 2).repeat_interleave(mask_size, 3)
+    return images * keep[..., :height, :width]
+
+
+def block_grid(image, mask_size: int) -> tuple[int, int]:
+    """`(rows, cols)` of the `mask_size` block grid over an image (partial blocks at the edges count)."""
+    height, width = image.shape[-2:]
+    return math.ceil(height / mask_size), math.ceil(width / mask_size)
+
+
+# ---------------------------------------------------------------- per sample: each draws from its own generator
+
+
+def add_gaussian_noise(image, generator, sigma=None, sigma_range=NOISE_SIGMA_RANGE):
+    """Gaussian noise with std `sigma` (drawn from `sigma_range` when None), clipped to [0, 1]."""
+    sigma = _uniform(generator, *sigma_range) if sigma is None else sigma
+    return noise_transform(image[None], sigma, torch.randn(image.shape, generator=generator)[None])[0]
+
+
 def gaussian_blur(image, generator, kernel_size=None, kernel_sizes=BLUR_WINDOWS, sigma=None):
-    """Gaussian blur with window `kernel_size` (drawn from `kernel_sizes` when None), reflected borders."""
+    """Gaussian blur with window `kernel_size` (drawn from `kernel_sizes` when None) and std `sigma` (OpenCV's for
+    the window when None), reflected borders."""
     if kernel_size is None:
         kernel_size = kernel_sizes[torch.randint(len(kernel_sizes), (), generator=generator).item()]
     if kernel_size % 2 == 0 or kernel_size < 1:
         raise ValueError(f"Blur window size must be odd and positive, got {kernel_size}")
-    if kernel_size == 1:
-        return image.clone()
-    sigma = gaussian_kernel_sigma(kernel_size) if sigma is None else sigma
-    offsets = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
-    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
-    weights = weights / weights.sum()
-    kernel = (weights[:, None] * weights[None, :]).expand(3, 1, kernel_size, kernel_size)
-    pad = kernel_size // 2
-    padded = torch.nn.functional.pad(image[None], (pad, pad, pad, pad), mode="reflect")
-    return torch.nn.functional.conv2d(padded, kernel, groups=3)[0].clamp(0, 1)
+    return blur_transform(image[None], kernel_size, (kernel_size,), sigma)[0]
 
 
 def salt_and_pepper(image, generator, amount=None, amount_range=PEPPER_AMOUNT_RANGE):
     """Set a fraction `amount` of the pixels (all channels) to 0 or 1 with equal odds."""
     amount = _uniform(generator, *amount_range) if amount is None else amount
-    height, width = image.shape[1:]
-    corrupted = torch.rand((height, width), generator=generator) < amount
-    salt = torch.rand((height, width), generator=generator) < 0.5
-    value = salt.to(image.dtype).expand_as(image)
-    return torch.where(corrupted.expand_as(image), value, image)
+    corrupted, salt = (torch.rand((1, 1, *image.shape[1:]), generator=generator) for _ in range(2))
+    return pepper_transform(image[None], amount, corrupted, salt)[0]
 
 
 def default_streak_length(height: int, width: int) -> int:
@@ -108,53 +192,21 @@ def default_streak_length(height: int, width: int) -> int:
     return max(3, round(0.1 * min(height, width)))
 
 
-def line_kernel(length: int, angle_degrees: float) -> torch.Tensor:
-    """A normalised `(length, length)` kernel of a line through the centre, `angle_degrees` from vertical."""
-    size = length if length % 2 else length + 1
-    centre = (size - 1) / 2
-    theta = math.radians(angle_degrees)
-    steps = torch.linspace(-centre, centre, 4 * size)
-    rows = (centre + steps * math.cos(theta)).round().long().clamp(0, size - 1)
-    cols = (centre + steps * math.sin(theta)).round().long().clamp(0, size - 1)
-    kernel = torch.zeros(size, size)
-    kernel[rows, cols] = 1.0
-    return kernel / kernel.sum()
-
-
-def add_rain(
-    image,
-    generator,
-    amount=None,
-    amount_range=RAIN_AMOUNT_RANGE,
-    streak_length=None,
-    angle_range=RAIN_ANGLE_RANGE,
-    intensity=RAIN_INTENSITY,
-):
+def add_rain(image, generator, amount=None, amount_range=RAIN_AMOUNT_RANGE, streak_length=None,
+             angle_range=RAIN_ANGLE_RANGE, intensity=RAIN_INTENSITY):
     """Rain streaks: `amount` streaks per 1,000 pixels, smeared by a line kernel at one random angle per image."""
     amount = _uniform(generator, *amount_range) if amount is None else amount
-    height, width = image.shape[1:]
-    length = streak_length or default_streak_length(height, width)
     angle = _uniform(generator, *angle_range)
-    falls = torch.rand((height, width), generator=generator) < amount / 1000
-    brightness = 0.4 + 0.6 * torch.rand((height, width), generator=generator)  # near and far drops differ
-    seeds = falls * brightness
-    kernel = line_kernel(length, angle)
-    pad = kernel.shape[0] // 2
-    streaks = torch.nn.functional.conv2d(seeds[None, None], kernel[None, None], padding=pad)[0, 0]
-    streaks = (streaks * kernel.shape[0]).clamp(0, 1)  # a streak pixel carries its drop's brightness, not 1/length
-    return (image + intensity * streaks).clamp(0, 1)
+    falls, brightness = (torch.rand((1, 1, *image.shape[1:]), generator=generator) for _ in range(2))
+    return rain_transform(image[None], amount, angle, falls, brightness, streak_length, intensity)[0]
 
 
 def block_mask(image, generator, mask_ratio=MASK_RATIO, mask_size=MASK_SIZE):
     """Zero exactly `round(mask_ratio * blocks)` random blocks of a `mask_size` grid."""
-    height, width = image.shape[1:]
-    rows, cols = math.ceil(height / mask_size), math.ceil(width / mask_size)
-    count = round(mask_ratio * rows * cols)
-    chosen = torch.randperm(rows * cols, generator=generator)[:count]
-    keep = torch.ones(rows * cols)
-    keep[chosen] = 0
-    keep = keep.view(rows, cols).repeat_interleave(mask_size, 0).repeat_interleave(mask_size, 1)
-    return image * keep[:height, :width]
+    rows, cols = block_grid(image, mask_size)
+    kept_blocks = torch.ones(1, rows * cols)
+    kept_blocks[0, torch.randperm(rows * cols, generator=generator)[: round(mask_ratio * rows * cols)]] = 0
+    return mask_transform(image[None], kept_blocks, mask_size)[0]
 
 
 def rotate(image, generator=None, angle=90):

@@ -131,3 +131,35 @@ def test_trainer_reads_device_batches_and_refuses_a_mismatched_batch_size(stream
     wrong = DevicePairedBatches(images, processor, ["denoise"], batch_size=8)
     with pytest.raises(ValueError, match="makes batches of 8 for process 0 of 1, but this run has batches of 4"):
         LM4LVTrainer(model=model, args=args, train_dataset=wrong, processing_class=processor).get_train_dataloader()
+
+
+def test_every_task_has_a_batched_degradation_in_task_order():
+    assert tuple(BATCHED_DEGRADATIONS) == TASKS
+
+
+@pytest.mark.parametrize("task, params", [
+    ("denoise", {}), ("denoise", {"sigma": 0.1}), ("deblur", {}), ("deblur", {"kernel_size": 5, "sigma": 2.0}),
+    ("pepper", {}), ("pepper", {"amount": 0.3}), ("derain", {}), ("derain", {"amount": 15.0, "streak_length": 5}),
+])
+def test_one_image_is_degraded_the_same_by_both_paths_from_the_same_draws(task, params):
+    """Both paths run one transform: on one image, from a generator in the same state (so the same draws), the
+    per-sample and the batched functions give the same image, for every parameter either accepts."""
+    from lm4lv.processing.degradations import DEGRADATIONS
+
+    image = random_images(1, seed=3)
+    per_sample = DEGRADATIONS[task](image[0], torch.Generator().manual_seed(11), **params)
+    batched = BATCHED_DEGRADATIONS[task](image, torch.Generator().manual_seed(11), **params)
+    assert torch.equal(batched[0], per_sample)
+
+
+def test_the_mask_transform_zeroes_each_samples_own_blocks():
+    """The mask draws differ between the paths (a permutation per sample, one argsort per batch), the transform is
+    one: the batch with each sample's drawn blocks equals each sample masked alone with its blocks."""
+    from lm4lv.processing.degradations import mask_transform
+
+    images = random_images(3, size=16)
+    kept = (torch.rand(3, 16, generator=torch.Generator().manual_seed(0)) > 0.3).float()
+    together = mask_transform(images, kept, 4)
+    for i in range(3):
+        assert torch.equal(together[i], mask_transform(images[i : i + 1], kept[i : i + 1], 4)[0])
+    assert int((together[:, 0] == 0).sum()) == int((kept == 0).sum()) * 16

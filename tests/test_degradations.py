@@ -9,7 +9,7 @@ from lm4lv.processing.degradations import (
     TASKS,
     degrade,
     gaussian_kernel_sigma,
-    line_kernel,
+    line_kernels,
     pil_to_tensor,
     tensor_to_pil,
 )
@@ -87,7 +87,7 @@ def test_rain_adds_bright_oriented_streaks():
     images = torch.zeros(1, 3, 64, 64)
     out = degrade(images, "derain", amount=20.0)
     assert out.mean() > 0.01 and (out[:, 0] == out[:, 2]).all()  # gray streaks
-    kernel = line_kernel(9, 0.0)
+    kernel = line_kernels(9, [0.0])[0]
     assert kernel[:, 4].sum() == pytest.approx(1.0)  # vertical at angle 0
     assert torch.equal(degrade(images, "derain", amount=0.0), images)
 
