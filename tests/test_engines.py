@@ -2,7 +2,8 @@
 examples/run_restoration.py on 2 CPU processes: the loss curve follows 1 process at the same global batch,
 checkpoints and the output folder hold the trainable weights only, whole, loadable by `from_pretrained`, and resuming
 from a checkpoint ends at the uninterrupted run's weights. The launch configs are the shipped GPU ones with only the
-CPU-specific settings changed; tests/cpu_engine_shim.py holds the workarounds that make the CPU runs possible."""
+CPU-specific settings changed; tests/cpu_engine_shim.py holds the workarounds that make the CPU runs possible. A launch
+that did not get the engine it asked for stops training."""
 
 import json
 import os
@@ -123,3 +124,34 @@ def test_engine_trains_checkpoints_and_resumes_like_one_process(engine, one_proc
     uninterrupted_weights = load_file(tmp_path / "run" / "model.safetensors")
     for name, tensor in load_file(tmp_path / "resumed" / "model.safetensors").items():
         torch.testing.assert_close(tensor, uninterrupted_weights[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variable, engine",
+                         [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_a_requested_engine_that_did_not_start_stops_training(variable, engine, monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lm4lv.trainers.engines import check_distributed_engine
+
+    fallback = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, num_processes=2)  # what --use_cpu gives
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_distributed_engine(fallback)  # nothing requested: plain DDP is what was asked for
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(RuntimeError, match=f"asked for {engine} \\({variable}=true\\) but accelerate set up MULTI_CPU"):
+        check_distributed_engine(fallback)
+    granted = DistributedType.FSDP if engine == "FSDP" else DistributedType.DEEPSPEED
+    check_distributed_engine(SimpleNamespace(distributed_type=granted, num_processes=2))
+
+
+def test_one_process_under_a_multi_process_launch_stops_training(monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lm4lv.trainers.engines import check_distributed_engine
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started 2 processes \\(WORLD_SIZE\\) but this one trains as 1"):
+        check_distributed_engine(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=1))

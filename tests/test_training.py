@@ -1,4 +1,5 @@
-"""Trainer integration: loss logging, trainable-only checkpoints, exact resume, run_restoration, evaluation, card."""
+"""Trainer integration: loss logging, trainable-only checkpoints, exact resume, streaming, run_restoration, the
+two-process launch, a killed save, gradient accumulation, the first-batch checks."""
 
 import json
 import os
@@ -11,18 +12,8 @@ from safetensors import safe_open
 from transformers import TrainerCallback
 
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
-from lm4lv.processing.data import bundled_corpus, materialize_eval_set, paired_dataset
+from lm4lv.processing.data import bundled_corpus, paired_dataset
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
-from lm4lv.trainers.evaluation import (
-    evaluate_restoration,
-    feature_errors,
-    input_feature_mse,
-    mae_reconstruct,
-    restore,
-    results_markdown,
-    write_results,
-)
-from lm4lv.trainers.model_card import build_model_card, push_to_hub
 from lm4lv.trainers.training import parse_arguments, train
 
 from conftest import build_tiny, free_port, run_training
@@ -147,89 +138,6 @@ def test_yaml_config(tmp_path):
     assert (model_args.llm, data_args.task, training_args.learning_rate) == ("a", "rotate", 0.001)
 
 
-def test_input_feature_mse_is_the_copy_baseline_on_the_vision_loss_scale(tmp_path):
-    model, processor = build_tiny(task_names=("denoise",))
-    validation = bundled_corpus()["validation"].select(range(5))
-    eval_set = materialize_eval_set(validation, ["denoise"], 32, str(tmp_path / "eval"), seed=1)
-    degraded = torch.stack([processor.preprocess_images(image)[0] for image in eval_set["degraded"]])
-    clean = torch.stack([processor.preprocess_images(image)[0] for image in eval_set["clean"]])
-    expected = torch.nn.functional.mse_loss(model.encode_images(degraded), model.encode_images(clean)).item()
-    assert input_feature_mse(model, processor, eval_set, "denoise", batch_size=2) == pytest.approx(expected, rel=1e-5)
-    assert expected > 0
-    unchanged = eval_set.map(lambda row: {"degraded": row["clean"]})
-    assert input_feature_mse(model, processor, unchanged, "denoise") == 0.0
-
-
-def test_feature_errors_are_the_vision_loss_and_the_generated_error_by_position(tmp_path):
-    model, processor = build_tiny(task_names=("denoise",))
-    validation = bundled_corpus()["validation"].select(range(5))
-    eval_set = materialize_eval_set(validation, ["denoise"], 32, str(tmp_path / "eval"), seed=1)
-    clean = torch.stack([processor.preprocess_images(image)[0] for image in eval_set["clean"]])
-    prompts = processor(images=list(eval_set["degraded"]), task="denoise")
-    generated = model.generate(**prompts).visual_features
-    expected_by_position = (generated - model.encode_images(clean)).pow(2).mean(dim=(0, 2))
-    errors = feature_errors(model, processor, eval_set, "denoise", batch_size=2)
-    assert errors["generated_mse_by_position"] == pytest.approx(expected_by_position.tolist(), abs=1e-4)
-    assert len(errors["generated_mse_by_position"]) == model.config.num_visual_tokens
-    assert errors["generated_mse"] == pytest.approx(expected_by_position.mean().item(), rel=1e-5)
-    teacher_forced = model(**processor(images=list(eval_set["degraded"]), targets=list(eval_set["clean"]),
-                                       task="denoise")).vision_loss.item()
-    assert errors["teacher_forced_mse"] == pytest.approx(teacher_forced, rel=1e-5)
-    assert errors["gap"] == pytest.approx(errors["generated_mse"] - errors["teacher_forced_mse"])
-    assert errors["generated_mse"] > 0
-
-
-def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
-    model, processor = build_tiny(task_names=("denoise", "flip"))
-    validation = bundled_corpus()["validation"].select(range(6))
-    eval_set = materialize_eval_set(validation, ["denoise", "flip"], 32, str(tmp_path / "eval"), seed=1)
-    methods = {
-        "Input": lambda degraded, task: degraded,
-        "MAE-r": lambda degraded, task: mae_reconstruct(model, degraded),
-        "LM4LV": lambda degraded, task: restore(model, processor, degraded, task),
-    }
-    results, examples = evaluate_restoration(eval_set, methods, batch_size=4, grid_samples=2)
-    assert set(results) == {"denoise", "flip"}
-    for task in results:
-        count = sum(1 for t in eval_set["task"] if t == task)
-        assert results[task]["LM4LV"]["psnr"]["count"] == count
-        assert len(examples[task]) == min(2, count) and len(examples[task][0]) == 4  # degraded, MAE-r, LM4LV, clean
-    table = results_markdown(results)
-    assert table.splitlines()[0].startswith("| Task | Input PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM")
-    gain = results["flip"]["LM4LV"]["psnr"]["mean"] - results["flip"]["MAE-r"]["psnr"]["mean"]
-    assert f"{gain:+.2f} dB" in table
-    two_gains = results_markdown(results, ours=("LM4LV", "Input", "absent")).splitlines()
-    assert two_gains[0].endswith("| Gain (LM4LV - MAE-r) | Gain (Input - MAE-r) |")
-    assert two_gains[1].count("---") == 6 and all(row.count("|") == 7 for row in two_gains)
-    paths = write_results(results, examples, str(tmp_path / "results"), list(methods))
-    assert json.loads(open(paths["json"]).read())["flip"]["Input"]["psnr"]["count"] > 0
-    assert os.path.getsize(paths["grid_flip"]) > 0
-
-    card = build_model_card(model, "someone/lm4lv-tiny", results)
-    assert card.data.library_name == "transformers"
-    assert "lm4lv" in card.data.tags and "denoise" in card.data.tags
-    values = {(r.task_name, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert values[("denoise", "psnr")] == round(results["denoise"]["LM4LV"]["psnr"]["mean"], 4)
-    assert "| denoise |" in card.text and "someone/lm4lv-tiny" in card.text
-
-    uploaded = {}
-
-    def fake_upload_folder(self, repo_id, folder_path, commit_message, **kwargs):
-        uploaded["repo"] = repo_id
-        uploaded["files"] = sorted(os.listdir(folder_path))
-        uploaded["card"] = open(os.path.join(folder_path, "README.md")).read()
-        return "https://hub.invalid/commit/1"
-
-    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kwargs: repo_id)
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", fake_upload_folder)
-    assert push_to_hub(model, processor, "someone/lm4lv-tiny", results) == "https://hub.invalid/commit/1"
-    assert uploaded["repo"] == "someone/lm4lv-tiny"
-    for name in ("README.md", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json"):
-        assert name in uploaded["files"], uploaded["files"]
-    assert "eval_results" not in uploaded["card"] or "model-index" in uploaded["card"]
-    assert "model-index" in uploaded["card"]
-
-
 def accelerate_launch(*args) -> list[str]:
     """`accelerate launch` with the repository's 2-process CPU config on a free port (the config's fixed port may be
     taken by another job on a shared machine)."""
@@ -279,54 +187,6 @@ def test_accelerate_two_cpu_processes_match_one(base_model_dirs, tmp_path):
         # same samples per step and averaged gradients: equal up to float reduction order
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (one, two)
         assert a["vision_loss"] == pytest.approx(b["vision_loss"], rel=1e-5), (one, two)
-
-
-def test_mae_finetune_script_from_scratch(tmp_path, capsys):
-    from lm4lv.commands.mae_finetune import main as mae_main
-    from lm4lv.modeling_lm4lv import MAEVisionModule
-
-    mae_main(["--from_scratch", "--mode", "masked", "--then_decoder", "--steps", "3", "--batch_size", "8",
-              "--warmup_steps", "1", "--max_images", "16", "--output_dir", str(tmp_path / "mae")])
-    out = capsys.readouterr().out
-    assert "before: PSNR" in out and "after:  PSNR" in out
-    report = json.loads((tmp_path / "mae" / "reconstruction.json").read_text())
-    assert report["stages"] == ["masked", "decoder"]
-    model = MAEVisionModule.from_pretrained(tmp_path / "mae")
-    assert model.config.mask_ratio == 0.0  # saved ready for unmasked use
-
-
-def test_decoder_only_training_freezes_the_encoder():
-    from lm4lv.trainers.mae_training import train_vision_module
-
-    model, _ = build_tiny()
-    mae = model.vision_model
-    encoder = {k: v.clone() for k, v in mae.vit.state_dict().items()}
-    decoder = {k: v.clone() for k, v in mae.decoder.state_dict().items()}
-    images = torch.rand(8, 3, 32, 32)
-    losses = train_vision_module(mae, images, mode="decoder", steps=15, batch_size=8, learning_rate=3e-3,
-                                 warmup_steps=1, progress=False)
-    assert losses[-1] < losses[0]
-    assert all(torch.equal(v, mae.vit.state_dict()[k]) for k, v in encoder.items())
-    assert any(not torch.equal(v, mae.decoder.state_dict()[k]) for k, v in decoder.items())
-    assert not any(p.requires_grad for p in mae.parameters())  # frozen again afterwards
-
-
-def test_lpips_unavailable_is_a_clear_error(monkeypatch):
-    import builtins
-
-    from lm4lv.trainers.mae_training import train_vision_module
-
-    real_import = builtins.__import__
-
-    def no_lpips(name, *args, **kwargs):
-        if name == "lpips":
-            raise ImportError("No module named 'lpips'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_lpips)
-    model, _ = build_tiny()
-    with pytest.raises(RuntimeError, match="LPIPS needs the optional `lpips` package.*lpips_weight=0"):
-        train_vision_module(model.vision_model, torch.rand(4, 3, 32, 32), lpips_weight=1.0, steps=1)
 
 
 KILLED_RUN = """
@@ -410,37 +270,6 @@ def test_two_process_training_fails_fast_when_one_worker_raises(tmp_path):
     result = subprocess.run(accelerate_launch(str(script)), env=env, timeout=300, capture_output=True, text=True)
     assert result.returncode != 0
     assert "worker 1 hit a corrupt batch" in result.stdout + result.stderr
-
-
-@pytest.mark.parametrize("variable, engine",
-                         [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_a_requested_engine_that_did_not_start_stops_training(variable, engine, monkeypatch):
-    from types import SimpleNamespace
-
-    from accelerate.utils import DistributedType
-
-    from lm4lv.trainers.engines import check_distributed_engine
-
-    fallback = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, num_processes=2)  # what --use_cpu gives
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    check_distributed_engine(fallback)  # nothing requested: plain DDP is what was asked for
-    monkeypatch.setenv(variable, "true")
-    with pytest.raises(RuntimeError, match=f"asked for {engine} \\({variable}=true\\) but accelerate set up MULTI_CPU"):
-        check_distributed_engine(fallback)
-    granted = DistributedType.FSDP if engine == "FSDP" else DistributedType.DEEPSPEED
-    check_distributed_engine(SimpleNamespace(distributed_type=granted, num_processes=2))
-
-
-def test_one_process_under_a_multi_process_launch_stops_training(monkeypatch):
-    from types import SimpleNamespace
-
-    from accelerate.utils import DistributedType
-
-    from lm4lv.trainers.engines import check_distributed_engine
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="started 2 processes \\(WORLD_SIZE\\) but this one trains as 1"):
-        check_distributed_engine(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=1))
 
 
 def test_gradient_accumulation_equals_the_whole_batch(crops, tmp_path):
