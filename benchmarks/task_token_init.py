@@ -11,8 +11,9 @@ import platform
 
 import torch
 
+from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set
-from lm4lv.research.offline_default import DEMO_MAE_STEPS, default_cache_dir, prepare_mae, prepare_smollm2
+from lm4lv.research.offline_default import DEMO_MAE_STEPS, prepare_mae
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import evaluate_restoration, restore
 from lm4lv.trainers.training import DataArguments, ModelArguments, train

@@ -19,6 +19,7 @@ from .hub_files import (
     weight_names,
     write_files_atomically,
 )
+from .pretrained import SMOLLM2_FOLDER, prepare_smollm2, resolve_model_location
 
 TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
 
@@ -52,7 +53,8 @@ def is_trainable_only(weights_file: str) -> bool:
 
 def base_model_location(location: str | None, checkpoint: str | os.PathLike, what: str) -> str | None:
     """Where a base model named in a checkpoint's config is. A relative path is resolved against a local checkpoint
-    folder (when it exists there, or starts with "."); anything but a Hub id (`org/name`) must exist, or this raises
+    folder (when it exists there, or starts with "."); `pretrained.SMOLLM2_FOLDER` names the offline SmolLM2, which
+    is converted into the cache on first use; anything else but a Hub id (`org/name`) must exist, or this raises
     naming it."""
     if not location:
         return location
@@ -61,6 +63,8 @@ def base_model_location(location: str | None, checkpoint: str | os.PathLike, wha
         beside = os.path.normpath(os.path.join(checkpoint, location))
         if os.path.exists(beside) or location.startswith("."):
             location = beside
+    if location == SMOLLM2_FOLDER and not os.path.exists(location):
+        return prepare_smollm2()
     if not looks_like_hub_id(location) and not os.path.exists(location):
         option = "llm" if what == "LLM" else "vision"
         raise FileNotFoundError(
@@ -68,6 +72,14 @@ def base_model_location(location: str | None, checkpoint: str | os.PathLike, wha
             f"{option}=... (on the command line: --{option})"
         )
     return location
+
+
+def trained_llm_dtype(config) -> torch.dtype | None:
+    """The dtype the frozen LLM had in training, as the checkpoint's `text_config` records it (None if it does not)."""
+    recorded = getattr(config.text_config, "dtype", None)
+    if isinstance(recorded, str):
+        recorded = getattr(torch, recorded.removeprefix("torch."), None)
+    return recorded if isinstance(recorded, torch.dtype) else None
 
 
 def check_base_model_shapes(config, text_config, vision_config):
@@ -170,13 +182,16 @@ class TrainableCheckpointMixin:
         safetensors are read; a folder with pickle weights alone is refused.
 
         Args:
-            pretrained_model_name_or_path: Local folder or Hub id.
-            dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM.
+            pretrained_model_name_or_path: Local folder, Hub id, or the name of a model shipped inside the package
+                (`pretrained.shipped_models()`).
+            dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM; by default, for a trainable-only checkpoint,
+                the one it was trained with (`text_config.dtype`).
             llm (`str`, *optional*), vision (`str`, *optional*): Override the base model locations named in the
                 config (e.g. local copies of the Hub ids).
             kwargs: Passed to `PreTrainedModel.from_pretrained` for full checkpoints.
         """
         llm, vision = kwargs.pop("llm", None), kwargs.pop("vision", None)
+        pretrained_model_name_or_path = resolve_model_location(pretrained_model_name_or_path)
         check_hub_location(pretrained_model_name_or_path, "checkpoint")
         weights_file = resolve_weights_file(pretrained_model_name_or_path, kwargs)
         if not is_trainable_only(weights_file):
@@ -190,7 +205,8 @@ class TrainableCheckpointMixin:
                 f"{pretrained_model_name_or_path} holds trainable weights only, and its config names no base "
                 "LLM/vision module: pass llm=... and vision=..."
             )
-        model = cls.from_base_models(llm, vision, config=config, dtype=kwargs.pop("dtype", None))
+        dtype = kwargs.pop("dtype", None) or trained_llm_dtype(config)
+        model = cls.from_base_models(llm, vision, config=config, dtype=dtype)
         model.load_trainable_weights(weights_file)
         return model
 

@@ -1,5 +1,6 @@
 """PyTorch LM4LV: a frozen causal LLM doing low-level vision through a frozen MAE, two linear adapters, task tokens."""
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -8,6 +9,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .attention import unpadded_causal_attention
 from .checkpointing import TrainableCheckpointMixin, check_base_model_shapes, is_trainable_name
 from .configuration_lm4lv import LM4LVConfig
 from .decoding import DecodingRun, positions_from_mask
@@ -287,10 +289,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         if check_inputs:
             self.check_placeholders(image_mask, task_mask, visual_features, task_ids)
         if visual_features is not None and visual_features.shape[1]:
-            inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], self.embed_visual(visual_features))
+            inputs_embeds = place_in_order(inputs_embeds, image_mask, self.embed_visual(visual_features))
         if task_ids is not None:
             task_embeds = self.task_embeddings(task_ids, check_inputs).to(inputs_embeds.dtype)
-            inputs_embeds = inputs_embeds.masked_scatter(task_mask[..., None], task_embeds)
+            inputs_embeds = place_in_order(inputs_embeds, task_mask, task_embeds)
         return inputs_embeds
 
     def check_placeholders(self, image_mask, task_mask, visual_features, task_ids):
@@ -364,9 +366,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         elif position_ids is None:
             position_ids = positions_from_mask(attention_mask)
-        hidden_states = self.text_backbone(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
+        with unpadded_causal_attention(self.language_model) if attention_mask is None else contextlib.nullcontext():
+            hidden_states = self.text_backbone(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state
         if labels is None:
             return LM4LVCausalLMOutput(
                 logits=self.get_output_embeddings()(hidden_states).float(), last_hidden_state=hidden_states
@@ -456,6 +459,16 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             pixel_values=pixel_values,
             has_image=has_image,
         )
+
+
+def place_in_order(inputs_embeds: torch.Tensor, mask: torch.BoolTensor, values: torch.Tensor) -> torch.Tensor:
+    """`inputs_embeds` `(batch, seq, hidden)` with the positions of `mask` filled, row by row and in order, with
+    `values` `(batch, k, hidden)` (each row has exactly `k` such positions): a gather and a `where`, whose backward is
+    a scatter-add, so neither direction reads a value back to the host (`masked_scatter`'s backward, `masked_select`,
+    does)."""
+    order = (mask.long().cumsum(-1) - 1).clamp(0, values.shape[1] - 1)
+    placed = torch.gather(values, 1, order[..., None].expand(-1, -1, values.shape[-1]))
+    return torch.where(mask[..., None], placed, inputs_embeds)
 
 
 __all__ = [

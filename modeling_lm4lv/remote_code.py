@@ -5,6 +5,7 @@ import os
 import re
 
 from . import (
+    attention,
     checkpointing,
     configuration_lm4lv,
     decoding,
@@ -14,12 +15,13 @@ from . import (
     loss_lm4lv,
     modeling_lm4lv,
     peft_interop,
+    pretrained,
     vision,
 )
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
 REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, decoding, vision, checkpointing, hub_files,
-                       engine_integration, peft_interop, loss_lm4lv, initialization)
+                       engine_integration, pretrained, attention, peft_interop, loss_lm4lv, initialization)
 PACKAGE_IMPORT = re.compile(r"^from lm4lv\.(?:\w+\.)*(\w+) import", re.MULTILINE)
 
 

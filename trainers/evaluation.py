@@ -18,6 +18,7 @@ from lm4lv.modeling_lm4lv import (
     LM4LVViTLLMModel,
 )
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
+from lm4lv.modeling_lm4lv.pretrained import resolve_model_location
 from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor
@@ -28,16 +29,19 @@ INPUT, MAE_R, LM4LV = "Input", "MAE-r", "LM4LV"
 
 
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
-                           llm_dtype: str = "float32", device: str | None = None):
+                           llm_dtype: str | None = None, device: str | None = None):
     """An LM4LV checkpoint (LM4LV or ViT-LLM, trainable-only or full) or an expert baseline, by its config, in
     eval mode on `device` (default: CUDA when available). `llm` / `vision` override the base model locations an LM4LV
-    checkpoint names; `llm_dtype` (float32, bfloat16 or float16) is the frozen LLM's dtype (trainables stay float32)."""
+    checkpoint names; `llm_dtype` (float32, bfloat16 or float16) is the frozen LLM's dtype (default: the one it was
+    trained with; trainables stay float32). `path` may also name a model shipped inside the package."""
+    path = resolve_model_location(path)
     config = AutoConfig.from_pretrained(path)
     if isinstance(config, LM4LVExpertConfig):
         model = LM4LVExpertModel.from_pretrained(path)
     else:
         model_class = LM4LVViTLLMModel if isinstance(config, LM4LVViTLLMConfig) else LM4LVForConditionalGeneration
-        model = model_class.from_pretrained(path, llm=llm, vision=vision, dtype=getattr(torch, llm_dtype))
+        model = model_class.from_pretrained(path, llm=llm, vision=vision,
+                                            dtype=getattr(torch, llm_dtype) if llm_dtype else None)
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
 

@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 from lm4lv.metrics import psnr, ssim
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, reconstruct_images, unnormalise
 
+PROGRESS_EVERY = 25  # the progress bar shows the loss every this many steps (reading it waits for the device)
+
 # the demo MAE's shape (`lm4lv mae-finetune --from_scratch` builds this shape at its own image and patch size)
 DEMO_MAE_CONFIG = dict(
     image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
@@ -128,7 +130,8 @@ def train_vision_module(
 def optimise(loader, optimizer, parameters, steps: int, progress: bool, label: str, learning_rate_at,
              loss_of) -> list[float]:
     """`steps` optimizer steps over `loader` (repeated as needed) at `learning_rate_at(step)` on `loss_of(batch)`,
-    clipping the gradients of `parameters` at 1.0; returns each step's loss."""
+    clipping the gradients of `parameters` at 1.0; returns each step's loss. The losses stay on the device while
+    training (the progress bar reads one every `PROGRESS_EVERY` steps): a step never waits for the host."""
     losses, step = [], 0
     with tqdm(total=steps, desc=f"Vision module training {label}", disable=not progress) as bar:
         while step < steps:
@@ -140,13 +143,14 @@ def optimise(loader, optimizer, parameters, steps: int, progress: bool, label: s
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, 1.0)
                 optimizer.step()
-                losses.append(loss.item())
+                losses.append(loss.detach())
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if progress and (step % PROGRESS_EVERY == 0 or step == steps):
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
                 if step >= steps:
                     break
-    return losses
+    return torch.stack(losses).tolist() if losses else []
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable paramete
 import argparse
 
 from lm4lv.commands.arguments import positive_int
+from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.research.ablation import ABLATION_METHODS, PAPER_METHODS, run_ablation
 from lm4lv.research.offline_default import (
@@ -40,10 +41,8 @@ from lm4lv.research.offline_default import (
     RECIPE,
     add_cpu_kernels_argument,
     apply_cpu_kernels,
-    default_cache_dir,
     prepare_autoencoder_kl,
     prepare_mae,
-    prepare_smollm2,
 )
 
 

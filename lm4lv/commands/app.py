@@ -1,6 +1,6 @@
 """A web app for a trained LM4LV checkpoint (Gradio; `pip install "lm4lv[app]"`), like a Hub Space:
 
-    lm4lv app --model CKPT [--port 7860]
+    lm4lv app [--model CKPT] [--port 7860]      # default: the shipped denoiser (lm4lv-denoise-smollm2)
 
 Upload an image, choose one of the checkpoint's tasks, optionally degrade the image first with the package's
 degradations (then it is the clean reference and PSNR/SSIM are shown), and see the degraded image, MAE-r and LM4LV
@@ -17,6 +17,7 @@ from PIL import Image
 
 from lm4lv import metrics
 from lm4lv.commands.arguments import checkpoint_location, port_number
+from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
@@ -96,7 +97,8 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, type=checkpoint_location, help="LM4LV checkpoint folder.")
+    parser.add_argument("--model", default=DEFAULT_MODEL, type=checkpoint_location,
+                        help=f"LM4LV checkpoint folder, Hub id or shipped model's name (default: {DEFAULT_MODEL}).")
     parser.add_argument("--port", type=port_number, default=7860, help="Port to serve on (127.0.0.1).")
     parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
     parser.add_argument("--vision", default=None, help="Override the vision module location.")

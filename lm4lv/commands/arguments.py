@@ -5,6 +5,7 @@ import argparse
 import os
 
 from lm4lv.modeling_lm4lv.hub_files import check_hub_location, looks_like_hub_id
+from lm4lv.modeling_lm4lv.pretrained import resolve_model_location, shipped_models
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.training import LLM_DTYPES
 
@@ -67,14 +68,16 @@ def image_file_name(value: str) -> str:
 
 
 def checkpoint_location(value: str) -> str:
-    """An argparse type: an existing checkpoint folder, or a Hub id (`org/name`; a local-looking path that does not
-    exist is refused here instead of being looked up on the Hub)."""
+    """An argparse type: an existing checkpoint folder, the name of a model shipped inside the package (its folder
+    is returned), or a Hub id (`org/name`; a local-looking path that does not exist is refused here instead of being
+    looked up on the Hub)."""
+    value = resolve_model_location(value)
     if os.path.isdir(value):
         if not os.path.isfile(os.path.join(value, "config.json")):
             raise argparse.ArgumentTypeError(f"{value} has no config.json: not a checkpoint folder")
         return value
     if not looks_like_hub_id(value):
-        raise argparse.ArgumentTypeError(f"no such checkpoint folder: {value}")
+        raise argparse.ArgumentTypeError(f"no such checkpoint folder: {value} (the package ships {shipped_models()})")
     try:
         check_hub_location(value, "checkpoint")
     except OSError as error:
@@ -86,8 +89,9 @@ def add_loading_arguments(parser: argparse.ArgumentParser):
     """The command-line options of `load_restoration_model`, shared by the commands that load a trained model."""
     parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
     parser.add_argument("--vision", default=None, help="Override the vision module location.")
-    parser.add_argument("--llm_dtype", default="float32", choices=LLM_DTYPES,
-                        help="Dtype of the frozen LLM (bfloat16 for full-size LLMs; trainables stay float32).")
+    parser.add_argument("--llm_dtype", default=None, choices=LLM_DTYPES,
+                        help="Dtype of the frozen LLM (default: the one the checkpoint was trained with; trainables "
+                             "stay float32).")
     parser.add_argument("--device", default=None, type=device_name,
                         help="Where to run (default: cuda when available, else cpu).")
 

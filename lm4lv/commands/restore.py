@@ -1,7 +1,8 @@
 """Restore an image of any size with a trained LM4LV model: overlapping tiles of the model's input size, blended
 (`LM4LVRestorationPipeline`, the package's one restoration code path).
 
-    lm4lv restore --model CKPT --task denoise IN.png -o OUT.png
+    lm4lv restore noisy.png -o restored.png                   # the shipped denoiser (lm4lv-denoise-smollm2)
+    lm4lv restore --model CKPT --task deblur IN.png -o OUT.png
 """
 
 import argparse
@@ -21,6 +22,7 @@ from lm4lv.commands.arguments import (
 )
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.hub_files import write_atomically
+from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS
@@ -68,8 +70,10 @@ def main(argv=None):
     parser.add_argument("image", type=existing_file, help="Input image (any size, any common mode: converted to RGB).")
     parser.add_argument("-o", "--output", required=True, type=image_file_name,
                         help="Output image path (.png for lossless).")
-    parser.add_argument("--model", required=True, type=checkpoint_location, help="LM4LV checkpoint folder or Hub id.")
-    parser.add_argument("--task", required=True, help="Task name the model was trained for.")
+    parser.add_argument("--model", default=DEFAULT_MODEL, type=checkpoint_location,
+                        help=f"LM4LV checkpoint folder, Hub id, or the name of a model shipped with the package "
+                             f"(default: {DEFAULT_MODEL}, a denoiser).")
+    parser.add_argument("--task", default="denoise", help="Task name the model was trained for (default: denoise).")
     parser.add_argument("--overlap", type=non_negative_int, default=8,
                         help="Pixels shared by neighbouring tiles (less than the model's input size).")
     parser.add_argument("--batch_size", type=positive_int, default=16, help="Tiles per generate() call.")

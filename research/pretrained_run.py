@@ -1,0 +1,153 @@
+"""The shipped denoiser, `lm4lv-denoise-smollm2`: its training run, its scores along the way, and its export into the
+package.
+
+    python -m lm4lv.research.pretrained_run OUTPUT_DIR      # train (resuming), score the checkpoints, chart, export
+
+Training is `lm4lv train` with the package's recipe on denoising, SmolLM2 in bfloat16, batch 4, for `STEPS` steps
+(cosine schedule over the whole run), a checkpoint every `SAVE_STEPS`; a rerun resumes from the newest checkpoint and
+skips the checkpoints already scored. Each checkpoint of `EVAL_STEPS` is scored as the demo scores its models: the
+64 held-out crops (sigma drawn from the training range, and fixed sigmas 10/25/50) and the whole held-out strip.
+"""
+
+import argparse
+import functools
+import glob
+import json
+import os
+import shutil
+
+from lm4lv.modeling_lm4lv import load_vision_module
+from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
+from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, SMOLLM2_FOLDER, default_cache_dir, prepare_smollm2
+from lm4lv.pipelines import LM4LVRestorationPipeline
+from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.data import bundled_corpus
+from lm4lv.trainers.evaluation import (
+    INPUT,
+    LM4LV,
+    MAE_R,
+    compare_on_picture,
+    evaluate_restoration,
+    load_restoration_model,
+    restoration_methods,
+    results_markdown,
+)
+from lm4lv.trainers.model_card import build_model_card
+from lm4lv.trainers.training import parse_arguments, train
+
+from .charts import line_chart
+from .demo import FIXED_SIGMAS, evaluation_sets, held_out_picture
+from .offline_default import DEMO_MAE_STEPS, PROFILES, RECIPE, prepare_mae
+from .report import PICTURE_SIGMA, PICTURE_TILE_OVERLAP
+
+STEPS, SAVE_STEPS, BATCH_SIZE = 8000, 500, 4
+EVAL_STEPS = (1000, 2000, 4000, 8000)
+SHIPPED_VISION_FOLDER = "vit-mae"  # the small MAE's folder inside the shipped model
+# the scored sets, by the key `evaluation_sets` gives them, and their names in tables and the card
+SET_NAMES = {"denoise": "held-out crops, sigma 0-50",
+             **{f"sigma{sigma}": f"held-out crops, sigma {sigma}" for sigma in FIXED_SIGMAS}}
+PICTURE_NAME = f"whole held-out strip, sigma {PICTURE_SIGMA}"
+
+
+def training_arguments(llm: str, vision: str, output_dir: str) -> list[str]:
+    """The `lm4lv train` command line of the run (the recipe, denoising, a bfloat16 LLM, native CPU kernels)."""
+    recipe = [item for name, value in RECIPE.items() for item in (f"--{name}", str(value))]
+    return ["--llm", llm, "--vision", vision, "--task", "denoise", *recipe, "--llm_dtype", "bfloat16",
+            "--per_device_train_batch_size", str(BATCH_SIZE), "--learning_rate", "1e-3", "--warmup_steps", "20",
+            "--max_steps", str(STEPS), "--logging_steps", "50", "--save_steps", str(SAVE_STEPS), "--seed", "0",
+            "--use_cpu", "--dataloader_num_workers", "0", "--report_to", "none", "--output_dir", output_dir]
+
+
+def scores_of(results: dict) -> dict:
+    """`{method: {"psnr": mean, "ssim": mean}}` of one set's `evaluate_restoration` results."""
+    return {method: {metric: values[metric]["mean"] for metric in ("psnr", "ssim")}
+            for method, values in results["denoise"].items()}
+
+
+def score_checkpoint(checkpoint: str, sets: dict, output_dir: str) -> dict:
+    """`{set name: {method: {"psnr", "ssim"}}}` of Input, MAE-r and LM4LV on every scored set, and of MAE-r and LM4LV
+    on the whole strip, whose restorations are saved as `picture_<checkpoint>.png`."""
+    model = load_restoration_model(checkpoint, device="cpu")
+    processor = LM4LVProcessor.from_pretrained(checkpoint, model_config=model.config)
+    methods = restoration_methods(model, processor)
+    scores = {name: scores_of(evaluate_restoration(sets[key], methods, grid_samples=0)[0])
+              for key, name in SET_NAMES.items()}
+    pipe = LM4LVRestorationPipeline(model=model, processor=processor, batch_size=16)
+    restorers = {MAE_R: functools.partial(pipe, task="denoise", method="reconstruction", overlap=PICTURE_TILE_OVERLAP),
+                 LM4LV: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)}
+    path = os.path.join(output_dir, f"picture_{os.path.basename(checkpoint.rstrip('/'))}.png")
+    scores[PICTURE_NAME] = compare_on_picture(restorers, *held_out_picture(), path)
+    return scores
+
+
+def learning_curve(scores_by_step: dict, set_name: str = SET_NAMES["denoise"]):
+    """PSNR of each scored checkpoint against its training samples (log axis), Input and MAE-r as labelled lines."""
+    first = scores_by_step[min(scores_by_step)][set_name]  # the baselines do not depend on the checkpoint
+    points = [(step * BATCH_SIZE, scores[set_name][LM4LV]["psnr"]) for step, scores in sorted(scores_by_step.items())]
+    return line_chart({f"{LM4LV} ({set_name})": points},
+                      {f"{MAE_R}": first[MAE_R]["psnr"], f"{INPUT} (degraded)": first[INPUT]["psnr"]},
+                      x_label="training samples (batch 4 x steps)", y_label="PSNR (dB)", log_x=True)
+
+
+def card_results(scores: dict) -> dict:
+    """A scored checkpoint's scores in `evaluate_restoration`'s layout, for `results_markdown` and the card."""
+    return {f"denoise ({name})": {method: {metric: {"mean": value} for metric, value in values.items()}
+                                  for method, values in by_method.items()}
+            for name, by_method in scores.items()}
+
+
+def export_shipped_model(checkpoint: str, scores: dict, target: str, summary: str):
+    """Write the shipped model's folder: trainable-only weights whose config names the offline SmolLM2
+    (`SMOLLM2_FOLDER`) and the small MAE beside them (`SHIPPED_VISION_FOLDER`), the processor's files and the card."""
+    model = load_restoration_model(checkpoint, device="cpu")
+    processor = LM4LVProcessor.from_pretrained(checkpoint, model_config=model.config)
+    shutil.rmtree(target, ignore_errors=True)
+    load_vision_module(model.config.vision_model_name_or_path).save_pretrained(
+        os.path.join(target, SHIPPED_VISION_FOLDER))
+    model.config.text_model_name_or_path = SMOLLM2_FOLDER
+    model.config.vision_model_name_or_path = SHIPPED_VISION_FOLDER
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    card = build_model_card(model, DEFAULT_MODEL, card_results(scores), training_summary=summary)
+    card.save(os.path.join(target, "README.md"))
+
+
+def score_run(output_dir: str) -> dict:
+    """Score every checkpoint of `EVAL_STEPS` not scored yet (`scores.json`, rewritten after each); all scores."""
+    path = os.path.join(output_dir, "scores.json")
+    scores = json.load(open(path)) if os.path.exists(path) else {}
+    sets = evaluation_sets(bundled_corpus(), PROFILES["default"], os.path.join(output_dir, "eval"))
+    for step in EVAL_STEPS:
+        checkpoint = os.path.join(output_dir, "train", f"checkpoint-{step}")
+        if str(step) not in scores and os.path.isdir(checkpoint):
+            scores[str(step)] = score_checkpoint(checkpoint, sets, output_dir)
+            write_text_atomically(path, json.dumps(scores, indent=2))
+    return scores
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dir")
+    parser.add_argument("--export_to", default=None, help="Folder to write the shipped model into.")
+    args = parser.parse_args(argv)
+    cache_dir = default_cache_dir()
+    corpus = bundled_corpus()
+    vision, _ = prepare_mae(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])
+    train_dir = os.path.join(args.output_dir, "train")
+    checkpoints = sorted(glob.glob(os.path.join(train_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+    if not os.path.isdir(os.path.join(train_dir, f"checkpoint-{STEPS}")):
+        resume = ["--resume_from_checkpoint", checkpoints[-1]] if checkpoints else []
+        train(*parse_arguments(training_arguments(prepare_smollm2(cache_dir), vision, train_dir) + resume))
+    scores = score_run(args.output_dir)
+    figure = learning_curve({int(step): value for step, value in scores.items()})
+    write_atomically(os.path.join(args.output_dir, "learning_curve.png"), lambda p: figure.savefig(p, format="png"))
+    print(results_markdown(card_results(scores[max(scores, key=int)])))
+    if args.export_to:
+        summary = f"{STEPS} steps of batch {BATCH_SIZE} on the bundled corpus: `lm4lv train " + " ".join(
+            training_arguments(SMOLLM2_FOLDER, "VISION", "OUT")) + "`."
+        export_shipped_model(os.path.join(train_dir, f"checkpoint-{STEPS}"), scores[str(STEPS)], args.export_to,
+                             summary)
+
+
+if __name__ == "__main__":
+    main()
