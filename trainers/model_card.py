@@ -33,11 +33,13 @@ def eval_results_from(results: dict, dataset_name: str, method: str = "LM4LV") -
 
 
 def build_model_card(model, repo_id: str, results: dict | None = None, dataset_name: str = "lm4lv-bundled-crops",
-                     training_summary: str = "", full_checkpoint: bool = False) -> ModelCard:
-    """Render `model_card.md` for `model` with its base models, tasks, parameter count and evaluation results."""
+                     training_summary: str = "", full_checkpoint: bool = False,
+                     base_models: tuple[str, str] | None = None) -> ModelCard:
+    """Render `model_card.md` for `model` with its base models (`(llm, vision)`; default: the locations its config
+    names), tasks, parameter count and evaluation results."""
     config = model.config
-    llm = config.text_model_name_or_path or config.text_config.model_type
-    vision = config.vision_model_name_or_path or config.vision_config.model_type
+    llm, vision = base_models or (config.text_model_name_or_path or config.text_config.model_type,
+                                  config.vision_model_name_or_path or config.vision_config.model_type)
     card_data = ModelCardData(
         library_name="transformers",
         license="apache-2.0",
