@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, default_cache_dir, prepare_smollm2
+from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, default_cache_dir, prepare_smollm2, shipped_models
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
