@@ -8,6 +8,7 @@ static cache lets the visual run, one step per visual token, be captured once as
 then costs one graph launch instead of the thousands of kernel launches Python makes through the LLM's modules.
 """
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -63,8 +64,10 @@ class VisualStepGraph:
     r"""
     One visual step on a static cache, `backbone_at(feed_back(hidden), position)`, captured once as a CUDA graph over
     static buffers (the hidden state in, the skip embedding, the position; the cache's own tensors are static
-    already) and replayed for every later visual token of the call. Capture records kernels without running them, so
-    the cache and `run.length` move only at replays.
+    already) and replayed for every later visual token of the call. Before capture the step runs once eagerly on the
+    capture's side stream (the warm-up: library state made lazily per stream, such as cuBLAS workspaces and SDPA
+    plans, is made then, not during capture), and the cache's position counters are set back after it; capture
+    records kernels without running them, so the cache and `run.length` move only at replays.
     """
 
     def __init__(self, run: "DecodingRun", hidden: torch.Tensor, skip_embedding: torch.Tensor | None):
@@ -72,16 +75,32 @@ class VisualStepGraph:
         self.hidden = hidden.clone()
         self.skip = None if skip_embedding is None else skip_embedding.clone()
         self.position = run.positions[:, run.length : run.length + 1].clone()
+        self.stream = torch.cuda.Stream() if hidden.is_cuda else None
+        self.warm_up()
         self.capture()
 
     def step(self) -> torch.Tensor:
         """The step on the static buffers."""
         return self.run.backbone_at(self.run.feed_back(self.hidden, self.skip)[:, None], self.position)
 
+    def warm_up(self):
+        """Run the step once eagerly on the capture's side stream, then set the cache's position counters back: the
+        first replay writes the same position again."""
+        counters = [layer.cumulative_length.clone() for layer in self.run.cache.layers]
+        if self.stream is None:
+            self.step()
+        else:
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                self.step()
+            torch.cuda.current_stream().wait_stream(self.stream)
+        for layer, counter in zip(self.run.cache.layers, counters):
+            layer.cumulative_length.copy_(counter)
+
     def capture(self):
-        """Record `step` as a CUDA graph (its output buffer is `self.output`)."""
+        """Record `step` as a CUDA graph on the side stream (its output buffer is `self.output`)."""
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=self.stream):
             self.output = self.step()
 
     def launch(self):
@@ -104,6 +123,7 @@ class DecodingRun:
     frozen LLM behind a KV cache: `feed(embeds)` runs new input embeddings after the cached ones."""
 
     graph_class = VisualStepGraph  # what captures the visual step on CUDA
+    graphs_fail = False  # set when a capture or replay raised: this process then steps eagerly
 
     def __init__(self, model, start_ids, end_ids, forced_start_length, max_new_tokens, eos_token_id, pad_token_id,
                  positions, full_mask, cache_implementation: str = "dynamic",
@@ -190,16 +210,22 @@ class DecodingRun:
 
     def visual_step(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """One visual step, `feed(feed_back(hidden))`: through the CUDA graph on a static cache on CUDA (captured at
-        the first call), eagerly otherwise."""
-        if not self.uses_graph(hidden):
-            return self.feed(self.feed_back(hidden, skip_embedding)[:, None])
-        if self.graph is None:
-            self.graph = self.graph_class(self, hidden, skip_embedding)
-        return self.graph.replay(hidden, skip_embedding)
+        the first call), eagerly otherwise, and eagerly for the rest of the process once a capture or replay raised
+        (with one warning): an optimisation never fails a generation."""
+        if self.uses_graph(hidden):
+            try:
+                if self.graph is None:
+                    self.graph = self.graph_class(self, hidden, skip_embedding)
+                return self.graph.replay(hidden, skip_embedding)
+            except RuntimeError as error:
+                DecodingRun.graphs_fail = True
+                warnings.warn(f"The visual step's CUDA graph failed ({error}); generating eagerly on the static "
+                              "cache from now on", RuntimeWarning, stacklevel=2)
+        return self.feed(self.feed_back(hidden, skip_embedding)[:, None])
 
     def uses_graph(self, hidden: torch.Tensor) -> bool:
-        """Whether visual steps replay a CUDA graph: on a static cache, on CUDA."""
-        return self.static and hidden.is_cuda
+        """Whether visual steps replay a CUDA graph: on a static cache, on CUDA, unless a graph failed before."""
+        return self.static and hidden.is_cuda and not DecodingRun.graphs_fail
 
     def skip_inputs(self, rows: torch.LongTensor, slots: torch.LongTensor) -> tuple:
         """`(skip features, skip embedding)` of the visual tokens at `slots` of each row (`in_adapter.weight @ skip`,

@@ -62,7 +62,7 @@ PROFILES = {
     # One H100/H200-class GPU, <= 10 min from an empty cache, sized for 4,000 samples/s at batch 256 (the training
     # step's target is 5,000 in bfloat16): about 1 million training samples in all, the paper's batch 256. LM4LV's
     # 2,800 steps over seven tasks give each task about 400 steps' worth, the step count of every baseline (denoise;
-    # Table 3: denoise and rotate). The frozen LLM stays float32 (TF32 matmuls): on the CPU, at equal steps (260,
+    # Table 3: denoise and rotate). The frozen LLM stays float32: on the CPU, at equal steps (260,
     # one seed), a bfloat16 LLM cost 0.29 dB on denoising, more than the 0.2 dB a dtype may cost here.
     "gpu": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=2800, random_llm_steps=400, skip_connection_steps=400,
                    table_3_steps=400, batch_size=256, warmup_steps=100, tasks=PAPER_TASKS, device_batches=True),

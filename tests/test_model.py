@@ -409,14 +409,19 @@ def test_static_cache_generates_the_dynamic_cache_features(kind, case):
 
 def test_the_graphed_visual_step_keeps_buffers_positions_and_cache_in_step(monkeypatch):
     """The CUDA-graph bookkeeping run on the CPU: a stand-in graph records nothing at capture and runs the step on the
-    static buffers at each launch, as a replay does; the features equal the dynamic path's."""
+    static buffers at each launch, as a replay does; an eager warm-up step comes before each capture; the features
+    equal the dynamic path's."""
     from lm4lv.modeling_lm4lv.decoding import VisualStepGraph
 
+    calls = []
+
     class EagerStandIn(VisualStepGraph):
-        captures = 0
+        def warm_up(self):
+            calls.append("warm-up")
+            super().warm_up()
 
         def capture(self):
-            EagerStandIn.captures += 1
+            calls.append("capture")
 
         def launch(self):
             self.output = self.step()
@@ -431,7 +436,27 @@ def test_the_graphed_visual_step_keeps_buffers_positions_and_cache_in_step(monke
         graphed = model.generate(**batch, cache_implementation="static")
         assert torch.equal(graphed.sequences, dynamic.sequences)
         torch.testing.assert_close(graphed.visual_features, dynamic.visual_features, rtol=0, atol=1e-5)
-    assert EagerStandIn.captures == 2  # once per call
+    assert calls == ["warm-up", "capture"] * 2  # once per call, the eager step first
+
+
+def test_a_failing_cuda_graph_falls_back_to_eager_steps_with_one_warning(monkeypatch):
+    from lm4lv.modeling_lm4lv.decoding import VisualStepGraph
+
+    class FailingCapture(VisualStepGraph):
+        def capture(self):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(DecodingRun, "graph_class", FailingCapture)
+    monkeypatch.setattr(DecodingRun, "graphs_fail", False)
+    monkeypatch.setattr(DecodingRun, "uses_graph",
+                        lambda self, hidden: self.static and not DecodingRun.graphs_fail)
+    model, processor = build_tiny()
+    batch = processor(images=random_images(2), task="denoise")
+    dynamic = model.generate(**batch, cache_implementation="dynamic")
+    with pytest.warns(RuntimeWarning, match="CUDA graph failed.*generating eagerly"):
+        fallen_back = model.generate(**batch, cache_implementation="static")
+    torch.testing.assert_close(fallen_back.visual_features, dynamic.visual_features, rtol=0, atol=1e-5)
+    assert DecodingRun.graphs_fail
 
 
 def test_static_cache_in_bfloat16_gives_the_same_images_within_a_tenth_of_a_db():

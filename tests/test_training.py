@@ -296,23 +296,20 @@ def test_gradient_accumulation_equals_the_whole_batch(crops, tmp_path):
         assert logged[2][key] == pytest.approx(logged[1][key], abs=1e-6), key
 
 
-def test_gpu_training_arguments_turn_on_tf32_and_non_blocking_copies(monkeypatch, tmp_path):
-    """On a GPU with TF32 the arguments ask for it and for non-blocking copies; on the CPU, or when the user chose,
-    they stay as given (the GPU's answers are faked, and transformers' own checks skipped, since CI has no GPU)."""
+def test_gpu_training_arguments_ask_for_non_blocking_copies_and_leave_tf32_off(monkeypatch, tmp_path):
+    """On a GPU the arguments ask for non-blocking copies and leave TF32 (a process-wide setting that would change
+    a later generate()) off unless the user asks; on the CPU, or when the user chose, they stay as given (the GPU's
+    answers are faked, and transformers' own checks skipped, since CI has no GPU)."""
     import transformers
-
-    from lm4lv.trainers import trainer
 
     cpu = LM4LVTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
     assert cpu.tf32 is None and not cpu.accelerator_config.non_blocking
-    monkeypatch.setattr(trainer, "is_torch_tf32_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", lambda self: None)
     gpu = LM4LVTrainingArguments(output_dir=str(tmp_path))
-    assert gpu.tf32 is True and gpu.accelerator_config == {"non_blocking": True}
-    chosen = LM4LVTrainingArguments(output_dir=str(tmp_path), tf32=False, accelerator_config={"non_blocking": False})
-    assert chosen.tf32 is False and chosen.accelerator_config == {"non_blocking": False}
-    assert LM4LVTrainingArguments(output_dir=str(tmp_path), use_cpu=True).tf32 is None
+    assert gpu.tf32 is None and gpu.accelerator_config == {"non_blocking": True}
+    chosen = LM4LVTrainingArguments(output_dir=str(tmp_path), tf32=True, accelerator_config={"non_blocking": False})
+    assert chosen.tf32 is True and chosen.accelerator_config == {"non_blocking": False}
 
 
 def test_trainer_checks_the_first_batch_only_and_keeps_losses_on_the_device(crops, tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ from accelerate.utils import save_fsdp_optimizer
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
-from transformers.utils import is_torch_tf32_available
 
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.checkpointing import is_trainable_only
@@ -30,8 +29,9 @@ from lm4lv.trainers.engines import (
 class LM4LVTrainingArguments(TrainingArguments):
     r"""
     `TrainingArguments` with the paper's recipe as defaults: AdamW betas (0.9, 0.95), lr 3e-4, weight decay 0,
-    200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, TF32 matmuls, non-blocking copies and no
-    per-step NaN/inf loss filter (a device synchronisation).
+    200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, non-blocking copies and no per-step NaN/inf
+    loss filter (a device synchronisation). TF32 stays off unless asked for (`tf32=True`, `--tf32 true`): it is a
+    process-wide setting, which would also change every float32 matmul of a later `generate()` in the process.
     `remove_unused_columns=False` because batches carry image tensors the model's signature names differently.
     """
 
@@ -53,14 +53,12 @@ class LM4LVTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        # on a GPU: TF32 float32 matmuls (the trainables and losses stay float32), host-to-device copies that do not
-        # wait (the data loader pins memory by default) and no per-step NaN/inf loss filter (its isnan/isinf test
-        # waits for the GPU every step); the CPU's defaults are left as they are
+        # on a GPU: host-to-device copies that do not wait (the data loader pins memory by default) and no per-step
+        # NaN/inf loss filter (its isnan/isinf test waits for the GPU every step); the CPU's defaults are left as
+        # they are
         on_gpu = not self.use_cpu and torch.cuda.is_available()
         if self.logging_nan_inf_filter is None:
             self.logging_nan_inf_filter = not on_gpu
-        if self.tf32 is None and not self.use_cpu and is_torch_tf32_available():
-            self.tf32 = True
         if on_gpu and self.accelerator_config is None:
             self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
