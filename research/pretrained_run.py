@@ -13,6 +13,7 @@ import argparse
 import functools
 import glob
 import json
+import math
 import os
 import shutil
 
@@ -31,7 +32,6 @@ from lm4lv.trainers.evaluation import (
     evaluate_restoration,
     load_restoration_model,
     restoration_methods,
-    results_markdown,
 )
 from lm4lv.trainers.model_card import build_model_card
 from lm4lv.trainers.training import parse_arguments, train
@@ -91,6 +91,32 @@ def learning_curve(scores_by_step: dict, set_name: str = SET_NAMES["denoise"]):
     return line_chart({f"{LM4LV} ({set_name})": points},
                       {f"{MAE_R}": first[MAE_R]["psnr"], f"{INPUT} (degraded)": first[INPUT]["psnr"]},
                       x_label="training samples (batch 4 x steps)", y_label="PSNR (dB)", log_x=True)
+
+
+def learning_table(scores_by_step: dict) -> str:
+    """A Markdown table: PSNR / SSIM of LM4LV per scored checkpoint and scored set, then Input's and MAE-r's."""
+    names = list(next(iter(scores_by_step.values())))
+    lines = ["| | samples | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 2)]
+    first = scores_by_step[min(scores_by_step, key=int)]
+    rows = [(f"{LM4LV}, {int(step):,} steps", f"{int(step) * BATCH_SIZE:,}", scores, LM4LV)
+            for step, scores in sorted(scores_by_step.items(), key=lambda item: int(item[0]))]
+    rows += [(method, "-", first, method) for method in (INPUT, MAE_R)]
+    for label, samples, scores, method in rows:
+        cells = [f"{scores[name][method]['psnr']:.2f} / {scores[name][method]['ssim']:.4f}" for name in names]
+        lines.append(f"| {label} | {samples} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def log_trend(scores_by_step: dict, set_name: str = SET_NAMES["denoise"]) -> dict:
+    """A least-squares line of LM4LV's PSNR against log2(training samples) over the scored checkpoints: its gain per
+    doubling of the samples, and the samples at which the line reaches MAE-r (None if it does not rise)."""
+    points = [(math.log2(int(step) * BATCH_SIZE), scores[set_name][LM4LV]["psnr"])
+              for step, scores in scores_by_step.items()]
+    mean_x, mean_y = (sum(values) / len(points) for values in zip(*points))
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    target = scores_by_step[min(scores_by_step, key=int)][set_name][MAE_R]["psnr"]
+    reach = 2 ** (mean_x + (target - mean_y) / slope) if slope > 0 else None
+    return {"db_per_doubling": slope, "mae_r_psnr": target, "samples_at_mae_r": reach}
 
 
 def card_results(scores: dict) -> dict:
@@ -168,7 +194,8 @@ def main(argv=None):
     scores = score_run(args.output_dir)
     figure = learning_curve({int(step): value for step, value in scores.items()})
     write_atomically(os.path.join(args.output_dir, "learning_curve.png"), lambda p: figure.savefig(p, format="png"))
-    print(results_markdown(card_results(scores[max(scores, key=int)])))
+    print(learning_table(scores))
+    print(log_trend(scores))
     if args.export_to:
         export_shipped_model(os.path.join(train_dir, f"checkpoint-{STEPS}"), scores[str(STEPS)], args.export_to,
                              args.machine)

@@ -350,3 +350,20 @@ def test_write_ablation_never_leaves_a_half_written_file(tmp_path):
     with pytest.raises(TypeError):
         write_ablation({"settings": {}, "unserialisable": {1, 2}}, ["denoise"], str(tmp_path))
     assert (tmp_path / "ablation.json").read_text() == "previous"
+
+
+def test_the_pretrained_runs_table_trend_and_card_results_read_the_scores():
+    from lm4lv.research.pretrained_run import SET_NAMES, card_results, learning_table, log_trend
+
+    crops = SET_NAMES["denoise"]
+
+    def scores(lm4lv_psnr):
+        return {crops: {"Input": {"psnr": 24.0, "ssim": 0.4}, "MAE-r": {"psnr": 27.0, "ssim": 0.6},
+                        "LM4LV": {"psnr": lm4lv_psnr, "ssim": 0.5}}}
+
+    by_step = {"1000": scores(25.0), "2000": scores(25.5), "4000": scores(26.0)}
+    table = learning_table(by_step).splitlines()
+    assert table[2] == "| LM4LV, 1,000 steps | 4,000 | 25.00 / 0.5000 |" and table[-1].startswith("| MAE-r | - | 27.00")
+    trend = log_trend(by_step)
+    assert trend["db_per_doubling"] == pytest.approx(0.5) and trend["samples_at_mae_r"] == pytest.approx(16000 * 4)
+    assert card_results(by_step["4000"])[f"denoise ({crops})"]["LM4LV"]["psnr"]["mean"] == 26.0
