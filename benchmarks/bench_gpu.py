@@ -25,6 +25,8 @@ from benchmarks.bench_generation import generation_steps, recompute_check
 from benchmarks.bench_training import lm4lv_step, training_batch
 from benchmarks.common import build_model, machine, prompt_batch, stub_processor, synchronized, timed
 
+PATCHES_SIDE, PATCHES_SIDE_QUICK = 14, 4  # the vision module's patches per side: ViT-MAE-Large at 224 px, and --quick
+
 
 def peak_memory_gib(device: torch.device) -> float | None:
     """Peak allocated device memory since the last reset (None on the CPU)."""
@@ -141,11 +143,16 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--train_batch_size", type=int, default=8)
-    parser.add_argument("--photo_llm", choices=["smollm2", "tiny"], default="smollm2",
-                        help="LLM shape of the tiled photo restoration (the demo checkpoint's: smollm2).")
-    parser.add_argument("--photo_side", type=int, default=1024, help="Side of the photo restored tile by tile.")
-    parser.add_argument("--photo_batch_size", type=int, default=64, help="Tiles per generate() call.")
-    parser.add_argument("--quick", action="store_true", help="One timed repeat, small batches.")
+    parser.add_argument("--photo_llm", choices=["smollm2", "tiny"], default=None,
+                        help="LLM shape of the tiled photo restoration (default: the demo checkpoint's, smollm2; "
+                             "tiny with --quick).")
+    parser.add_argument("--photo_side", type=int, default=None,
+                        help="Side of the photo restored tile by tile (default: 1024; 64 with --quick).")
+    parser.add_argument("--photo_batch_size", type=int, default=None,
+                        help="Tiles per generate() call (default: 64; 4 with --quick).")
+    parser.add_argument("--quick", action="store_true",
+                        help="Every stage at small sizes: one timed repeat, batches 1 and 2, 4x4 patches, a tiny "
+                             "64x64 photo (under a minute on 2 CPU cores with --llm tiny --device cpu).")
     parser.add_argument("--output", help="Also write the numbers to this JSON file.")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else 2
@@ -153,7 +160,8 @@ def main(argv=None):
     device = torch.device(args.device)
     llm_dtype = torch.bfloat16 if device.type == "cuda" else None
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    model = build_model(args.llm, 14, device=args.device, llm_dtype=llm_dtype)
+    model = build_model(args.llm, PATCHES_SIDE_QUICK if args.quick else PATCHES_SIDE, device=args.device,
+                        llm_dtype=llm_dtype)
     print(f"# {args.llm} LLM ({llm_dtype or torch.float32}, {model.language_model.config._attn_implementation}) with "
           f"{model.config.num_visual_tokens} visual tokens on {card}; {machine()}\n")
     reset_peak_memory(device)
@@ -173,7 +181,9 @@ def main(argv=None):
         row = train_rows[-1]
         print(f"| {checkpointing} | {row['seconds_per_step']:.3f} | {row['samples_per_s']:.2f} | "
               f"{fmt(row['peak_gib'])} |", flush=True)
-    photo = tiled_restoration(args.photo_llm, args.device, args.photo_side, args.photo_batch_size)
+    photo = tiled_restoration(args.photo_llm or ("tiny" if args.quick else "smollm2"), args.device,
+                              args.photo_side or (64 if args.quick else 1024),
+                              args.photo_batch_size or (4 if args.quick else 64))
     print(f"\n## A {photo['side']}x{photo['side']} photo restored tile by tile ({photo['llm']} LLM, the demo MAE's "
           f"32x32 tiles, 8-pixel overlap, {photo['tiles']} tiles, batch {photo['batch']}): {photo['seconds']:.2f} s "
           f"({photo['tiles_per_s']:.1f} tiles/s)")

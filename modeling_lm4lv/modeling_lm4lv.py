@@ -445,6 +445,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
             input_ids = torch.cat([input_ids, forced_start], dim=1)
         state = run.decode(input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
+        return self.generation_output(input_ids, state)
+
+    def generation_output(self, input_ids: torch.LongTensor, state) -> LM4LVGenerateOutput:
+        """A finished decoding's sequences, features and decoded images (NaN for samples without a complete image)."""
         has_image = state.num_features == self.config.num_visual_tokens
         pixel_values = torch.full(
             (input_ids.shape[0], self.config.vision_config.num_channels, *self.vision_model.image_size),

@@ -242,13 +242,14 @@ def loss_curves(runs: dict, mae_r_feature_mse: float):
                       x_label="training step", y_label="vision loss: feature MSE")
 
 
-def evaluate_runs(runs: dict, sets: dict, output_dir: str) -> dict:
-    """Every score, table, grid, the picture and the curves of the trained runs; the values the report shows."""
+def evaluate_runs(runs: dict, sets: dict, output_dir: str, profile: Profile) -> dict:
+    """Every score, table, grid, the picture and the curves of the trained runs (and the shipped denoiser's row,
+    when the profile asks for it); the values the report shows."""
     model, processor = runs[LM4LV][0].model.eval(), runs[LM4LV][0].processing_class
     results, methods, examples = score_table_2(sets, model, processor, output_dir)
     denoise_results, fixed_results, method_names = score_denoising(sets, runs, processor, results, methods, examples,
                                                                    output_dir)
-    if DEFAULT_MODEL in shipped_models():
+    if profile.shipped_model_row and DEFAULT_MODEL in shipped_models():
         denoise_results |= score_shipped_model(sets["denoise"])
     picture = restore_picture(runs, processor, output_dir)
     table_3 = score_table_3(sets, runs, results) if table_3_run("vit_llm", "denoise") in runs else None
@@ -276,7 +277,7 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
         sets = evaluation_sets(corpus, profile, output_dir)
     runs = train_runs(llm, vision, profile, output_dir, cache_dir, clock)
     with clock.stage("evaluation"):
-        evaluated = evaluate_runs(runs, sets, output_dir)
+        evaluated = evaluate_runs(runs, sets, output_dir, profile)
     clock.timings["total"] = time.time() - clock.start
     report = render_report(profile_name, profile, evaluated, mae_info, clock.timings, output_dir, llm_name)
     path = os.path.join(output_dir, "report.md")

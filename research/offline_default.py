@@ -37,6 +37,7 @@ class Profile:
     table_3_steps: int = 0  # > 0: the paper's Table 3 too: each no-LLM expert on TABLE_3_TASKS, ViT-LLM on denoise
     llm_dtype: str = "float32"  # the frozen LLM's (the trainables stay float32)
     device_batches: bool = False  # training batches made on the device (DevicePairedBatches): the GPU profile
+    shipped_model_row: bool = True  # also score the shipped denoiser on the held-out denoising crops
 
 
 # The paper's Table 2: five restoration tasks and two spatial ones
@@ -58,7 +59,7 @@ PROFILES = {
     "full": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,
                     tasks=PAPER_TASKS),
     "smoke": Profile(mae_steps=20, lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2,
-                     eval_samples=8, tasks=("denoise", "rotate")),
+                     eval_samples=8, tasks=("denoise", "rotate"), shipped_model_row=False),
     # One H100/H200-class GPU, <= 10 min from an empty cache, sized for 4,000 samples/s at batch 256 (the training
     # step's target is 5,000 in bfloat16): about 1 million training samples in all, the paper's batch 256. LM4LV's
     # 2,800 steps over seven tasks give each task about 400 steps' worth, the step count of every baseline (denoise;

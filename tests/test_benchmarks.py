@@ -56,9 +56,10 @@ def test_llm_dtype_benchmark_runs(capsys):
 
 
 def test_gpu_benchmark_runs_on_tiny_shapes_on_the_cpu(tmp_path):
+    """The documented quick command, as written in bench_gpu's docstring (plus where to write the numbers)."""
+    assert "python -m benchmarks.bench_gpu --llm tiny --device cpu --quick " in bench_gpu.__doc__
     output = tmp_path / "gpu.json"
-    bench_gpu.main(["--llm", "tiny", "--device", "cpu", "--quick", "--photo_llm", "tiny", "--photo_side", "64",
-                    "--photo_batch_size", "4", "--output", str(output)])
+    bench_gpu.main(["--llm", "tiny", "--device", "cpu", "--quick", "--output", str(output)])
     report = json.loads(output.read_text())
     assert report["card"] == "CPU" and report["llm"] == "tiny"
     assert [row["batch"] for row in report["generate"]] == [1, 2]
@@ -68,7 +69,7 @@ def test_gpu_benchmark_runs_on_tiny_shapes_on_the_cpu(tmp_path):
         assert row["static_over_roofline"] == pytest.approx(row["static_ms_per_token"] / row["roofline_ms_per_token"])
         assert row["dynamic_over_static"] == pytest.approx(row["dynamic_ms_per_token"] / row["static_ms_per_token"])
     assert report["recompute"]["weight_bytes"] == sum(  # the roofline reads the tiny LLM's float32 weights
-        4 * p.numel() for p in bench_gpu.build_model("tiny", 14).language_model.parameters())
+        4 * p.numel() for p in bench_gpu.build_model("tiny", bench_gpu.PATCHES_SIDE_QUICK).language_model.parameters())
     assert report["recompute"]["recompute_s"] > 0
     assert report["recompute"]["max_abs_difference"] < 1e-3  # the KV cache gives the authors' algorithm's image
     assert [row["checkpointing"] for row in report["training"]] == [False, True]
