@@ -27,7 +27,9 @@ setup(
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
     # model_card.md: the Hub model card template (lm4lv/model_card.md links to the one at the repository root)
-    package_data={"lm4lv": ["model_card.md"], "lm4lv.metrics": ["psnr/*.py", "ssim/*.py"]},
+    # the shipped models (modeling_lm4lv/pretrained/NAME/: weights, the small MAE, processor files, model card)
+    package_data={"lm4lv": ["model_card.md"], "lm4lv.metrics": ["psnr/*.py", "ssim/*.py"],
+                  "lm4lv.modeling_lm4lv": ["pretrained/*/*", "pretrained/*/*/*"]},
     install_requires=[
         "torch>=2.4,<2.15",
         "transformers>=5.24,<6",

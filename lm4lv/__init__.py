@@ -1,6 +1,7 @@
 """LM4LV: a frozen large language model for low-level vision, Hugging Face-native.
 
     from lm4lv import LM4LVConfig, LM4LVForConditionalGeneration, LM4LVProcessor, LM4LVRestorationPipeline
+    restorer = transformers.pipeline("image-restoration")      # the denoiser shipped with the package
     restorer = transformers.pipeline("image-restoration", model="path/to/checkpoint")
 
 Submodules: `lm4lv.modeling_lm4lv` (config, model, vision modules, baselines), `lm4lv.processing` (processor,
@@ -15,6 +16,6 @@ from .modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from .pipelines import LM4LVRestorationPipeline
 from .processing import LM4LVProcessor
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["LM4LVConfig", "LM4LVForConditionalGeneration", "LM4LVProcessor", "LM4LVRestorationPipeline"]
