@@ -16,6 +16,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 from lm4lv import metrics
 from lm4lv.modeling_lm4lv import load_vision_module
@@ -38,7 +40,7 @@ from lm4lv.trainers.training import parse_arguments, train
 
 from .charts import line_chart
 from .demo import FIXED_SIGMAS, evaluation_sets, held_out_picture
-from .offline_default import DEMO_MAE_STEPS, PROFILES, RECIPE, prepare_mae
+from .offline_default import PROFILES, RECIPE
 from .report import PICTURE_SIGMA, PICTURE_TILE_OVERLAP
 
 STEPS, SAVE_STEPS, BATCH_SIZE = 8000, 500, 4
@@ -177,6 +179,18 @@ def score_run(output_dir: str) -> dict:
     return scores
 
 
+def prepare_pinned_mae(cache_dir: str) -> str:
+    """The demo's small MAE, prepared once as `lm4lv demo` prepares it (CPU kernels pinned, so that AMD EPYC machines
+    train the same MAE bit for bit), in a child process: the pin would also slow this process's bfloat16 LLM."""
+    code = ("from lm4lv.research.offline_default import pin_cpu_kernels; pin_cpu_kernels()\n"
+            "import sys\nfrom lm4lv.processing.data import bundled_corpus\n"
+            "from lm4lv.research.offline_default import DEMO_MAE_STEPS, prepare_mae\n"
+            "corpus = bundled_corpus()\nprint(prepare_mae(sys.argv[1], DEMO_MAE_STEPS, corpus['train'], "
+            "corpus['validation'])[0])")
+    return subprocess.run([sys.executable, "-c", code, cache_dir], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir")
@@ -184,8 +198,7 @@ def main(argv=None):
     parser.add_argument("--machine", default="2 CPU cores", help="The training machine, as the card names it.")
     args = parser.parse_args(argv)
     cache_dir = default_cache_dir()
-    corpus = bundled_corpus()
-    vision, _ = prepare_mae(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])
+    vision = prepare_pinned_mae(cache_dir)
     train_dir = os.path.join(args.output_dir, "train")
     checkpoints = sorted(glob.glob(os.path.join(train_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
     if not os.path.isdir(os.path.join(train_dir, f"checkpoint-{STEPS}")):
