@@ -91,7 +91,7 @@ def learning_curve(scores_by_step: dict, set_name: str = SET_NAMES["denoise"]):
     first = scores_by_step[min(scores_by_step)][set_name]  # the baselines do not depend on the checkpoint
     points = [(step * BATCH_SIZE, scores[set_name][LM4LV]["psnr"]) for step, scores in sorted(scores_by_step.items())]
     return line_chart({f"{LM4LV} ({set_name})": points},
-                      {f"{MAE_R}": first[MAE_R]["psnr"], f"{INPUT} (degraded)": first[INPUT]["psnr"]},
+                      {MAE_R: first[MAE_R]["psnr"], f"{INPUT} (degraded)": first[INPUT]["psnr"]},
                       x_label="training samples (batch 4 x steps)", y_label="PSNR (dB)", log_x=True)
 
 
