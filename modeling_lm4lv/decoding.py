@@ -5,10 +5,15 @@ step captured as a CUDA graph.
 Two caches: a dynamic one (transformers' `DynamicCache`, grown per step) and a static one (`StaticCache`,
 preallocated for the whole call, so every step has the same shapes and the same tensor addresses). On CUDA, the
 static cache lets the visual run, one step per visual token, be captured once as a CUDA graph and replayed: a step
-then costs one graph launch instead of the thousands of kernel launches Python makes through the LLM's modules.
+then costs one graph launch instead of the thousands of kernel launches Python makes through the LLM's modules. The
+static cache, the buffers the graph reads and the graph itself are kept per model and call shape
+(`StaticDecoding`) and reused by later `generate()` calls of that shape: one capture serves an evaluation loop or a
+tiled photo.
 """
 
 import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +21,7 @@ from torch.nn import functional as F
 from transformers import DynamicCache, StaticCache
 
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+STATIC_DECODINGS_KEPT = 2  # static caches (each with its CUDA graph) kept per model: the shapes used most recently
 
 
 def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
@@ -60,14 +66,62 @@ class GenerationState:
         return bool(recording.all())
 
 
+_GRAPH_POOL = []  # the memory pool of the visual-step graphs, made at the first capture
+
+
+def shared_graph_pool():
+    """The one memory pool the visual-step CUDA graphs share."""
+    if not _GRAPH_POOL:
+        _GRAPH_POOL.append(torch.cuda.graph_pool_handle())
+    return _GRAPH_POOL[0]
+
+
+class StaticDecoding:
+    """A static KV cache and the buffers a captured visual step reads (the folded feedback weights, the padding
+    mask), with the step's CUDA graph once captured; kept per model and call shape (`static_decoding`) so that a later
+    `generate()` call of the shape resets the cache, refills the buffers and replays the same graph."""
+
+    def __init__(self, config, max_cache_len: int):
+        self.cache = StaticCache(config=config, max_cache_len=max_cache_len)
+        self.buffers = {}
+        self.graph = None
+
+    def refill(self, name: str, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        """`tensor` copied into the buffer `name` (made at the first call): the buffer, at the same address every
+        call."""
+        if tensor is None:
+            return None
+        if name not in self.buffers:
+            self.buffers[name] = tensor.clone()
+        return self.buffers[name].copy_(tensor)
+
+
+_STATIC_DECODINGS = weakref.WeakKeyDictionary()  # model -> OrderedDict(call shape -> StaticDecoding)
+
+
+def static_decoding(model, shape: tuple, max_cache_len: int) -> StaticDecoding:
+    """The model's `StaticDecoding` for a call `shape` (made at its first use), its cache reset; only the
+    `STATIC_DECODINGS_KEPT` shapes used most recently are kept. The shape names the LLM's weight tensors, so moving or
+    re-casting the model starts afresh."""
+    kept = _STATIC_DECODINGS.setdefault(model, OrderedDict())
+    if shape not in kept:
+        kept[shape] = StaticDecoding(model.language_model.config, max_cache_len)
+    kept.move_to_end(shape)
+    while len(kept) > STATIC_DECODINGS_KEPT:
+        kept.popitem(last=False)
+    kept[shape].cache.reset()
+    return kept[shape]
+
+
 class VisualStepGraph:
     r"""
     One visual step on a static cache, `backbone_at(feed_back(hidden), position)`, captured once as a CUDA graph over
     static buffers (the hidden state in, the skip embedding, the position; the cache's own tensors are static
-    already) and replayed for every later visual token of the call. Before capture the step runs once eagerly on the
-    capture's side stream (the warm-up: library state made lazily per stream, such as cuBLAS workspaces and SDPA
-    plans, is made then, not during capture), and the cache's position counters are set back after it; capture
-    records kernels without running them, so the cache and `run.length` move only at replays.
+    already) and replayed for every later visual token of the call, and of later calls of the same shape (`run` is
+    then the current call's run, whose cache and feedback buffers are the captured ones). Before capture the step
+    runs once eagerly on the capture's side stream (the warm-up: library state made lazily per stream, such as cuBLAS
+    workspaces and SDPA plans, is made then, not during capture), and the cache's position counters are set back
+    after it; capture records kernels without running them, so the cache and `run.length` move only at replays.
     """
 
     def __init__(self, run: "DecodingRun", hidden: torch.Tensor, skip_embedding: torch.Tensor | None):
@@ -98,9 +152,10 @@ class VisualStepGraph:
             layer.cumulative_length.copy_(counter)
 
     def capture(self):
-        """Record `step` as a CUDA graph on the side stream (its output buffer is `self.output`)."""
+        """Record `step` as a CUDA graph on the side stream (its output buffer is `self.output`), in the memory pool
+        every visual-step graph shares: they never run at the same time, and each keeps its output buffer."""
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=self.stream):
+        with torch.cuda.graph(self.graph, pool=shared_graph_pool(), stream=self.stream):
             self.output = self.step()
 
     def launch(self):
@@ -132,9 +187,6 @@ class DecodingRun:
         self.backbone = model.text_backbone
         self.embed_dtype = model.get_input_embeddings().weight.dtype
         self.static = cache_implementation == "static"
-        config = model.language_model.config
-        self.cache = (StaticCache(config=config, max_cache_len=positions.shape[1]) if self.static
-                      else DynamicCache(config=config))
         self.length = 0  # positions in the cache, counted here (a static cache's own count is a device tensor)
         self.start_ids, self.end_ids, self.forced_start_length = start_ids, end_ids, forced_start_length
         self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
@@ -145,7 +197,23 @@ class DecodingRun:
         self.feedback_bias = model.in_adapter(model.out_adapter.bias)
         # forced </Img> tokens may go through the LLM in one piece when none of them ends the text
         self.end_can_be_fed_at_once = eos_token_id not in end_ids.tolist()
-        self.graph = None  # the visual step's CUDA graph, captured at the first visual run on CUDA
+        self.decoding = None  # the static cache's StaticDecoding (reused across calls of one shape)
+        if self.static:
+            self.use_static_decoding()
+        else:
+            self.cache = DynamicCache(config=model.language_model.config)
+
+    def use_static_decoding(self):
+        """Take the model's `StaticDecoding` for this call's shape (batch and budget, padding, skip connection,
+        dtype, the LLM's weight tensors): its reset cache, and its buffers refilled with this call's feedback
+        weights and padding mask, which a graph captured by an earlier call reads."""
+        shape = (tuple(self.positions.shape), self.full_mask is None, self.skip_features is None, self.embed_dtype,
+                 tuple(parameter.data_ptr() for parameter in self.backbone.parameters()))
+        self.decoding = static_decoding(self.model, shape, self.positions.shape[1])
+        self.cache = self.decoding.cache
+        self.feedback_weight = self.decoding.refill("feedback_weight", self.feedback_weight)
+        self.feedback_bias = self.decoding.refill("feedback_bias", self.feedback_bias)
+        self.full_mask = self.decoding.refill("full_mask", self.full_mask)
 
     @classmethod
     def start(cls, model, attention_mask, max_new_tokens, eos_token_id, pad_token_id, force_image_output: bool,
@@ -210,13 +278,14 @@ class DecodingRun:
 
     def visual_step(self, hidden: torch.Tensor, skip_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """One visual step, `feed(feed_back(hidden))`: through the CUDA graph on a static cache on CUDA (captured at
-        the first call), eagerly otherwise, and eagerly for the rest of the process once a capture or replay raised
-        (with one warning): an optimisation never fails a generation."""
+        the first visual step of the first call of this shape), eagerly otherwise, and eagerly for the rest of the
+        process once a capture or replay raised (with one warning): an optimisation never fails a generation."""
         if self.uses_graph(hidden):
             try:
-                if self.graph is None:
-                    self.graph = self.graph_class(self, hidden, skip_embedding)
-                return self.graph.replay(hidden, skip_embedding)
+                if self.decoding.graph is None:
+                    self.decoding.graph = self.graph_class(self, hidden, skip_embedding)
+                self.decoding.graph.run = self
+                return self.decoding.graph.replay(hidden, skip_embedding)
             except RuntimeError as error:
                 DecodingRun.graphs_fail = True
                 warnings.warn(f"The visual step's CUDA graph failed ({error}); generating eagerly on the static "

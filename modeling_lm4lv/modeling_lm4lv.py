@@ -421,9 +421,10 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
             eos_token_id (`int`, *optional*): Stops a sample. Defaults to the LLM's generation config.
             pad_token_id (`int`, *optional*): Fills finished samples. Defaults to `eos_token_id` (or 0).
             cache_implementation (`str`, *optional*): `"dynamic"` (a KV cache grown per step) or `"static"` (one
-                preallocated for the call: fixed shapes, and on CUDA the visual run replayed as a CUDA graph, one
-                launch per visual token). Defaults to `"static"` on CUDA and `"dynamic"` elsewhere; both give the
-                same features (float32: within 1e-5).
+                preallocated: fixed shapes, and on CUDA the visual run replayed as a CUDA graph, one launch per
+                visual token; the cache and the graph are kept and reused by later calls of the same shape).
+                Defaults to `"static"` on CUDA and `"dynamic"` elsewhere; both give the same features (float32:
+                within 1e-5).
 
         Returns:
             [`LM4LVGenerateOutput`] with `sequences`, `visual_features`, `pixel_values` and `has_image`.

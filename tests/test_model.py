@@ -408,9 +408,10 @@ def test_static_cache_generates_the_dynamic_cache_features(kind, case):
 
 
 def test_the_graphed_visual_step_keeps_buffers_positions_and_cache_in_step(monkeypatch):
-    """The CUDA-graph bookkeeping run on the CPU: a stand-in graph records nothing at capture and runs the step on the
-    static buffers at each launch, as a replay does; an eager warm-up step comes before each capture; the features
-    equal the dynamic path's."""
+    """The CUDA-graph bookkeeping run on the CPU: a stand-in graph records nothing at capture and, at each launch,
+    runs the step with what it captured (the capturing call's cache, feedback weights and mask; the static position
+    and hidden buffers), as a replay does; an eager warm-up step comes before each capture; one capture serves every
+    later call of the same shape (other images, retrained adapters); the features equal the dynamic path's."""
     from lm4lv.modeling_lm4lv.decoding import VisualStepGraph
 
     calls = []
@@ -422,21 +423,35 @@ def test_the_graphed_visual_step_keeps_buffers_positions_and_cache_in_step(monke
 
         def capture(self):
             calls.append("capture")
+            self.captured_run = self.run
 
         def launch(self):
+            current, self.run = self.run, self.captured_run
             self.output = self.step()
+            self.run = current
 
     monkeypatch.setattr(DecodingRun, "graph_class", EagerStandIn)
     monkeypatch.setattr(DecodingRun, "uses_graph", lambda self, hidden: self.static)
     model, processor = build_tiny(task_names=("denoise", "rotate"))
-    for skip in (False, True):
-        model.config.visual_skip_connection = skip
-        batch = processor(images=random_images(2), task=["denoise", "rotate"], instructions=["", "a longer one"])
+
+    def check_against_dynamic(seed: int):
+        batch = processor(images=random_images(2, seed=seed), task=["denoise", "rotate"],
+                          instructions=["", "a longer one"])
         dynamic = model.generate(**batch, cache_implementation="dynamic")
         graphed = model.generate(**batch, cache_implementation="static")
         assert torch.equal(graphed.sequences, dynamic.sequences)
         torch.testing.assert_close(graphed.visual_features, dynamic.visual_features, rtol=0, atol=1e-5)
-    assert calls == ["warm-up", "capture"] * 2  # once per call, the eager step first
+
+    for skip in (False, True):
+        model.config.visual_skip_connection = skip
+        check_against_dynamic(seed=0)
+    assert calls == ["warm-up", "capture"] * 2  # once per shape (with and without the skip connection's input)
+    for seed in (1, 2, 3):  # the same shape again: no new capture
+        check_against_dynamic(seed)
+    with torch.no_grad():
+        model.out_adapter.weight.mul_(1.5)  # as if trained between calls: the feedback buffers are refilled
+    check_against_dynamic(seed=4)
+    assert calls == ["warm-up", "capture"] * 2
 
 
 def test_a_failing_cuda_graph_falls_back_to_eager_steps_with_one_warning(monkeypatch):

@@ -2,6 +2,7 @@
 two-process launch, a killed save, gradient accumulation, the first-batch checks."""
 
 import json
+import math
 import os
 import sys
 
@@ -38,11 +39,11 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-def make_trainer(crops, output_dir, max_steps=6, callbacks=None):
+def make_trainer(crops, output_dir, max_steps=6, callbacks=None, **arguments):
     model, processor = build_tiny(task_names=("denoise", "deblur"))
     args = LM4LVTrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=max_steps, save_steps=3,
-        logging_steps=1, warmup_steps=2, learning_rate=1e-2, use_cpu=True, seed=0, disable_tqdm=True,
+        logging_steps=1, warmup_steps=2, learning_rate=1e-2, use_cpu=True, seed=0, disable_tqdm=True, **arguments,
     )
     dataset = paired_dataset(crops, ["denoise", "deblur"], 32, seed=0)
     return LM4LVTrainer(model=model, args=args, train_dataset=dataset, data_collator=LM4LVDataCollator(processor),
@@ -326,6 +327,51 @@ def test_trainer_checks_the_first_batch_only_and_keeps_losses_on_the_device(crop
     assert seen == [True, False, False]
     assert trainer.floating_point_ops({"input_ids": torch.zeros(2, 5)}) == 60 * model.num_parameters(
         exclude_embeddings=True)
+
+
+def logged_losses(trainer) -> list[float]:
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_a_compiled_model_is_compiled_once_and_its_first_batch_still_checked(crops, tmp_path):
+    """Under `torch_compile` the compiled forward only sees `check_inputs=False`: one graph, no recompilation and no
+    graph break at the checks; the eager model checks the first batch."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._dynamo.config.patch(suppress_errors=False):  # the arguments set it for the process: restored after
+        compiled = make_trainer(crops, tmp_path / "compiled", max_steps=3, torch_compile=True,
+                                torch_compile_backend="eager")
+        compiled.train()
+        assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+        collate = compiled.data_collator
+        bad = make_trainer(crops, tmp_path / "bad", max_steps=2, torch_compile=True, torch_compile_backend="eager")
+        bad.data_collator = lambda examples: {**collate(examples),
+                                              "pixel_values": torch.full((4, 3, 32, 32), math.nan)}
+        with pytest.raises(ValueError, match="pixel_values contain NaN or inf"):
+            bad.train()
+    torch._dynamo.reset()
+
+
+def test_a_model_torch_compile_cannot_compile_trains_eagerly(crops, tmp_path, monkeypatch):
+    """A compiler that fails leaves the step eager (torch warns) with the uncompiled run's losses, bit for bit."""
+    from torch._dynamo.backends import registry
+
+    def failing_compiler(graph_module, example_inputs):
+        raise RuntimeError("this compiler cannot compile")
+
+    registry.lookup_backend("eager")  # registers the built-in backends, so that the next line replaces one
+    monkeypatch.setitem(registry._COMPILER_FNS, "eager", failing_compiler)
+    torch._dynamo.reset()
+    eager = make_trainer(crops, tmp_path / "eager", max_steps=3)
+    eager.train()
+    with torch._dynamo.config.patch(suppress_errors=False):
+        failing = make_trainer(crops, tmp_path / "failing", max_steps=3, torch_compile=True,
+                               torch_compile_backend="eager")
+        failing.train()
+    assert logged_losses(failing) == logged_losses(eager)
+    torch._dynamo.reset()
 
 
 def test_a_bad_first_batch_is_refused_by_the_trainer(crops, tmp_path):

@@ -31,7 +31,9 @@ class LM4LVTrainingArguments(TrainingArguments):
     `TrainingArguments` with the paper's recipe as defaults: AdamW betas (0.9, 0.95), lr 3e-4, weight decay 0,
     200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, non-blocking copies and no per-step NaN/inf
     loss filter (a device synchronisation). TF32 stays off unless asked for (`tf32=True`, `--tf32 true`): it is a
-    process-wide setting, which would also change every float32 matmul of a later `generate()` in the process.
+    process-wide setting, which would also change every float32 matmul of a later `generate()` in the process. With
+    `torch_compile`, what cannot be compiled runs eagerly with torch's warning (dynamo's `suppress_errors`, set for the
+    process) instead of failing the run.
     `remove_unused_columns=False` because batches carry image tensors the model's signature names differently.
     """
 
@@ -61,6 +63,9 @@ class LM4LVTrainingArguments(TrainingArguments):
             self.logging_nan_inf_filter = not on_gpu
         if on_gpu and self.accelerator_config is None:
             self.accelerator_config = {"non_blocking": True}
+        if self.torch_compile:
+            # a part torch.compile cannot compile runs eagerly, with torch's warning, instead of failing the run
+            torch._dynamo.config.suppress_errors = True
         super().__post_init__()
 
 
@@ -102,8 +107,13 @@ class LM4LVTrainer(Trainer):
             inputs = {**inputs, "target_pixel_values": inputs["pixel_values"]}
         if self._checks_inputs and model.training:
             # the first training batch is checked (it shows a wrong collator at once); later ones, built the same
-            # way, are not, so that a step never waits for the device to answer a check
-            inputs = {**inputs, "check_inputs": not self._checked_first_batch}
+            # way, are not, so that a step never waits for the device to answer a check. A compiled model only ever
+            # sees check_inputs=False (one compilation, no graph breaks at the checks): the eager model checks the
+            # first batch in a forward of its own
+            if not self._checked_first_batch and self.args.torch_compile:
+                with torch.no_grad():
+                    self.accelerator.unwrap_model(model, keep_torch_compile=False)(**inputs, check_inputs=True)
+            inputs = {**inputs, "check_inputs": not (self._checked_first_batch or self.args.torch_compile)}
             self._checked_first_batch = True
         outputs = model(**inputs)
         if model.training:
