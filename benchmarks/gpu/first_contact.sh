@@ -39,4 +39,4 @@ cp "$RUN"/{report.md,report.json,stages.json,*.png} "$out/" 2>/dev/null
 run trainer_step 240 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32,256 --steps 20 \
   --workers 8 --output "$out/trainer_step.json"
 run generate 120 python -m benchmarks.bench_gpu --llm smollm2 --quick --photo_side 256
-tail -n 20 "$out/progress.txt"; head -n 5 "$RUN/report.md" 2>/dev/null
+tail -n 20 "$out/progress.txt" 2>/dev/null; head -n 5 "$RUN/report.md" 2>/dev/null
