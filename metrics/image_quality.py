@@ -36,6 +36,8 @@ def to_uint8_rgb(image) -> np.ndarray:
         array = array.transpose(1, 2, 0)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"Expected an RGB image (H, W, 3) or (3, H, W), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"An image must have pixels, got shape {array.shape}")
     if array.dtype == np.uint8:
         return array.astype(np.float64)
     if not np.isfinite(array).all():

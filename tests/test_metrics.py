@@ -84,6 +84,8 @@ def test_errors():
         psnr(np.zeros((20, 20), np.uint8), np.zeros((20, 20), np.uint8))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         psnr(np.full((20, 20, 3), 2.0), np.zeros((20, 20, 3)))
+    with pytest.raises(ValueError, match="must have pixels"):
+        psnr(np.zeros((0, 0, 3)), np.zeros((0, 0, 3)))  # float: its value range would be read from no pixels
 
 
 def test_evaluate_modules_load_by_absolute_path():
