@@ -293,9 +293,10 @@ def evaluated_so_far(stages: StageLog, profile: Profile) -> dict:
     table_2 = stages.result(TABLE_2_STAGE) or dict.fromkeys(
         ("results", "denoise", "fixed_sigma", "method_names", "mae_r_feature_mse"))
     denoise = table_2["denoise"] and table_2["denoise"] | (stages.result(SHIPPED_STAGE) or {})
+    mae = stages.result(MAE_STAGE)  # [folder, training info]
     return {**table_2, "denoise": denoise, "picture": stages.result(PICTURE_STAGE),
             "table_3": stages.result(TABLE_3_STAGE), "summaries": trained_summaries(stages, profile),
-            "mae": stages.result(MAE_STAGE) and stages.result(MAE_STAGE)[1]}
+            "mae": mae and mae[1]}
 
 
 def write_reports(stages: StageLog, profile_name: str, llm_name: str | None, output_dir: str) -> str:

@@ -4,6 +4,7 @@ path), times one batch of generation and of one-pass restoration, and projects t
 the whole run from those rates and the profile's counts. Nothing of the run itself is trained or cached, except
 SmolLM2's conversion and the evaluation sets, which the run would make the same way."""
 
+import collections
 import dataclasses
 import os
 import shutil
@@ -11,9 +12,8 @@ import statistics
 import time
 
 import torch
-from transformers import TrainerCallback, ViTMAEConfig
+from transformers import TrainerCallback
 
-from lm4lv.modeling_lm4lv import MAEVisionModule
 from lm4lv.modeling_lm4lv.hub_files import write_text_atomically
 from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
 from lm4lv.pipelines.image_restoration import restore, tile_starts
@@ -35,7 +35,7 @@ from .demo import (
     train_run,
     training_runs,
 )
-from .offline_default import PROFILES, Profile, image_tensors
+from .offline_default import PROFILES, Profile, demo_mae, demo_mae_name, image_tensors
 from .report import LM4LV_ROWS, PICTURE, PICTURE_TILE_OVERLAP, RANDOM_INIT
 
 WARMUP_STEPS = 2  # untimed training steps of each kind (allocation, kernel selection, compilation)
@@ -91,11 +91,11 @@ def timed_training(profile: Profile, llm: str, vision: str, work_dir: str, cache
 def timed_vision_module(profile: Profile, cache_dir: str, corpus, work_dir: str) -> tuple[str, float]:
     """`(folder, projected seconds)` of the MAE stage: the cached MAE and 0 when the run would find it, else a fresh
     MAE saved under `work_dir` (its speed is what matters) and `profile.mae_steps` at its measured step time."""
-    cached = os.path.join(cache_dir, f"vit-mae-demo-{profile.mae_steps}steps")
+    cached = os.path.join(cache_dir, demo_mae_name(profile.mae_steps))
     if os.path.exists(os.path.join(cached, "training.json")):
         return cached, 0.0
     torch.manual_seed(0)
-    model = MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG)).to("cuda" if torch.cuda.is_available() else "cpu")
+    model = demo_mae().to("cuda" if torch.cuda.is_available() else "cpu")
     steps = WARMUP_STEPS + TIMED_STEPS
     start = time.perf_counter()
     train_vision_module(model, image_tensors(corpus["train"]), mode="autoencoder", steps=steps, batch_size=64,
@@ -120,10 +120,10 @@ def evaluation_seconds(profile: Profile, sets: dict, per_crop: dict) -> dict:
     generated = {TABLE_2_STAGE: len(sets["all"]) + ablations * len(sets["denoise"]) + (1 + ablations) * fixed,
                  SHIPPED_STAGE: len(sets["denoise"]), PICTURE_STAGE: tiles * sum(name in names for name in LM4LV_ROWS)}
     projected = {stage: (count * per_crop["lm4lv"], f"{count:,} crops generated") for stage, count in generated.items()}
-    baselines = {run.name: (run.method, len(sets["all"].filter(lambda row, task=run.tasks[0]: row["task"] == task)))
-                 for run in runs if run.method != "lm4lv"}
-    projected[TABLE_3_STAGE] = (sum(per_crop[method] * count for method, count in baselines.values()),
-                                f"{sum(count for _, count in baselines.values()):,} crops restored in one pass")
+    crops_per_task = collections.Counter(sets["all"]["task"])
+    baselines = [(run.method, crops_per_task[run.tasks[0]]) for run in runs if run.method != "lm4lv"]
+    projected[TABLE_3_STAGE] = (sum(per_crop[method] * count for method, count in baselines),
+                                f"{sum(count for _, count in baselines):,} crops restored in one pass")
     return projected
 
 

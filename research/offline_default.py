@@ -167,11 +167,19 @@ def prepare_vision_module(cache_dir: str, name: str, build, steps: int, corpus_t
     return target, info
 
 
+def demo_mae() -> MAEVisionModule:
+    """A fresh (untrained) small ViT-MAE of the demo's shape, `DEMO_MAE_CONFIG`."""
+    return MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG))
+
+
+def demo_mae_name(steps: int) -> str:
+    """The cache folder name of the demo's MAE trained for `steps` steps."""
+    return f"vit-mae-demo-{steps}steps"
+
+
 def prepare_mae(cache_dir: str, steps: int, corpus_train, corpus_validation) -> tuple[str, dict]:
     """Local folder of the demo's small ViT-MAE, trained once as an unmasked L1 autoencoder and cached."""
-    return prepare_vision_module(cache_dir, f"vit-mae-demo-{steps}steps",
-                                 lambda: MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG)), steps, corpus_train,
-                                 corpus_validation)
+    return prepare_vision_module(cache_dir, demo_mae_name(steps), demo_mae, steps, corpus_train, corpus_validation)
 
 
 def prepare_autoencoder_kl(cache_dir: str, steps: int, corpus_train, corpus_validation) -> tuple[str, dict]:

@@ -11,13 +11,14 @@ skips the checkpoints already scored. Each checkpoint of `EVAL_STEPS` is scored 
 
 import argparse
 import functools
-import glob
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
+
+from transformers.trainer_utils import get_last_checkpoint
 
 from lm4lv import metrics
 from lm4lv.modeling_lm4lv import load_vision_module
@@ -201,9 +202,9 @@ def main(argv=None):
     cache_dir = default_cache_dir()
     vision = prepare_pinned_mae(cache_dir)
     train_dir = os.path.join(args.output_dir, "train")
-    checkpoints = sorted(glob.glob(os.path.join(train_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
     if not os.path.isdir(os.path.join(train_dir, f"checkpoint-{STEPS}")):
-        resume = ["--resume_from_checkpoint", checkpoints[-1]] if checkpoints else []
+        last = get_last_checkpoint(train_dir) if os.path.isdir(train_dir) else None
+        resume = ["--resume_from_checkpoint", last] if last else []
         train(*parse_arguments(training_arguments(prepare_smollm2(cache_dir), vision, train_dir) + resume))
     scores = score_run(args.output_dir)
     figure = learning_curve({int(step): value for step, value in scores.items()})
