@@ -6,14 +6,23 @@ the floor's: 1.0 means the step costs what the frozen LLM alone costs.
 
     python -m benchmarks.bench_trainer_step [--llm tiny|smollm2] [--batch_sizes 32,256] [--steps 20]
         [--device cuda] [--workers 4] [--data per_sample,device] [--compile] [--sync_check] [--output FILE.json]
+        [--baseline CHECKOUT]
 
 (b) is measured for each data path: `per_sample` (the `datasets` pairs, degraded per sample on the host, collated,
 copied) and `device` (`DevicePairedBatches`: the corpus in device memory, batched degradations there).
+
+`--baseline CHECKOUT` first runs this benchmark, with the same arguments, on another checkout of the package (a git
+worktree of an earlier version, say), installed into a temporary folder, then on this one, and prints each path's
+step time here over there (below 1.0: this version's step is faster).
 """
 
 import argparse
+import importlib.metadata
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -117,6 +126,41 @@ def measure(llm: str, dtype: torch.dtype, batch_size: int, options) -> dict:
     return row
 
 
+def baseline_run(checkout: str, argv: list[str]) -> tuple[str, list[dict]]:
+    """`(version, rows)` of this benchmark run on another checkout of the package: the checkout is installed (no
+    dependencies) into a temporary folder, and its own `benchmarks.bench_trainer_step` runs in a subprocess that
+    imports that copy of `lm4lv`, with `argv` and its rows written to a JSON file."""
+    with tempfile.TemporaryDirectory() as target:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                        target, checkout], check=True)
+        version = next(importlib.metadata.distributions(name="lm4lv", path=[target])).version
+        rows_file = os.path.join(target, "rows.json")
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([target, os.path.abspath(checkout)]))
+        # run from the install folder: its `lm4lv` comes first, the checkout gives `benchmarks`
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_trainer_step", *argv, "--output", rows_file],
+                       cwd=target, env=environment, check=True)
+        with open(rows_file) as handle:
+            return version, json.load(handle)["rows"]
+
+
+def measured_arguments(args) -> list[str]:
+    """The command-line arguments that decide what is measured (not where it goes)."""
+    flags = [flag for flag, on in (("--compile", args.compile), ("--sync_check", args.sync_check)) if on]
+    return ["--llm", args.llm, "--batch_sizes", args.batch_sizes, "--steps", str(args.steps), "--device", args.device,
+            "--workers", str(args.workers), "--data", args.data, *flags]
+
+
+def print_comparison(version: str, baseline: list[dict], rows: list[dict], paths: list[str]):
+    """Each path's step time in this run over the baseline's, row by row."""
+    print(f"\n# Step time against lm4lv {version} (this version's seconds per step over {version}'s)\n")
+    print("| frozen LLM | batch | " + " | ".join(f"{path}: {version} samples/s | this samples/s | time ratio"
+                                               for path in paths) + " |\n" + "| --- " * (2 + 3 * len(paths)) + "|")
+    for before, after in zip(baseline, rows, strict=True):
+        cells = " | ".join(f"{before[f'{path}_samples_per_s']:.1f} | {after[f'{path}_samples_per_s']:.1f} | "
+                           f"{before[f'{path}_samples_per_s'] / after[f'{path}_samples_per_s']:.3f}" for path in paths)
+        print(f"| {after['llm_dtype']} | {after['batch']} | {cells} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llm", choices=["tiny", "smollm2"], default="smollm2")
@@ -130,7 +174,11 @@ def main(argv=None):
     parser.add_argument("--sync_check", action="store_true",
                         help="CUDA: run the timed steps under torch.cuda.set_sync_debug_mode('error').")
     parser.add_argument("--output", default=None, help="Also write the rows to this JSON file.")
+    parser.add_argument("--baseline", default=None,
+                        help="Another checkout of the package to measure first, with the same arguments.")
     args = parser.parse_args(argv)
+    if args.baseline:
+        version, baseline = baseline_run(args.baseline, measured_arguments(args))
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     card = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
@@ -147,6 +195,8 @@ def main(argv=None):
             cells = " | ".join(f"{row[f'{path}_samples_per_s']:.1f} | {row[f'{path}_ratio']:.2f}" for path in paths)
             print(f"| {row['llm_dtype']} | {batch_size} | {row['sequence_length']} | {row['bare_samples_per_s']:.1f} "
                   f"| {cells} |", flush=True)
+    if args.baseline:
+        print_comparison(version, baseline, rows, paths)
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"card": card, "machine": machine(), "llm": args.llm, "compile": args.compile, "rows": rows},

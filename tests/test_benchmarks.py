@@ -4,6 +4,8 @@ compare are equal. Nothing here asserts a speed."""
 
 import json
 import math
+import os
+import re
 
 import pytest
 
@@ -114,3 +116,20 @@ def test_trainer_step_benchmark_runs(tmp_path, capsys):
     for row in json.loads((tmp_path / "rows.json").read_text())["rows"]:  # (b)/(a) = (a)'s rate over (b)'s
         for path in ("per_sample", "device"):
             assert row[f"{path}_ratio"] == pytest.approx(row["bare_samples_per_s"] / row[f"{path}_samples_per_s"])
+
+
+def test_trainer_step_benchmark_against_a_baseline_checkout(capfd):
+    """`--baseline` installs another checkout (here this one) into a temporary folder, runs the benchmark there in a
+    subprocess that imports that copy, and prints each row's time ratio of the two runs."""
+    from benchmarks import bench_trainer_step
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bench_trainer_step.main(["--llm", "tiny", "--batch_sizes", "2", "--steps", "2", "--data", "per_sample",
+                             "--baseline", checkout])
+    out = capfd.readouterr().out
+    assert out.count("| frozen LLM | batch | sequence length |") == 2  # the baseline's table, then this run's
+    version = re.search(r'__version__ = "(.+)"', open(os.path.join(checkout, "lm4lv", "__init__.py")).read())[1]
+    rows = table_rows(out, f"| frozen LLM | batch | per_sample: {version} samples/s |")
+    assert [row[:2] for row in rows] == [["float32", "2"], ["bfloat16", "2"]]
+    for row in rows:  # the ratio is the baseline's rate over this run's
+        assert float(row[4]) == pytest.approx(float(row[2]) / float(row[3]), rel=0.01, abs=0.002)
