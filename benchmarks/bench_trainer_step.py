@@ -144,10 +144,13 @@ def baseline_run(checkout: str, argv: list[str]) -> tuple[str, list[dict]]:
 
 
 def measured_arguments(args) -> list[str]:
-    """The command-line arguments that decide what is measured (not where it goes)."""
-    flags = [flag for flag, on in (("--compile", args.compile), ("--sync_check", args.sync_check)) if on]
-    return ["--llm", args.llm, "--batch_sizes", args.batch_sizes, "--steps", str(args.steps), "--device", args.device,
-            "--workers", str(args.workers), "--data", args.data, *flags]
+    """The parsed command line again, less the options that say where results go (`--output`, `--baseline`): what
+    decides what is measured. Flags are given when on; every other option with its value."""
+    arguments = []
+    for name, value in vars(args).items():
+        if name not in ("output", "baseline") and value is not False:
+            arguments += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+    return arguments
 
 
 def print_comparison(version: str, baseline: list[dict], rows: list[dict], paths: list[str]):
