@@ -13,7 +13,7 @@ import torch
 
 from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set
-from lm4lv.research.offline_default import DEMO_MAE_STEPS, prepare_mae
+from lm4lv.research.offline_default import prepare_mae
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import evaluate_restoration, restore
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
@@ -30,7 +30,7 @@ def main(argv=None):
     cache_dir = default_cache_dir()
     corpus = bundled_corpus()
     llm = prepare_smollm2(cache_dir)
-    vision, _ = prepare_mae(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])
+    vision, _ = prepare_mae(cache_dir, corpus["validation"])
     eval_set = materialize_eval_set(corpus["validation"], ["denoise"], 32, os.path.join(args.output_dir, "eval_set"),
                                     limit=args.eval_samples)
     curves, scores = {}, {}

@@ -7,7 +7,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, shipped_model_path, shipped_models
 
-from .image_restoration import LM4LVRestorationPipeline, mae_reconstruct, restore
+from .image_restoration import LM4LVRestorationPipeline, mae_reconstruct, restore, restore_tiled
 from .remote_code import PIPELINE_TASK, export_with_pipeline
 
 # `pipeline("image-restoration")` with no model restores with the denoiser shipped inside the package
@@ -16,4 +16,5 @@ DEFAULT_PIPELINE_MODEL = {"model": (shipped_model_path(DEFAULT_MODEL), "main")} 
 PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=LM4LVRestorationPipeline, pt_model=AutoModel,
                                     default=DEFAULT_PIPELINE_MODEL, type="image")
 
-__all__ = ["LM4LVRestorationPipeline", "PIPELINE_TASK", "export_with_pipeline", "mae_reconstruct", "restore"]
+__all__ = ["LM4LVRestorationPipeline", "PIPELINE_TASK", "export_with_pipeline", "mae_reconstruct", "restore",
+           "restore_tiled"]

@@ -69,6 +69,37 @@ def pad_to_tile(pixels: torch.Tensor, tile: int) -> torch.Tensor:
     return torch.nn.functional.pad(pixels[None], (0, pad_w, 0, pad_h), mode=mode)[0]
 
 
+def tile_boxes(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """The `(top, left)` of every `tile` x `tile` tile covering a `height` x `width` image (at least a tile on each
+    side: pad smaller images with `pad_to_tile`), neighbours sharing `overlap` pixels, row by row."""
+    stride = tile - overlap
+    return [(y, x) for y in tile_starts(height, tile, stride) for x in tile_starts(width, tile, stride)]
+
+
+def blend_tiles(tiles, boxes: list[tuple[int, int]], height: int, width: int, overlap: int) -> torch.Tensor:
+    """The `(3, height, width)` image made of restored `tiles` (`(3, tile, tile)` each, at `boxes`), blended with
+    `blend_window` over the overlaps."""
+    tile = tiles[0].shape[-1]
+    weight = blend_window(tile, overlap)
+    output, total = torch.zeros(3, height, width), torch.zeros(height, width)
+    for restored, (y, x) in zip(tiles, boxes):
+        output[:, y : y + tile, x : x + tile] += restored * weight
+        total[y : y + tile, x : x + tile] += weight
+    return output / total
+
+
+def restore_tiled(pixels: torch.Tensor, restore_tiles, tile: int, overlap: int = 8, batch_size: int = 64):
+    """`(3, H, W)` image in [0, 1] restored tile by tile as the pipeline restores it: `restore_tiles` maps a
+    `(B, 3, tile, tile)` batch to its restorations; tiles are blended over `overlap` pixels."""
+    height, width = pixels.shape[1:]
+    padded = pad_to_tile(pixels, tile)
+    boxes = tile_boxes(*padded.shape[1:], tile, overlap)
+    tiles = torch.stack([padded[:, y : y + tile, x : x + tile] for y, x in boxes])
+    restored = torch.cat([restore_tiles(tiles[start : start + batch_size]).float().cpu()
+                          for start in range(0, len(tiles), batch_size)])
+    return blend_tiles(restored, boxes, *padded.shape[1:], overlap)[:, :height, :width]
+
+
 class LM4LVRestorationPipeline(ChunkPipeline):
     r"""
     Restore images with an LM4LV checkpoint: `pipeline("image-restoration", model=CHECKPOINT)` (after `import lm4lv`,
@@ -133,9 +164,7 @@ class LM4LVRestorationPipeline(ChunkPipeline):
         if task in SPATIAL_TASKS and (height, width) != (tile, tile):
             raise ValueError(f"{task} acts on the whole image: give a {tile}x{tile} image (got {width}x{height})")
         pixels = pad_to_tile(pixels, tile)
-        stride = tile - overlap
-        boxes = [(y, x) for y in tile_starts(pixels.shape[1], tile, stride)
-                 for x in tile_starts(pixels.shape[2], tile, stride)]
+        boxes = tile_boxes(*pixels.shape[1:], tile, overlap)
         layout = torch.tensor([[height, width, *pixels.shape[1:], overlap]])
         for index, (y, x) in enumerate(boxes):
             yield {"pixel_values": pixels[None, :, y : y + tile, x : x + tile], "box": torch.tensor([[y, x]]),
@@ -151,14 +180,9 @@ class LM4LVRestorationPipeline(ChunkPipeline):
 
     def postprocess(self, tile_outputs):
         height, width, full_h, full_w, overlap = tile_outputs[0]["layout"][0].tolist()
-        tile = self.restoration_processor.image_size[0]
-        weight = blend_window(tile, overlap)
-        output, total = torch.zeros(3, full_h, full_w), torch.zeros(full_h, full_w)
-        for item in tile_outputs:
-            y, x = item["box"][0].tolist()
-            output[:, y : y + tile, x : x + tile] += item["restored"][0] * weight
-            total[y : y + tile, x : x + tile] += weight
-        return tensor_to_pil((output / total)[:, :height, :width])
+        boxes = [tuple(item["box"][0].tolist()) for item in tile_outputs]
+        output = blend_tiles([item["restored"][0] for item in tile_outputs], boxes, full_h, full_w, overlap)
+        return tensor_to_pil(output[:, :height, :width])
 
 
-__all__ = ["LM4LVRestorationPipeline", "restore", "mae_reconstruct"]
+__all__ = ["LM4LVRestorationPipeline", "mae_reconstruct", "restore", "restore_tiled"]

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .augmentation import augmented_crop
+from .dead_leaves import DeadLeavesConfig, dead_leaves_dataset
 from .degradations import TASKS, degrade, epoch_seed, sample_seed, tensor_to_pil
 from .images import ImageLoadError, load_rgb_image, to_tensor
 
@@ -33,6 +35,8 @@ BUNDLED_IMAGES = {
     "grass.png": "CC0 (CC0Textures)",
     "gravel.png": "CC0 (CC0Textures, Gravel04)",
 }
+CORPUS_DOWNSCALE = 2  # the bundled corpus's scale: every photo downscaled 2x (bicubic) before it is cut into crops
+AUGMENTED_DOWNSCALES = (1.0, 4.0)  # `augmented_corpus` draws its scale log-uniformly between these factors
 
 
 # ---------------------------------------------------------------------------------------------- bundled corpus
@@ -45,7 +49,7 @@ def bundled_image_dir() -> str:
     return os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
-def bundled_image(file_name: str, downscale: int = 2) -> Image.Image:
+def bundled_image(file_name: str, downscale: int = CORPUS_DOWNSCALE) -> Image.Image:
     """One of `BUNDLED_IMAGES` as RGB, downscaled by `downscale` as the bundled corpus uses it."""
     if file_name not in BUNDLED_IMAGES:
         raise ValueError(f"{file_name!r} is not a bundled image; choose from {sorted(BUNDLED_IMAGES)}")
@@ -60,15 +64,16 @@ def validation_boundary(image: Image.Image, validation_fraction: float = 0.2) ->
     return int(image.width * (1 - validation_fraction))
 
 
-def validation_strip(file_name: str = "coffee.png", downscale: int = 2, validation_fraction: float = 0.2):
+def validation_strip(file_name: str = "coffee.png", downscale: int = CORPUS_DOWNSCALE,
+                     validation_fraction: float = 0.2):
     """The whole held-out part of one bundled image (never seen in training), at the corpus's scale: a picture to
     restore tile by tile and look at, not only 32x32 crops."""
     image = bundled_image(file_name, downscale)
     return image.crop((validation_boundary(image, validation_fraction), 0, image.width, image.height))
 
 
-def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2, min_std: float = 0.02,
-                   train_stride: int | None = None):
+def bundled_corpus(crop_size: int = 32, downscale: int = CORPUS_DOWNSCALE, validation_fraction: float = 0.2,
+                   min_std: float = 0.02, train_stride: int | None = None):
     r"""
     The default corpus: crops of the scikit-image sample images in `BUNDLED_IMAGES`, with a fixed split.
 
@@ -101,6 +106,93 @@ def bundled_corpus(crop_size: int = 32, downscale: int = 2, validation_fraction:
     return datasets.DatasetDict(
         {split: datasets.Dataset.from_list(rows, features=features) for split, rows in splits.items()}
     )
+
+
+def bundled_photos(downscale: int = 1, validation_fraction: float = 0.2) -> dict:
+    """The training part of every bundled image, by file name: its columns left of the corpus's validation boundary
+    (`validation_boundary` at the corpus's scale, 2), at `downscale` (1: full resolution), for crops at other scales
+    than the corpus's. Nothing of it lies in the validation crops."""
+    photos = {}
+    for file_name in BUNDLED_IMAGES:
+        boundary = validation_boundary(bundled_image(file_name, CORPUS_DOWNSCALE), validation_fraction)
+        image = bundled_image(file_name, downscale)
+        photos[file_name] = image.crop((0, 0, boundary * CORPUS_DOWNSCALE // downscale, image.height))
+    return photos
+
+
+def corpus_palette(num_colours: int = 65536, seed: int = 0) -> np.ndarray:
+    """`(num_colours, 3)` colours in [0, 1]: pixels of the bundled photos' training parts at the corpus's scale, each
+    from a photo drawn uniformly (so that no large photo dominates the colours) (for the dead-leaves generator)."""
+    rng = np.random.default_rng(seed)
+    photos = [np.asarray(photo, dtype=np.float32).reshape(-1, 3) / 255
+              for photo in bundled_photos(CORPUS_DOWNSCALE).values()]
+    sources = rng.integers(0, len(photos), num_colours)
+    return np.stack([photos[source][rng.integers(len(photos[source]))] for source in sources])
+
+
+def augmented_corpus(num_images: int, crop_size: int = 32, seed: int = 0,
+                     downscale_range: tuple[float, float] = AUGMENTED_DOWNSCALES):
+    r"""
+    `num_images` augmented crops of the bundled photos' training parts as a `datasets.Dataset` (columns `image`,
+    `source`, `license`; cached by `datasets`): each photo rescaled by a factor drawn log-uniformly in
+    `downscale_range` (the corpus's own scale is 2), cropped at random and turned by one of the 8 flips and
+    90-degree rotations (`augmentation.augmented_crop`; crop `i` depends on `(seed, i)` alone). Flat crops are drawn
+    again, as the corpus drops them.
+    """
+    import datasets
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "source": datasets.Value("string"), "license": datasets.Value("string")}
+    )
+    return datasets.Dataset.from_generator(
+        generate_augmented_crops, features=features,
+        gen_kwargs={"count": num_images, "crop_size": crop_size, "seed": seed, "downscale_range": downscale_range},
+    )
+
+
+def generate_augmented_crops(count: int, crop_size: int, seed: int, downscale_range: tuple[float, float]):
+    """The rows of `augmented_corpus` (its generator)."""
+    names = list(BUNDLED_IMAGES)
+    photos = list(bundled_photos().values())
+    for index in range(count):
+        crop, source = augmented_crop(photos, crop_size, seed, index, downscale_range)
+        yield {"image": crop, "source": names[source], "license": BUNDLED_IMAGES[names[source]]}
+
+
+# the training images LM4LV and its vision module can be trained on besides a user's dataset (`training_images`)
+TRAINING_IMAGES = ("corpus", "augmented", "dead_leaves", "mix")
+# the default mix: shares of `training_images("mix", n)` by source
+MIX_SHARES = {"augmented": 0.5, "dead_leaves": 0.5}
+
+
+def training_images(source: str = "corpus", num_images: int = 20000, image_size: int = 32, seed: int = 0):
+    r"""
+    Training images of the offline default, as a `datasets.Dataset` with an `image` and a `source` column.
+
+    Args:
+        source (`str`): One of `TRAINING_IMAGES`: `"corpus"`, the bundled corpus's training crops (`num_images` and
+            `seed` unused); `"augmented"`, `augmented_corpus` crops of the same photos' training parts at random
+            scales and in the 8 orientations; `"dead_leaves"`, procedural dead-leaves images
+            (`lm4lv.processing.dead_leaves`) coloured from the photos' training parts (`corpus_palette`); `"mix"`,
+            both of the last two by `MIX_SHARES`.
+        num_images (`int`): How many augmented or generated images.
+        image_size (`int`): Their side (the vision module's input size).
+        seed (`int`): Seed of the crops and the generated images (each image depends on `(seed, index)` alone).
+    """
+    import datasets
+
+    if source not in TRAINING_IMAGES:
+        raise ValueError(f"Unknown training images {source!r}; choose from {list(TRAINING_IMAGES)}")
+    if source == "corpus":
+        return bundled_corpus(image_size)["train"].select_columns(["image", "source"])
+    if source == "augmented":
+        return augmented_corpus(num_images, image_size, seed).select_columns(["image", "source"])
+    if source == "dead_leaves":
+        return dead_leaves_dataset(num_images, DeadLeavesConfig(image_size=image_size, max_radius=image_size), seed,
+                                   corpus_palette(seed=seed))
+    counts = {name: round(num_images * share) for name, share in MIX_SHARES.items()}
+    return datasets.concatenate_datasets(
+        [training_images(name, count, image_size, seed) for name, count in counts.items() if count])
 
 
 # ---------------------------------------------------------------------------------------------- image folders
@@ -329,7 +421,7 @@ def materialize_eval_set(dataset, tasks, image_size: int | tuple[int, int], path
 # ---------------------------------------------------------------------------------------------- dataset card
 
 
-def bundled_dataset_card(crop_size: int = 32, downscale: int = 2, validation_fraction: float = 0.2,
+def bundled_dataset_card(crop_size: int = 32, downscale: int = CORPUS_DOWNSCALE, validation_fraction: float = 0.2,
                          min_std: float = 0.02):
     """A `huggingface_hub.DatasetCard` for the bundled corpus: sources, licenses, split and crop settings."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -378,4 +470,5 @@ __all__ = [
     "load_image_dataset",
     "materialize_eval_set",
     "paired_dataset",
+    "training_images",
 ]

@@ -129,7 +129,9 @@ def train_run(run: TrainingRun, llm: str, vision: str, profile: Profile, output_
     resume = get_last_checkpoint(folder) if os.path.isdir(folder) else None
     model_args = ModelArguments(llm=llm, vision=vision, method=run.method, visual_skip_connection=run.skip_connection,
                                 llm_dtype=profile.llm_dtype, **RECIPE)
-    data_args = DataArguments(task=",".join(run.tasks), device_batches=profile.device_batches)
+    data_args = DataArguments(task=",".join(run.tasks), device_batches=profile.device_batches,
+                              training_images=profile.training_images,
+                              num_training_images=profile.num_training_images)
     training_args = LM4LVTrainingArguments(
         output_dir=folder, per_device_train_batch_size=profile.batch_size, learning_rate=profile.learning_rate,
         warmup_steps=profile.warmup_steps, max_steps=run.steps, save_total_limit=1,
@@ -325,8 +327,7 @@ def run_demo(profile_name: str = "default", output_dir: str = "outputs/demo", ca
     stages.on_stage_end = functools.partial(write_reports, stages, profile_name, llm, output_dir)
     corpus, llm_name = bundled_corpus(), llm
     llm = stages.run(CONVERSION_STAGE, lambda: llm_name or prepare_smollm2(cache_dir))
-    vision, _ = stages.run(MAE_STAGE, lambda: prepare_mae(cache_dir, profile.mae_steps, corpus["train"],
-                                                          corpus["validation"]))
+    vision, _ = stages.run(MAE_STAGE, lambda: prepare_mae(cache_dir, corpus["validation"], profile.mae))
     sets = stages.run(SETS_STAGE, lambda: evaluation_sets(corpus, profile, output_dir), resumable=False)
     for run in training_runs(profile):
         stages.run(run.stage, lambda run=run: train_run(run, llm, vision, profile, output_dir, cache_dir))

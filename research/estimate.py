@@ -35,7 +35,7 @@ from .demo import (
     train_run,
     training_runs,
 )
-from .offline_default import PROFILES, Profile, demo_mae, demo_mae_name, image_tensors
+from .offline_default import PROFILES, Profile, demo_mae, image_tensors
 from .report import LM4LV_ROWS, PICTURE, PICTURE_TILE_OVERLAP, RANDOM_INIT
 
 WARMUP_STEPS = 2  # untimed training steps of each kind (allocation, kernel selection, compilation)
@@ -90,8 +90,8 @@ def timed_training(profile: Profile, llm: str, vision: str, work_dir: str, cache
 
 def timed_vision_module(profile: Profile, cache_dir: str, corpus, work_dir: str) -> tuple[str, float]:
     """`(folder, projected seconds)` of the MAE stage: the cached MAE and 0 when the run would find it, else a fresh
-    MAE saved under `work_dir` (its speed is what matters) and `profile.mae_steps` at its measured step time."""
-    cached = os.path.join(cache_dir, demo_mae_name(profile.mae_steps))
+    MAE saved under `work_dir` (its speed is what matters) and `profile.mae.steps` at its measured step time."""
+    cached = os.path.join(cache_dir, profile.mae.name)
     if os.path.exists(os.path.join(cached, "training.json")):
         return cached, 0.0
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def timed_vision_module(profile: Profile, cache_dir: str, corpus, work_dir: str)
     start = time.perf_counter()
     train_vision_module(model, image_tensors(corpus["train"]), mode="autoencoder", steps=steps, batch_size=64,
                         warmup_steps=1, progress=False)
-    seconds = (time.perf_counter() - start) / steps * profile.mae_steps
+    seconds = (time.perf_counter() - start) / steps * profile.mae.steps
     folder = os.path.join(work_dir, "mae")
     model.save_pretrained(folder)
     return folder, seconds

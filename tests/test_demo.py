@@ -53,7 +53,7 @@ def test_the_smoke_profile_gives_the_same_report_numbers_under_load(base_model_d
         competitor.wait()
     assert quiet == loaded
     profile = PROFILES["smoke"]
-    assert quiet["mae"]["steps"] == profile.mae_steps
+    assert quiet["mae"]["steps"] == profile.mae.steps
     assert (quiet["lm4lv"]["steps"], quiet["random_init"]["steps"], quiet["lm4lv_skip"]["steps"]) == (
         profile.lm4lv_steps, profile.random_llm_steps, profile.skip_connection_steps)
     assert set(quiet["results"]) == set(profile.tasks) == {"denoise", "rotate"}  # Table 2: one row per task
@@ -189,7 +189,8 @@ def test_the_gpu_profile_runs_at_smoke_size_on_the_cpu(base_model_dirs, tmp_path
     gpu = PROFILES["gpu"]
     assert gpu.device_batches and gpu.table_3_steps > 0 and len(gpu.tasks) == 7 and gpu.batch_size == 256
     monkeypatch.setitem(PROFILES, "gpu", dataclasses.replace(
-        gpu, mae_steps=20, lm4lv_steps=4, random_llm_steps=2, skip_connection_steps=2, table_3_steps=2,
+        gpu, mae=PROFILES["smoke"].mae, num_training_images=64, lm4lv_steps=4, random_llm_steps=2,
+        skip_connection_steps=2, table_3_steps=2,
         batch_size=4, warmup_steps=1, eval_samples=4))
     run_demo("gpu", str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), llm=llm)
     estimated = estimated_stages(llm, tmp_path)

@@ -156,7 +156,8 @@ def optimise(loader, optimizer, parameters, steps: int, progress: bool, label: s
 @torch.no_grad()
 def reconstruction_quality(vision_model, images: torch.Tensor, batch_size: int = 64, crop_border: int = 4) -> dict:
     """Mean PSNR/SSIM (BasicSR conventions) of the unmasked reconstruction of `images` (in [0, 1]): the identity
-    check of a vision module."""
+    check of a vision module. The PSNR is averaged over the images not reconstructed exactly (whose PSNR is
+    infinite); `"identical"` counts those."""
     device = next(vision_model.parameters()).device
     scores = {"psnr": [], "ssim": []}
     for start in range(0, len(images), batch_size):
@@ -165,7 +166,9 @@ def reconstruction_quality(vision_model, images: torch.Tensor, batch_size: int =
         for output, target in zip(reconstruction.cpu(), batch.cpu()):
             scores["psnr"].append(psnr(output, target, crop_border=crop_border))
             scores["ssim"].append(ssim(output, target, crop_border=crop_border))
-    return {name: sum(values) / len(values) for name, values in scores.items()}
+    finite = [value for value in scores["psnr"] if value != float("inf")]
+    return {"psnr": sum(finite) / len(finite) if finite else float("inf"),
+            "ssim": sum(scores["ssim"]) / len(scores["ssim"]), "identical": len(scores["psnr"]) - len(finite)}
 
 
 __all__ = ["train_vision_module", "reconstruction_quality", "MODES"]

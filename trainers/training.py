@@ -17,7 +17,13 @@ from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
 from lm4lv.modeling_lm4lv.initialization import init_in_adapter_from_features, init_out_adapter_by_ridge
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS
 from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.data import check_image_column, load_image_dataset, paired_dataset
+from lm4lv.processing.data import (
+    TRAINING_IMAGES,
+    check_image_column,
+    load_image_dataset,
+    paired_dataset,
+    training_images,
+)
 from lm4lv.processing.device_data import DevicePairedBatches, decode_images
 from lm4lv.trainers import LM4LVDataCollator, LM4LVTrainer, LM4LVTrainingArguments
 
@@ -71,7 +77,17 @@ class DataArguments:
 
     task: str = field(default="denoise", metadata={"help": "Task, or comma-separated mixture of tasks."})
     dataset: str | None = field(
-        default=None, metadata={"help": "datasets name/path or an image folder; default: the bundled corpus."}
+        default=None, metadata={"help": "datasets name/path or an image folder; default: --training_images."}
+    )
+    training_images: str = field(
+        default="corpus",
+        metadata={"help": "Without --dataset: the bundled corpus's training crops (corpus), augmented crops of its "
+                          "photos (augmented: random scales, flips, rotations), procedural dead-leaves images "
+                          "(dead_leaves), or both (mix); see lm4lv.processing.data.training_images.",
+                  "choices": TRAINING_IMAGES},
+    )
+    num_training_images: int = field(
+        default=20000, metadata={"help": "How many augmented or generated images (--training_images but corpus)."}
     )
     dataset_split: str = field(default="train")
     image_column: str = field(default="image")
@@ -184,12 +200,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
           callbacks=None) -> LM4LVTrainer:
     """Build everything, train (resuming from `training_args.resume_from_checkpoint`), save the final model."""
     tasks = [t.strip() for t in data_args.task.split(",") if t.strip()]
-    images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
-    check_image_column(images, data_args.image_column)  # a dataset without images is refused before the model loads
+    if data_args.dataset:
+        images = load_image_dataset(data_args.dataset, data_args.dataset_split, data_args.streaming)
+        check_image_column(images, data_args.image_column)  # a dataset without images: refused before the model loads
     if data_args.device_batches and data_args.streaming:
         raise ValueError("--device_batches decodes the whole corpus into device memory: it cannot stream")
     set_seed(training_args.seed)  # the fresh adapters and task tokens are initialised reproducibly
     model, processor = build_model_and_processor(model_args, tasks, training_args.output_dir)
+    if not data_args.dataset:  # made at the vision module's input size
+        images = training_images(data_args.training_images, data_args.num_training_images,
+                                 max(processor.image_size), data_args.degradation_seed)
     epochs = 1 if data_args.streaming else degradation_epochs(training_args, len(images))
     train_dataset = paired_dataset(
         images, tasks, model.config.vision_config.image_size, data_args.degradation_seed, data_args.image_column,

@@ -37,7 +37,6 @@ from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.research.ablation import ABLATION_METHODS, PAPER_METHODS, run_ablation
 from lm4lv.research.offline_default import (
-    DEMO_MAE_STEPS,
     RECIPE,
     add_cpu_kernels_argument,
     apply_cpu_kernels,
@@ -79,9 +78,9 @@ def main(argv=None):
         cache_dir = args.cache_dir or default_cache_dir()
         corpus = bundled_corpus()
         llm = llm or prepare_smollm2(cache_dir)
-        vision = vision or prepare_mae(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])[0]
+        vision = vision or prepare_mae(cache_dir, corpus["validation"])[0]
         if "autoencoder_kl" in methods and autoencoder_kl is None:
-            autoencoder_kl = prepare_autoencoder_kl(cache_dir, DEMO_MAE_STEPS, corpus["train"], corpus["validation"])[0]
+            autoencoder_kl = prepare_autoencoder_kl(cache_dir, corpus["train"], corpus["validation"])[0]
     run_ablation(llm, vision, methods, [t.strip() for t in args.tasks.split(",") if t.strip()], args.output_dir,
                  args.max_steps, args.learning_rate, args.batch_size, args.eval_samples, args.dataset, autoencoder_kl,
                  seed=args.seed, recipe=RECIPE if args.recipe == "default" else None)
