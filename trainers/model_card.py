@@ -6,30 +6,20 @@ from importlib import resources
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from lm4lv.trainers.evaluation import results_markdown
+from lm4lv.modeling_lm4lv.hub_files import looks_like_hub_id
+from lm4lv.trainers.evaluation import LM4LV, results_markdown
 
 # the repository's model_card.md, shipped in the wheel
 TEMPLATE_PATH = str(resources.files("lm4lv") / "model_card.md")
 
 
-def eval_results_from(results: dict, dataset_name: str, method: str = "LM4LV") -> list[EvalResult]:
-    """`EvalResult`s (PSNR and SSIM per task) of `method` from an `evaluate_restoration` results dict."""
-    entries = []
-    for task, by_method in results.items():
-        for metric in ("psnr", "ssim"):
-            entries.append(
-                EvalResult(
-                    task_type="image-to-image",
-                    task_name=task,
-                    dataset_type=dataset_name,
-                    dataset_name=f"{dataset_name} ({task})",
-                    dataset_config=task,
-                    metric_type=metric,
-                    metric_name=f"{metric.upper()} ({task})",
-                    metric_value=round(by_method[method][metric]["mean"], 4),
-                )
-            )
-    return entries
+def eval_results_from(results: dict, dataset_name: str, method: str = LM4LV) -> list[EvalResult]:
+    """`EvalResult`s (PSNR and SSIM per task) of `method` from an `evaluate_restoration` results dict: one entry
+    per task (its evaluation set is the dataset's config) and metric."""
+    return [EvalResult(task_type="image-to-image", task_name=task, dataset_type=dataset_name, dataset_name=dataset_name,
+                       dataset_config=task, metric_type=metric, metric_name=metric.upper(),
+                       metric_value=round(by_method[method][metric]["mean"], 4))
+            for task, by_method in results.items() for metric in ("psnr", "ssim")]
 
 
 def build_model_card(model, repo_id: str, results: dict | None = None, dataset_name: str = "lm4lv-bundled-crops",
@@ -43,8 +33,8 @@ def build_model_card(model, repo_id: str, results: dict | None = None, dataset_n
     card_data = ModelCardData(
         library_name="transformers",
         license="apache-2.0",
-        base_model=[llm, vision],
-        datasets=[dataset_name],
+        base_model=[name for name in (llm, vision) if looks_like_hub_id(name)] or None,  # Hub ids only
+        datasets=[dataset_name] if looks_like_hub_id(dataset_name) else None,
         tags=["lm4lv", "image-restoration", "low-level-vision", "frozen-llm", *config.task_names],
         pipeline_tag="image-to-image",
         model_name=repo_id.split("/")[-1],
