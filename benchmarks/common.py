@@ -8,7 +8,7 @@ from transformers import AutoConfig, LlamaConfig, ViTMAEConfig
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.modeling_lm4lv import positions_from_mask
-from lm4lv.modeling_lm4lv.pretrained import smollm2_folder
+from lm4lv.modeling_lm4lv.shipped import smollm2_folder
 from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG
 
 # the paper's scale: LLaMA-2-7B and ViT-MAE-Large shapes

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, ViTMAEConfig, ViTMAEForPreTraining
 
 from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
-from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
+from lm4lv.modeling_lm4lv.shipped import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus
 
 from benchmarks.common import LLAMA2_7B, MAE_LARGE, machine

@@ -11,7 +11,7 @@ import platform
 
 import torch
 
-from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
+from lm4lv.modeling_lm4lv.shipped import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set
 from lm4lv.research.offline_default import prepare_mae
 from lm4lv.trainers import LM4LVTrainingArguments

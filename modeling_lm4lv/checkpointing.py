@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .engine_integration import is_sharded
+from .engines import is_sharded
 from .hub_files import (
     SAFE_WEIGHTS_NAME,
     check_finite,
@@ -19,7 +19,7 @@ from .hub_files import (
     weight_names,
     write_files_atomically,
 )
-from .pretrained import SMOLLM2_FOLDER, prepare_smollm2, resolve_model_location
+from .shipped import SMOLLM2_FOLDER, prepare_smollm2, resolve_model_location
 
 TRAINABLE_WEIGHTS_FORMAT = "lm4lv-trainable"
 
@@ -53,7 +53,7 @@ def is_trainable_only(weights_file: str) -> bool:
 
 def base_model_location(location: str | None, checkpoint: str | os.PathLike, what: str) -> str | None:
     """Where a base model named in a checkpoint's config is. A relative path is resolved against a local checkpoint
-    folder (when it exists there, or starts with "."); `pretrained.SMOLLM2_FOLDER` names the offline SmolLM2, which
+    folder (when it exists there, or starts with "."); `shipped.SMOLLM2_FOLDER` names the offline SmolLM2, which
     is converted into the cache on first use; anything else but a Hub id (`org/name`) must exist, or this raises
     naming it."""
     if not location:
@@ -183,7 +183,7 @@ class TrainableCheckpointMixin:
 
         Args:
             pretrained_model_name_or_path: Local folder, Hub id, or the name of a model shipped inside the package
-                (`pretrained.shipped_models()`).
+                (`shipped.shipped_models()`).
             dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM; by default, for a trainable-only checkpoint,
                 the one it was trained with (`text_config.dtype`).
             llm (`str`, *optional*), vision (`str`, *optional*): Override the base model locations named in the
@@ -269,7 +269,7 @@ class TrainableCheckpointMixin:
     def load_trainable_weights(self, weights_file: str, place=None):
         """Load a trainable-only safetensors file (`read_trainable_weights`, with its checks) into the parameters.
         `place(parameter, tensor)` turns a whole tensor into what the
-        parameter holds (a sharding engine's shard: `lm4lv.trainers.engines.load_trainable_weights`)."""
+        parameter holds (a sharding engine's shard: `lm4lv.modeling_lm4lv.engines.load_trainable_weights`)."""
         own = dict(self.named_parameters())
         for name, tensor in self.read_trainable_weights(weights_file).items():
             own[name].copy_(tensor if place is None else place(own[name], tensor))

@@ -19,9 +19,34 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 from transformers import DynamicCache, StaticCache
+from transformers.utils import ModelOutput
 
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
 STATIC_DECODINGS_KEPT = 2  # static caches (each with its CUDA graph) kept per model: the shapes used most recently
+
+
+@dataclass
+class LM4LVGenerateOutput(ModelOutput):
+    r"""
+    Output of [`LM4LVForConditionalGeneration.generate`].
+
+    Args:
+        sequences (`torch.LongTensor` of shape `(batch_size, prompt_length + generated_length)`):
+            Prompt and generated ids. Generated visual positions hold `config.image_token_id` (negative; the
+            processor's `batch_decode` skips them); positions after a sample finished hold the pad id.
+        visual_features (`torch.FloatTensor` of shape `(batch_size, num_visual_tokens, vision_hidden_size)`):
+            Generated MAE features of the first image of each sample; NaN for a sample that produced no image.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            The MAE decoder's reconstruction of `visual_features`, normalised like the processor's inputs; NaN
+            for a sample that produced no image.
+        has_image (`torch.BoolTensor` of shape `(batch_size,)`):
+            Whether each sample produced a complete image.
+    """
+
+    sequences: torch.LongTensor | None = None
+    visual_features: torch.FloatTensor | None = None
+    pixel_values: torch.FloatTensor | None = None
+    has_image: torch.BoolTensor | None = None
 
 
 def positions_from_mask(attention_mask: torch.LongTensor) -> torch.LongTensor:
@@ -306,16 +331,35 @@ class DecodingRun:
 
     # ------------------------------------------------------------------ the loop's steps
 
-    def decode(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor) -> GenerationState:
+    def decode(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor) -> LM4LVGenerateOutput:
         """The whole generation from a prompt batch (with a forced `<Img>` already appended): prefill, then visual
-        runs while every sample is inside its first image, and mixed steps otherwise, until the budget or EOS."""
+        runs while every sample is inside its first image, and mixed steps otherwise, until the budget or EOS; then
+        the output (`output`)."""
         state = self.prefill(input_ids, inputs_embeds)
         while len(state.tokens) < self.max_new_tokens:
             if state.all_inside_first_image(self.model.config.num_visual_tokens):
                 self.visual_run(state)
             elif self.text_step(state):
                 break
-        return state
+        return self.output(input_ids, state)
+
+    def output(self, input_ids: torch.LongTensor, state: GenerationState) -> LM4LVGenerateOutput:
+        """A finished decoding's sequences, features and decoded images (NaN for samples without a complete image)."""
+        model = self.model
+        has_image = state.num_features == model.config.num_visual_tokens
+        pixel_values = torch.full(
+            (input_ids.shape[0], model.config.vision_config.num_channels, *model.vision_model.image_size),
+            float("nan"),
+            device=input_ids.device,
+        )
+        if has_image.any():
+            pixel_values[has_image] = model.decode_features(state.features[has_image])
+        return LM4LVGenerateOutput(
+            sequences=torch.cat([input_ids, torch.stack(state.tokens, dim=1)], dim=1) if state.tokens else input_ids,
+            visual_features=state.features,
+            pixel_values=pixel_values,
+            has_image=has_image,
+        )
 
     def prefill(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor) -> GenerationState:
         """The prompt (with a forced `<Img>`) through the LLM; the state of every sample after it."""

@@ -4,7 +4,7 @@ regression. Every tensor they create lives on the model's device."""
 
 import torch
 
-from .engine_integration import readable_parameters
+from .engines import readable_parameters
 
 
 @torch.no_grad()

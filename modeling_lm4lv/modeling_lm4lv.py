@@ -12,8 +12,8 @@ from transformers.utils import ModelOutput
 from .attention import unpadded_causal_attention
 from .checkpointing import TrainableCheckpointMixin, check_base_model_shapes, is_trainable_name
 from .configuration_lm4lv import LM4LVConfig
-from .decoding import DecodingRun, positions_from_mask
-from .engine_integration import readable_parameters
+from .decoding import DecodingRun, LM4LVGenerateOutput, positions_from_mask
+from .engines import readable_parameters
 from .hub_files import check_hub_location, check_safetensors_only
 from .loss_lm4lv import lm4lv_loss
 from .peft_interop import PeftInteropMixin
@@ -48,30 +48,6 @@ class LM4LVCausalLMOutput(ModelOutput):
     pixel_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
-
-
-@dataclass
-class LM4LVGenerateOutput(ModelOutput):
-    r"""
-    Output of [`LM4LVForConditionalGeneration.generate`].
-
-    Args:
-        sequences (`torch.LongTensor` of shape `(batch_size, prompt_length + generated_length)`):
-            Prompt and generated ids. Generated visual positions hold `config.image_token_id` (negative; the
-            processor's `batch_decode` skips them); positions after a sample finished hold the pad id.
-        visual_features (`torch.FloatTensor` of shape `(batch_size, num_visual_tokens, vision_hidden_size)`):
-            Generated MAE features of the first image of each sample; NaN for a sample that produced no image.
-        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-            The MAE decoder's reconstruction of `visual_features`, normalised like the processor's inputs; NaN
-            for a sample that produced no image.
-        has_image (`torch.BoolTensor` of shape `(batch_size,)`):
-            Whether each sample produced a complete image.
-    """
-
-    sequences: torch.LongTensor | None = None
-    visual_features: torch.FloatTensor | None = None
-    pixel_values: torch.FloatTensor | None = None
-    has_image: torch.BoolTensor | None = None
 
 
 class LM4LVPreTrainedModel(PreTrainedModel):
@@ -445,25 +421,7 @@ class LM4LVForConditionalGeneration(PeftInteropMixin, TrainableCheckpointMixin, 
         if force_image_output:  # the forced <Img> is known in advance: it goes through the LLM with the prompt
             forced_start = run.start_ids[: run.forced_start_length].expand(input_ids.shape[0], -1)
             input_ids = torch.cat([input_ids, forced_start], dim=1)
-        state = run.decode(input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
-        return self.generation_output(input_ids, state)
-
-    def generation_output(self, input_ids: torch.LongTensor, state) -> LM4LVGenerateOutput:
-        """A finished decoding's sequences, features and decoded images (NaN for samples without a complete image)."""
-        has_image = state.num_features == self.config.num_visual_tokens
-        pixel_values = torch.full(
-            (input_ids.shape[0], self.config.vision_config.num_channels, *self.vision_model.image_size),
-            float("nan"),
-            device=input_ids.device,
-        )
-        if has_image.any():
-            pixel_values[has_image] = self.decode_features(state.features[has_image])
-        return LM4LVGenerateOutput(
-            sequences=torch.cat([input_ids, torch.stack(state.tokens, dim=1)], dim=1) if state.tokens else input_ids,
-            visual_features=state.features,
-            pixel_values=pixel_values,
-            has_image=has_image,
-        )
+        return run.decode(input_ids, self.build_inputs_embeds(input_ids, visual_features, task_ids))
 
 
 def place_in_order(inputs_embeds: torch.Tensor, mask: torch.BoolTensor, values: torch.Tensor) -> torch.Tensor:

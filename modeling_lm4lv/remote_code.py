@@ -9,19 +9,19 @@ from . import (
     checkpointing,
     configuration_lm4lv,
     decoding,
-    engine_integration,
+    engines,
     hub_files,
     initialization,
     loss_lm4lv,
     modeling_lm4lv,
     peft_interop,
-    pretrained,
+    shipped,
     vision,
 )
 
 # the model's code as transformers' remote-code loader needs it: flat modules that import each other relatively
 REMOTE_CODE_MODULES = (configuration_lm4lv, modeling_lm4lv, decoding, vision, checkpointing, hub_files,
-                       engine_integration, pretrained, attention, peft_interop, loss_lm4lv, initialization)
+                       engines, shipped, attention, peft_interop, loss_lm4lv, initialization)
 PACKAGE_IMPORT = re.compile(r"^from lm4lv\.(?:\w+\.)*(\w+) import", re.MULTILINE)
 
 

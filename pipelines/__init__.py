@@ -5,7 +5,7 @@ model: the shipped denoiser), and the export of a checkpoint with the pipeline's
 from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, shipped_model_path, shipped_models
+from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL, shipped_model_path, shipped_models
 
 from .image_restoration import LM4LVRestorationPipeline, mae_reconstruct, restore, restore_tiled
 from .remote_code import PIPELINE_TASK, export_with_pipeline

@@ -15,6 +15,7 @@ whole image, so they take only images of the model's input size.
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
+from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.vision import reconstruct_images
 from lm4lv.processing.degradations import SPATIAL_TASKS, tensor_to_pil
 from lm4lv.processing.images import load_rgb_image, to_tensor
@@ -49,55 +50,73 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
-def blend_window(tile: int, overlap: int) -> torch.Tensor:
-    """A `(tile, tile)` weight that ramps linearly over `overlap` pixels at each border (never exactly 0)."""
-    ramp = torch.ones(tile)
+def edge_ramp(length: int, overlap: int) -> torch.Tensor:
+    """`(length,)` weights that ramp linearly over `overlap` pixels at both ends (never exactly 0)."""
+    ramp = torch.ones(length)
     if overlap:
         edge = torch.linspace(1 / (overlap + 1), 1, overlap + 1)[:-1]
         ramp[:overlap], ramp[-overlap:] = edge, edge.flip(0)
-    return ramp[:, None] * ramp[None, :]
+    return ramp
 
 
-def pad_to_tile(pixels: torch.Tensor, tile: int) -> torch.Tensor:
-    """Pad a `(3, H, W)` image smaller than `tile` on the bottom/right, by reflection (or edge copies when it is too
-    small to reflect)."""
-    height, width = pixels.shape[1:]
-    pad_h, pad_w = max(0, tile - height), max(0, tile - width)
+def blend_window(tile, overlap: int) -> torch.Tensor:
+    """A `(height, width)` weight (`tile`: an int for square tiles or `(height, width)`) that ramps linearly over
+    `overlap` pixels at each border (never exactly 0)."""
+    height, width = image_size_pair(tile)
+    return edge_ramp(height, overlap)[:, None] * edge_ramp(width, overlap)[None, :]
+
+
+def pad_to_tile(pixels: torch.Tensor, tile) -> torch.Tensor:
+    """Pad a `(3, H, W)` image smaller than `tile` (an int or `(height, width)`) on the bottom/right, by reflection
+    (or edge copies when it is too small to reflect)."""
+    (height, width), (tile_h, tile_w) = pixels.shape[1:], image_size_pair(tile)
+    pad_h, pad_w = max(0, tile_h - height), max(0, tile_w - width)
     if not (pad_h or pad_w):
         return pixels
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return torch.nn.functional.pad(pixels[None], (0, pad_w, 0, pad_h), mode=mode)[0]
 
 
-def tile_boxes(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """The `(top, left)` of every `tile` x `tile` tile covering a `height` x `width` image (at least a tile on each
-    side: pad smaller images with `pad_to_tile`), neighbours sharing `overlap` pixels, row by row."""
-    stride = tile - overlap
-    return [(y, x) for y in tile_starts(height, tile, stride) for x in tile_starts(width, tile, stride)]
+def tile_boxes(height: int, width: int, tile, overlap: int) -> list[tuple[int, int]]:
+    """The `(top, left)` of every tile (`tile`: an int or `(height, width)`) covering a `height` x `width` image (at
+    least a tile on each side: pad smaller images with `pad_to_tile`), neighbours sharing `overlap` pixels, row by
+    row."""
+    tile_h, tile_w = image_size_pair(tile)
+    return [(y, x) for y in tile_starts(height, tile_h, tile_h - overlap)
+            for x in tile_starts(width, tile_w, tile_w - overlap)]
 
 
 def blend_tiles(tiles, boxes: list[tuple[int, int]], height: int, width: int, overlap: int) -> torch.Tensor:
-    """The `(3, height, width)` image made of restored `tiles` (`(3, tile, tile)` each, at `boxes`), blended with
-    `blend_window` over the overlaps."""
-    tile = tiles[0].shape[-1]
-    weight = blend_window(tile, overlap)
+    """The `(3, height, width)` image made of restored `tiles` (`(3, tile_h, tile_w)` each, at `boxes`), blended
+    with `blend_window` over the overlaps."""
+    tile_h, tile_w = tiles[0].shape[-2:]
+    weight = blend_window((tile_h, tile_w), overlap)
     output, total = torch.zeros(3, height, width), torch.zeros(height, width)
     for restored, (y, x) in zip(tiles, boxes):
-        output[:, y : y + tile, x : x + tile] += restored * weight
-        total[y : y + tile, x : x + tile] += weight
+        output[:, y : y + tile_h, x : x + tile_w] += restored * weight
+        total[y : y + tile_h, x : x + tile_w] += weight
     return output / total
 
 
-def restore_tiled(pixels: torch.Tensor, restore_tiles, tile: int, overlap: int = 8, batch_size: int = 64):
-    """`(3, H, W)` image in [0, 1] restored tile by tile as the pipeline restores it: `restore_tiles` maps a
-    `(B, 3, tile, tile)` batch to its restorations; tiles are blended over `overlap` pixels."""
-    height, width = pixels.shape[1:]
+def cut_tiles(pixels: torch.Tensor, tile, overlap: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """`(tiles, boxes)` of a `(3, H, W)` image padded to at least a tile (`pad_to_tile`): `(N, 3, tile_h, tile_w)`
+    tiles at `tile_boxes`."""
+    tile_h, tile_w = image_size_pair(tile)
     padded = pad_to_tile(pixels, tile)
     boxes = tile_boxes(*padded.shape[1:], tile, overlap)
-    tiles = torch.stack([padded[:, y : y + tile, x : x + tile] for y, x in boxes])
+    return torch.stack([padded[:, y : y + tile_h, x : x + tile_w] for y, x in boxes]), boxes
+
+
+def restore_tiled(pixels: torch.Tensor, restore_tiles, tile, overlap: int = 8, batch_size: int = 64):
+    """`(3, H, W)` image in [0, 1] restored tile by tile as the pipeline restores it: `restore_tiles` maps a
+    `(B, 3, tile_h, tile_w)` batch (`tile`: an int or `(height, width)`) to its restorations; tiles are blended over
+    `overlap` pixels."""
+    height, width = pixels.shape[1:]
+    tiles, boxes = cut_tiles(pixels, tile, overlap)
     restored = torch.cat([restore_tiles(tiles[start : start + batch_size]).float().cpu()
                           for start in range(0, len(tiles), batch_size)])
-    return blend_tiles(restored, boxes, *padded.shape[1:], overlap)[:, :height, :width]
+    padded_h, padded_w = max(height, tiles.shape[2]), max(width, tiles.shape[3])
+    return blend_tiles(restored, boxes, padded_h, padded_w, overlap)[:, :height, :width]
 
 
 class LM4LVRestorationPipeline(ChunkPipeline):
@@ -141,9 +160,9 @@ class LM4LVRestorationPipeline(ChunkPipeline):
                 raise ValueError(f"method must be one of {RESTORATION_METHODS}, got {method!r}")
             forward["method"] = method
         if overlap is not None:
-            tile = self.restoration_processor.image_size[0]
-            if not isinstance(overlap, int) or not 0 <= overlap < tile:
-                raise ValueError(f"overlap must be an integer in [0, {tile}), got {overlap!r}")
+            shortest = min(self.restoration_processor.image_size)
+            if not isinstance(overlap, int) or not 0 <= overlap < shortest:
+                raise ValueError(f"overlap must be an integer in [0, {shortest}), got {overlap!r}")
             preprocess["overlap"] = overlap
         return preprocess, forward, {}
 
@@ -160,15 +179,14 @@ class LM4LVRestorationPipeline(ChunkPipeline):
         task = self.task_or_default(task)
         pixels = to_tensor(load_rgb_image(image))
         height, width = pixels.shape[1:]
-        tile = self.restoration_processor.image_size[0]
-        if task in SPATIAL_TASKS and (height, width) != (tile, tile):
-            raise ValueError(f"{task} acts on the whole image: give a {tile}x{tile} image (got {width}x{height})")
-        pixels = pad_to_tile(pixels, tile)
-        boxes = tile_boxes(*pixels.shape[1:], tile, overlap)
-        layout = torch.tensor([[height, width, *pixels.shape[1:], overlap]])
-        for index, (y, x) in enumerate(boxes):
-            yield {"pixel_values": pixels[None, :, y : y + tile, x : x + tile], "box": torch.tensor([[y, x]]),
-                   "layout": layout, "is_last": index == len(boxes) - 1}
+        tile_h, tile_w = tile = self.restoration_processor.image_size
+        if task in SPATIAL_TASKS and (height, width) != tile:
+            raise ValueError(f"{task} acts on the whole image: give a {tile_w}x{tile_h} image (got {width}x{height})")
+        tiles, boxes = cut_tiles(pixels, tile, overlap)
+        layout = torch.tensor([[height, width, max(height, tile_h), max(width, tile_w), overlap]])
+        for index, (tile_pixels, (y, x)) in enumerate(zip(tiles, boxes)):
+            yield {"pixel_values": tile_pixels[None], "box": torch.tensor([[y, x]]), "layout": layout,
+                   "is_last": index == len(boxes) - 1}
 
     def _forward(self, model_inputs, task: str | None = None, method: str = "lm4lv"):
         tiles = model_inputs.pop("pixel_values")

@@ -25,6 +25,7 @@ from .degradations import (
     RAIN_INTENSITY,
     block_grid,
     blur_transform,
+    check_parameters,
     mask_transform,
     noise_transform,
     pepper_transform,
@@ -104,9 +105,11 @@ def degrade_batch(images: torch.Tensor, task_ids: torch.LongTensor, tasks, gener
 
     Every task of `tasks` is applied to the whole batch and each sample keeps its own task's result: a few cheap
     filters more, but no data-dependent shape and no host round trip. `params` holds fixed parameters per task,
-    as `PairedTransform.params`.
+    as `PairedTransform.params`, checked as the per-sample path checks them (`check_parameters`).
     """
     params = params or {}
+    for task in tasks:
+        check_parameters(task, params.get(task, {}), min(images.shape[2:]))
     degraded = images
     for index, task in enumerate(tasks):
         chosen = (task_ids == index)[:, None, None, None]

@@ -11,7 +11,7 @@ from lm4lv.modeling_lm4lv.checkpointing import base_model_location
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.hub_files import check_hub_location
 from lm4lv.modeling_lm4lv.loss_lm4lv import IGNORE_INDEX
-from lm4lv.modeling_lm4lv.pretrained import resolve_model_location
+from lm4lv.modeling_lm4lv.shipped import resolve_model_location
 from lm4lv.modeling_lm4lv.vision import image_normalisation, normalise, unnormalise
 from lm4lv.processing.images import load_rgb_image
 
@@ -188,8 +188,8 @@ class LM4LVProcessor(ProcessorMixin):
         Normalised `pixel_values` `(batch, 3, H, W)` from PIL images (RGB, any size from `min_image_size` (the
         vision module's patch size) up, non-square included; the whole image is resized to the model's input size, as
         the paper does) or from a float tensor `(batch, 3, H, W)` in [0, 1] that already has the model's input size.
-        Load files with `lm4lv.processing.data.load_rgb_image`, which converts every common mode to RGB. For images much
-        larger than the input size, `lm4lv restore` restores tile by tile instead.
+        Load files with `lm4lv.processing.images.load_rgb_image`, which converts every common mode to RGB. For images
+        much larger than the input size, `lm4lv restore` restores tile by tile instead.
         """
         if isinstance(images, torch.Tensor):
             images = images if images.dim() == 4 else images[None]
@@ -216,7 +216,7 @@ class LM4LVProcessor(ProcessorMixin):
             if isinstance(image, Image.Image) and image.mode != "RGB":
                 raise ValueError(
                     f"Image {index} has mode {image.mode!r}; LM4LV expects RGB (convert with "
-                    "lm4lv.processing.data.load_rgb_image, which documents the policy for each mode)"
+                    "lm4lv.processing.images.load_rgb_image, which documents the policy for each mode)"
                 )
             if isinstance(image, Image.Image) and min(image.size) < self.model_config.vision_config.patch_size:
                 raise ValueError(

@@ -15,7 +15,16 @@ from lm4lv.modeling_lm4lv.vision import reconstruct_images
 from lm4lv.processing.data import load_image_dataset, materialize_eval_set
 from lm4lv.processing.visualization import image_grid
 from lm4lv.research.offline_default import RECIPE
-from lm4lv.trainers.evaluation import baseline_methods, evaluate_restoration, feature_errors, grid_columns, restore
+from lm4lv.trainers.evaluation import (
+    CLEAN,
+    DEGRADED,
+    LM4LV,
+    baseline_methods,
+    evaluate_restoration,
+    feature_errors,
+    grid_columns,
+    restore,
+)
 from lm4lv.trainers.trainer import LM4LVTrainingArguments
 from lm4lv.trainers.training import DataArguments, ModelArguments, train
 
@@ -31,7 +40,7 @@ RECIPE_METHODS = (*PAPER_METHODS, MULTI_TASK)  # the methods `recipe` applies to
 # key: (label, ModelArguments overrides, LM4LVTrainingArguments overrides); after the paper's methods, the
 # sample-efficiency levers (options of the model and trainer; the paper's method leaves them off)
 ABLATION_METHODS = {
-    "lm4lv": ("LM4LV", {}, {}),
+    "lm4lv": (LM4LV, {}, {}),
     "linear": ("Linear only", {"method": "linear"}, {}),
     "mlp": ("2-layer MLP", {"method": "mlp"}, {}),
     "transformer": ("1-layer Transformer", {"method": "transformer"}, {}),
@@ -151,7 +160,7 @@ def run_ablation(llm: str, vision: str, methods: list[str], tasks: list[str], ou
             results["methods"].setdefault(label, {"key": key, "trainable_parameters":
                 trainer.model.num_parameters(only_trainable=True), "tasks": {}})["tasks"][task] = entry
         rows = [[row[0], *(column[i] for column in columns.values()), row[-1]] for i, row in enumerate(examples[task])]
-        image_grid(rows, column_labels=["degraded", *columns, "clean"]).save(
+        image_grid(rows, column_labels=[DEGRADED, *columns, CLEAN]).save(
             os.path.join(output_dir, f"grid_{task}.png"))
     write_ablation(results, tasks, output_dir)
     return results

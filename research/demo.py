@@ -26,7 +26,7 @@ import torch
 from transformers.trainer_utils import get_last_checkpoint
 
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, default_cache_dir, prepare_smollm2, shipped_models
+from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL, default_cache_dir, prepare_smollm2, shipped_models
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus, materialize_eval_set, validation_strip
@@ -38,7 +38,7 @@ from lm4lv.trainers.evaluation import (
     MAE_R,
     compare_on_picture,
     evaluate_restoration,
-    grid_columns,
+    grid_labels,
     input_feature_mse,
     load_restoration_model,
     restoration_methods,
@@ -198,7 +198,7 @@ def score_denoising(sets: dict, summaries: dict, results: dict, methods: dict, e
     denoise_results = {name: results["denoise"][name] for name in methods} | ablation_results["denoise"]
     rows = [ours[:-1] + theirs[1:] for ours, theirs in zip(examples["denoise"], ablation_examples["denoise"])]
     write_atomically(os.path.join(output_dir, "grid_denoise_ablations.png"), image_grid(
-        rows, column_labels=["degraded", *grid_columns(denoise_methods), "clean"]).save)
+        rows, column_labels=grid_labels(denoise_methods)).save)
     fixed_results = {}
     for sigma in FIXED_SIGMAS:
         fixed, _ = evaluate_restoration(sets[f"sigma{sigma}"], denoise_methods, grid_samples=0)
@@ -220,7 +220,7 @@ def score_table_2_and_denoising(sets: dict, summaries: dict, output_dir: str) ->
 
 
 def score_shipped_model(eval_set) -> dict:
-    """The shipped denoiser (`pretrained.DEFAULT_MODEL`, as trained: its own MAE, its LLM's dtype) and the MAE-r of
+    """The shipped denoiser (`shipped.DEFAULT_MODEL`, as trained: its own MAE, its LLM's dtype) and the MAE-r of
     its own MAE on `eval_set`'s denoising crops: evaluation only. `{row name: scores}`."""
     model = load_restoration_model(DEFAULT_MODEL)
     processor = LM4LVProcessor.from_pretrained(DEFAULT_MODEL, model_config=model.config)

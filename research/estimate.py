@@ -14,9 +14,10 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.hub_files import write_text_atomically
-from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
-from lm4lv.pipelines.image_restoration import restore, tile_boxes, tile_starts
+from lm4lv.modeling_lm4lv.shipped import default_cache_dir, prepare_smollm2
+from lm4lv.pipelines.image_restoration import restore, tile_boxes
 from lm4lv.processing.data import bundled_corpus, validation_strip
 from lm4lv.trainers.mae_training import DEMO_MAE_CONFIG, train_vision_module
 
@@ -68,8 +69,8 @@ def seconds_per_restored_crop(summary: dict) -> float:
     """Seconds per crop of the trained model's restoration (`restore`: generation, or one pass for the baselines
     without it), timed on the second of two calls on a batch of `EVAL_BATCH` random crops."""
     model, processor = load_trained(summary)
-    size = model.config.vision_config.image_size
-    crops = torch.rand(EVAL_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    crops = torch.rand(EVAL_BATCH, 3, *image_size_pair(model.config.vision_config.image_size),
+                       generator=torch.Generator().manual_seed(0))
     restore(model, processor, crops, "denoise")
     start = time.perf_counter()
     restore(model, processor, crops, "denoise")
@@ -143,9 +144,8 @@ def evaluation_seconds(profile: Profile, sets: dict, per_crop: dict, classical: 
     names = {run.name for run in runs}
     ablations = sum(name in names for name in (LM4LV_ROWS[1], RANDOM_INIT))
     fixed = sum(len(sets[f"sigma{sigma}"]) for sigma in FIXED_SIGMAS)
-    strip, tile = validation_strip(PICTURE), DEMO_MAE_CONFIG["image_size"]  # the MAE's input: a tile
-    tiles = len(tile_starts(strip.height, tile, tile - PICTURE_TILE_OVERLAP)) * len(
-        tile_starts(strip.width, tile, tile - PICTURE_TILE_OVERLAP))
+    strip = validation_strip(PICTURE)
+    tiles = len(tile_boxes(strip.height, strip.width, DEMO_MAE_CONFIG["image_size"], PICTURE_TILE_OVERLAP))
     generated = {TABLE_2_STAGE: len(sets["all"]) + ablations * len(sets["denoise"]) + (1 + ablations) * fixed,
                  SHIPPED_STAGE: len(sets["denoise"]), PICTURE_STAGE: tiles * sum(name in names for name in LM4LV_ROWS)}
     projected = {stage: (count * per_crop["lm4lv"], f"{count:,} crops generated") for stage, count in generated.items()}

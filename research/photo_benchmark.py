@@ -31,7 +31,7 @@ from lm4lv.pipelines.image_restoration import mae_reconstruct
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import degrade, pil_to_tensor, tensor_to_pil
 from lm4lv.processing.visualization import image_grid
-from lm4lv.trainers.evaluation import INPUT, LM4LV, MAE_R, load_restoration_model
+from lm4lv.trainers.evaluation import CLEAN, INPUT, LM4LV, MAE_R, load_restoration_model
 
 # scikit-learn's two sample photos (sklearn/datasets/images/README.txt): Flickr photos under CC BY 2.0
 HELD_OUT_PHOTOS = {
@@ -177,7 +177,7 @@ def picture_name(photo: str) -> str:
 def write_picture(outputs: dict, scores: dict, clean: Image.Image, path: str):
     """Each output and the clean photo side by side, labelled with PSNR, at full size."""
     row = [pil_to_tensor(image) for image in (*outputs.values(), clean)]
-    labels = [f"{name} {scores[name]['psnr']:.2f} dB" for name in outputs] + ["clean"]
+    labels = [f"{name} {scores[name]['psnr']:.2f} dB" for name in outputs] + [CLEAN]
     write_atomically(path, image_grid([row], column_labels=labels, scale=1).save)
 
 

@@ -25,7 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from lm4lv import metrics
 from lm4lv.modeling_lm4lv import load_vision_module
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL, SMOLLM2_FOLDER, default_cache_dir, prepare_smollm2
+from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL, SMOLLM2_FOLDER, default_cache_dir, prepare_smollm2
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus

@@ -7,7 +7,7 @@ import resource
 
 import torch
 
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL
+from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL
 from lm4lv.processing.data import validation_strip
 from lm4lv.processing.degradations import SPATIAL_TASKS
 from lm4lv.trainers.evaluation import LM4LV, MAE_R, grid_columns, results_markdown
@@ -19,7 +19,7 @@ from .photo_benchmark import HELD_OUT_PHOTOS, TILE_OVERLAP, benchmark_markdown, 
 from .photo_benchmark import PICTURE_SIGMA as PHOTO_PICTURE_SIGMA
 
 LM4LV_ROWS = (LM4LV, f"{LM4LV} + skip")  # the report's rows with a gain over MAE-r
-# the shipped denoiser's rows (`lm4lv.modeling_lm4lv.pretrained.DEFAULT_MODEL`): the MAE-r of its own MAE, and it
+# the shipped denoiser's rows (`lm4lv.modeling_lm4lv.shipped.DEFAULT_MODEL`): the MAE-r of its own MAE, and it
 SHIPPED_MAE_ROW = "shipped model's MAE"
 SHIPPED_ROWS = (f"{MAE_R} ({SHIPPED_MAE_ROW})", f"shipped {DEFAULT_MODEL}")
 DEMO_MAE_ROW = "demo MAE"  # how the held-out photo table names the MAE of the demo's own runs

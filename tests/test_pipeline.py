@@ -147,3 +147,29 @@ restorer({str(tmp_path / "in.png")!r}, task="denoise").save({str(tmp_path / "out
                             text=True)
     assert result.returncode == 0, result.stderr[-4000:]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(expected))
+
+
+def test_a_model_with_a_non_square_input_restores_in_tiles_of_that_shape(monkeypatch):
+    # transformers' ViT-MAE builds square models only: the processor of a config with a (16, 24) input stands for
+    # such a model (the pipeline tiles by the processor's size; generation is replaced by the identity)
+    import copy
+
+    model, _ = build_tiny()
+    config = copy.deepcopy(model.config)
+    config.vision_config.image_size = (16, 24)
+    processor = LM4LVProcessor.from_config(config, tiny_tokenizer())
+    assert processor.image_size == (16, 24)
+    seen = []
+
+    def identity(model, processor, tiles, task):
+        seen.append(tuple(tiles.shape[2:]))
+        return tiles
+
+    monkeypatch.setattr(restoration_module, "restore", identity)
+    restorer = LM4LVRestorationPipeline(model=model, processor=processor, batch_size=4)
+    for size in ((50, 37), (20, 12)):  # (width, height): larger than a tile, and smaller (padded)
+        image = random_picture(*size)
+        assert np.array_equal(np.asarray(restorer(image, overlap=4)), np.asarray(image))
+    assert set(seen) == {(16, 24)}
+    with pytest.raises(ValueError, match=r"overlap must be an integer in \[0, 16\)"):
+        restorer(random_picture(50, 37), overlap=16)

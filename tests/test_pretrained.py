@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import lm4lv  # noqa: F401  (registers the pipeline task)
-from lm4lv.modeling_lm4lv.pretrained import (
+from lm4lv.modeling_lm4lv.shipped import (
     DEFAULT_MODEL,
     SMOLLM2_FOLDER,
     resolve_model_location,

@@ -340,17 +340,16 @@ def test_a_compiled_model_is_compiled_once_and_its_first_batch_still_checked(cro
 
     torch._dynamo.reset()
     counters.clear()
-    with torch._dynamo.config.patch(suppress_errors=False):  # the arguments set it for the process: restored after
-        compiled = make_trainer(crops, tmp_path / "compiled", max_steps=3, torch_compile=True,
-                                torch_compile_backend="eager")
-        compiled.train()
-        assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
-        collate = compiled.data_collator
-        bad = make_trainer(crops, tmp_path / "bad", max_steps=2, torch_compile=True, torch_compile_backend="eager")
-        bad.data_collator = lambda examples: {**collate(examples),
-                                              "pixel_values": torch.full((4, 3, 32, 32), math.nan)}
-        with pytest.raises(ValueError, match="pixel_values contain NaN or inf"):
-            bad.train()
+    compiled = make_trainer(crops, tmp_path / "compiled", max_steps=3, torch_compile=True,
+                            torch_compile_backend="eager")
+    compiled.train()
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert not torch._dynamo.config.suppress_errors  # the fallback is the compiled calls' only, not the process's
+    collate = compiled.data_collator
+    bad = make_trainer(crops, tmp_path / "bad", max_steps=2, torch_compile=True, torch_compile_backend="eager")
+    bad.data_collator = lambda examples: {**collate(examples), "pixel_values": torch.full((4, 3, 32, 32), math.nan)}
+    with pytest.raises(ValueError, match="pixel_values contain NaN or inf"):
+        bad.train()
     torch._dynamo.reset()
 
 
@@ -366,11 +365,9 @@ def test_a_model_torch_compile_cannot_compile_trains_eagerly(crops, tmp_path, mo
     torch._dynamo.reset()
     eager = make_trainer(crops, tmp_path / "eager", max_steps=3)
     eager.train()
-    with torch._dynamo.config.patch(suppress_errors=False):
-        failing = make_trainer(crops, tmp_path / "failing", max_steps=3, torch_compile=True,
-                               torch_compile_backend="eager")
-        failing.train()
-    assert logged_losses(failing) == logged_losses(eager)
+    failing = make_trainer(crops, tmp_path / "failing", max_steps=3, torch_compile=True, torch_compile_backend="eager")
+    failing.train()
+    assert logged_losses(failing) == logged_losses(eager) and not torch._dynamo.config.suppress_errors
     torch._dynamo.reset()
 
 

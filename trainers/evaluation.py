@@ -18,7 +18,7 @@ from lm4lv.modeling_lm4lv import (
     LM4LVViTLLMModel,
 )
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
-from lm4lv.modeling_lm4lv.pretrained import resolve_model_location
+from lm4lv.modeling_lm4lv.shipped import resolve_model_location
 from lm4lv.pipelines import mae_reconstruct, restore
 from lm4lv.processing.degradations import tensor_to_pil
 from lm4lv.processing.images import to_tensor
@@ -26,6 +26,8 @@ from lm4lv.processing.visualization import image_grid
 
 # the methods' names in every table, chart and report
 INPUT, MAE_R, LM4LV = "Input", "MAE-r", "LM4LV"
+# the first and last columns of every picture grid
+DEGRADED, CLEAN = "degraded", "clean"
 
 
 def load_restoration_model(path: str, llm: str | None = None, vision: str | None = None,
@@ -113,7 +115,7 @@ def compare_on_picture(restorers: dict, degraded: Image.Image, clean: Image.Imag
         for name, output in outputs.items()
     }
     row = [to_tensor(image) for image in (degraded, *outputs.values(), clean)]
-    labels = ["degraded", *(f"{name} {scores[name]['psnr']:.2f} dB" for name in outputs), "clean"]
+    labels = [DEGRADED, *(f"{name} {scores[name]['psnr']:.2f} dB" for name in outputs), CLEAN]
     image_grid([row], column_labels=labels, scale=2).save(path)
     return scores
 
@@ -179,8 +181,13 @@ def evaluate_restoration(
     return results, examples
 
 
+def grid_labels(method_names) -> list[str]:
+    """The column labels of a picture grid of `method_names`: `DEGRADED`, the methods of `grid_columns`, `CLEAN`."""
+    return [DEGRADED, *grid_columns(method_names), CLEAN]
+
+
 def grid_columns(method_names) -> list[str]:
-    """The methods shown in picture grids: all but `INPUT`, which the grids' "degraded" column already shows."""
+    """The methods shown in picture grids: all but `INPUT`, which the grids' `DEGRADED` column already shows."""
     return [name for name in method_names if name != INPUT]
 
 
@@ -211,12 +218,14 @@ def write_results(results: dict, examples: dict, output_dir: str, method_names: 
     write_text_atomically(paths["markdown"], results_markdown(results) + "\n")
     for task, rows in examples.items():
         path = os.path.join(output_dir, f"grid_{task}.png")
-        write_atomically(path, image_grid(rows, column_labels=["degraded", *grid_columns(method_names), "clean"]).save)
+        write_atomically(path, image_grid(rows, column_labels=grid_labels(method_names)).save)
         paths[f"grid_{task}"] = path
     return paths
 
 
 __all__ = [
+    "CLEAN",
+    "DEGRADED",
     "INPUT",
     "LM4LV",
     "MAE_R",
@@ -224,6 +233,7 @@ __all__ = [
     "load_restoration_model",
     "compare_on_picture",
     "evaluate_restoration",
+    "grid_labels",
     "feature_errors",
     "input_feature_mse",
     "mae_reconstruct",

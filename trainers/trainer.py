@@ -1,5 +1,6 @@
 """`transformers.Trainer` for LM4LV: logs the text and vision losses apart, checkpoints trainable weights only."""
 
+import contextlib
 import functools
 import inspect
 import os
@@ -14,15 +15,15 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
 from lm4lv.modeling_lm4lv.checkpointing import is_trainable_only
-from lm4lv.modeling_lm4lv.hub_files import SAFE_WEIGHTS_NAME
-from lm4lv.processing.data import PairedStream
-from lm4lv.processing.device_data import DevicePairedBatches
-from lm4lv.trainers.engines import (
+from lm4lv.modeling_lm4lv.engines import (
     check_distributed_engine,
     gather_trainable_state_dict,
     is_fsdp1,
     load_trainable_weights,
 )
+from lm4lv.modeling_lm4lv.hub_files import SAFE_WEIGHTS_NAME
+from lm4lv.processing.data import PairedStream
+from lm4lv.processing.device_data import DevicePairedBatches
 
 
 @dataclass
@@ -32,8 +33,8 @@ class LM4LVTrainingArguments(TrainingArguments):
     200 warmup steps then cosine decay, gradient clipping 1.0; on a GPU, non-blocking copies and no per-step NaN/inf
     loss filter (a device synchronisation). TF32 stays off unless asked for (`tf32=True`, `--tf32 true`): it is a
     process-wide setting, which would also change every float32 matmul of a later `generate()` in the process. With
-    `torch_compile`, what cannot be compiled runs eagerly with torch's warning (dynamo's `suppress_errors`, set for the
-    process) instead of failing the run.
+    `torch_compile`, what cannot be compiled runs eagerly with torch's warning (dynamo's `suppress_errors`, set only
+    around the compiled model's calls) instead of failing the run.
     `remove_unused_columns=False` because batches carry image tensors the model's signature names differently.
     """
 
@@ -63,9 +64,6 @@ class LM4LVTrainingArguments(TrainingArguments):
             self.logging_nan_inf_filter = not on_gpu
         if on_gpu and self.accelerator_config is None:
             self.accelerator_config = {"non_blocking": True}
-        if self.torch_compile:
-            # a part torch.compile cannot compile runs eagerly, with torch's warning, instead of failing the run
-            torch._dynamo.config.suppress_errors = True
         super().__post_init__()
 
 
@@ -115,7 +113,10 @@ class LM4LVTrainer(Trainer):
                     self.accelerator.unwrap_model(model, keep_torch_compile=False)(**inputs, check_inputs=True)
             inputs = {**inputs, "check_inputs": not (self._checked_first_batch or self.args.torch_compile)}
             self._checked_first_batch = True
-        outputs = model(**inputs)
+        # under torch_compile, a part that cannot be compiled runs eagerly with torch's warning instead of failing the
+        # run; the setting holds for these calls only (it is dynamo's, process-wide)
+        with torch._dynamo.config.patch(suppress_errors=True) if self.args.torch_compile else contextlib.nullcontext():
+            outputs = model(**inputs)
         if model.training:
             for name in self._loss_sums:
                 self._loss_sums[name] += getattr(outputs, name).detach().to(self._loss_sum_dtype)

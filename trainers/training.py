@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVExpertModel, LM4LVForConditionalGeneration, LM4LVViTLLMModel
 from lm4lv.modeling_lm4lv.configuration_lm4lv import training_options
-from lm4lv.modeling_lm4lv.engine_integration import readable_parameters
+from lm4lv.modeling_lm4lv.engines import readable_parameters
 from lm4lv.modeling_lm4lv.hub_files import write_folder_atomically
 from lm4lv.modeling_lm4lv.initialization import init_in_adapter_from_features, init_out_adapter_by_ridge
 from lm4lv.modeling_lm4lv.modeling_experts import EXPERTS

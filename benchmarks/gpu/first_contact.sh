@@ -28,7 +28,7 @@ run() {
 }
 export LM4LV_CACHE=${LM4LV_CACHE:-/tmp/lm4lv-cache}  # SmolLM2's conversion and the demo MAE, kept between calls
 RUN=${RUN:-/tmp/lm4lv-first-contact}  # the gpu profile's folder, kept between calls so that the run continues
-run smollm2 90 python -c "from lm4lv.modeling_lm4lv.pretrained import prepare_smollm2; print(prepare_smollm2())"
+run smollm2 90 python -c "from lm4lv.modeling_lm4lv.shipped import prepare_smollm2; print(prepare_smollm2())"
 run sync_check_training 60 python -m benchmarks.bench_trainer_step --llm smollm2 --batch_sizes 32 --steps 5 \
   --data device --sync_check
 run graph_probe 60 python -m benchmarks.bench_gpu --llm smollm2 --quick

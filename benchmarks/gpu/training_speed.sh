@@ -5,7 +5,7 @@
 set -u
 . "$(dirname "$0")/common.sh"
 # SmolLM2 converted once (its tokenizer gives the batches the demo's sequence length; the weights stay random)
-timeout 90 python -c "from lm4lv.modeling_lm4lv.pretrained import prepare_smollm2; prepare_smollm2()" \
+timeout 90 python -c "from lm4lv.modeling_lm4lv.shipped import prepare_smollm2; prepare_smollm2()" \
   > "$out/smollm2.txt" 2>&1 || echo "conversion failed or timed out: $?" >> "$out/smollm2.txt"
 # a short probe first, steps under torch.cuda.set_sync_debug_mode("error"): a failure or a device synchronisation
 # inside a step shows within a minute

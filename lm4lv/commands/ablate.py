@@ -33,7 +33,7 @@ Writes `ablation.md` and `ablation.json` (PSNR/SSIM per task, trainable paramete
 import argparse
 
 from lm4lv.commands.arguments import positive_int
-from lm4lv.modeling_lm4lv.pretrained import default_cache_dir, prepare_smollm2
+from lm4lv.modeling_lm4lv.shipped import default_cache_dir, prepare_smollm2
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.research.ablation import ABLATION_METHODS, PAPER_METHODS, run_ablation
 from lm4lv.research.offline_default import (

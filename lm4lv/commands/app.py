@@ -17,23 +17,25 @@ from PIL import Image
 
 from lm4lv import metrics
 from lm4lv.commands.arguments import checkpoint_location, port_number
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL
+from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS, degrade
 from lm4lv.processing.images import ImageLoadError, load_rgb_image
-from lm4lv.trainers.evaluation import LM4LV, MAE_R, load_restoration_model
+from lm4lv.trainers.evaluation import DEGRADED, LM4LV, MAE_R, load_restoration_model
 
 MAX_SIDE = 256  # larger uploads are downscaled first: every 32x32 tile is one generate() row on the CPU
 METRICS_CROP_BORDER = 4
 IMAGE_HEIGHT = 320  # pixels on the page (small images are shown larger)
 
 
-def fit_for_task(image: Image.Image, task: str, tile: int) -> tuple[Image.Image, str]:
+def fit_for_task(image: Image.Image, task: str, tile: tuple[int, int]) -> tuple[Image.Image, str]:
     """The image the app restores, and a note when it had to change it: spatial tasks act on whole images of the
-    model's input size; other tasks take any size up to `MAX_SIDE` pixels on the longer side."""
-    if task in SPATIAL_TASKS and image.size != (tile, tile):
-        return image.resize((tile, tile), Image.BICUBIC), f"{task} acts on whole {tile}x{tile} images: resized. "
+    model's input size (`tile`: `(height, width)`); other tasks take any size up to `MAX_SIDE` pixels on the longer
+    side."""
+    size = tile[::-1]  # PIL sizes are (width, height)
+    if task in SPATIAL_TASKS and image.size != size:
+        return image.resize(size, Image.BICUBIC), f"{task} acts on whole {size[0]}x{size[1]} images: resized. "
     if max(image.size) > MAX_SIDE:
         scale = MAX_SIDE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -56,7 +58,7 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
     restorer = LM4LVRestorationPipeline(model=model, processor=LM4LVProcessor.from_pretrained(model_path),
                                         batch_size=16)
     tasks = list(model.config.task_names)
-    tile = restorer.restoration_processor.image_size[0]
+    tile = restorer.restoration_processor.image_size
 
     def run(upload, task, degrade_first, progress=gr.Progress()):
         if upload is None:
@@ -74,7 +76,7 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
         reconstruction = restorer(image, task=task, method="reconstruction")
         progress(0.5, desc="LM4LV generating")
         restored = restorer(image, task=task)
-        status = note + (scores_markdown({"degraded": image, MAE_R: reconstruction, LM4LV: restored}, clean)
+        status = note + (scores_markdown({DEGRADED: image, MAE_R: reconstruction, LM4LV: restored}, clean)
                          if clean is not None else "No clean reference: tick *Degrade first* to see PSNR/SSIM.")
         return image, reconstruction, restored, status
 
@@ -89,7 +91,7 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
                 button = gr.Button("Restore", variant="primary", elem_id="run")
         with gr.Row():
             views = [gr.Image(label=label, type="pil", elem_id=elem_id, format="png", height=IMAGE_HEIGHT)
-                     for label, elem_id in (("degraded", "degraded"), (MAE_R, "mae_r"), (LM4LV, "lm4lv"))]
+                     for label, elem_id in ((DEGRADED, "degraded"), (MAE_R, "mae_r"), (LM4LV, "lm4lv"))]
         status = gr.Markdown(elem_id="status")
         button.click(run, [upload, task, degrade_first], [*views, status])
     return app

@@ -5,7 +5,7 @@ import argparse
 import os
 
 from lm4lv.modeling_lm4lv.hub_files import check_hub_location, looks_like_hub_id
-from lm4lv.modeling_lm4lv.pretrained import resolve_model_location, shipped_models
+from lm4lv.modeling_lm4lv.shipped import resolve_model_location, shipped_models
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.training import LLM_DTYPES
 

@@ -22,7 +22,7 @@ from lm4lv.commands.arguments import (
 )
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
 from lm4lv.modeling_lm4lv.hub_files import write_atomically
-from lm4lv.modeling_lm4lv.pretrained import DEFAULT_MODEL
+from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL
 from lm4lv.pipelines import LM4LVRestorationPipeline
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import SPATIAL_TASKS
@@ -57,11 +57,11 @@ def check_against_checkpoint(parser: argparse.ArgumentParser, args: argparse.Nam
     config = AutoConfig.from_pretrained(args.model)
     if args.task not in config.task_names:
         parser.error(f"--task {args.task}: the checkpoint {args.model} was trained for {config.task_names}")
-    tile = image_size_pair(config.vision_config.image_size)[0]
-    if args.overlap >= tile:
-        parser.error(f"--overlap must be less than the model's input size {tile}, got {args.overlap}")
-    if args.task in SPATIAL_TASKS and image_size != (tile, tile):
-        parser.error(f"--task {args.task} acts on the whole image: give a {tile}x{tile} image (got "
+    tile_h, tile_w = image_size_pair(config.vision_config.image_size)
+    if args.overlap >= min(tile_h, tile_w):
+        parser.error(f"--overlap must be less than the model's input size {min(tile_h, tile_w)}, got {args.overlap}")
+    if args.task in SPATIAL_TASKS and image_size != (tile_w, tile_h):
+        parser.error(f"--task {args.task} acts on the whole image: give a {tile_w}x{tile_h} image (got "
                      f"{image_size[0]}x{image_size[1]}); other tasks restore any size tile by tile")
 
 

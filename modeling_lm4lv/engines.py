@@ -1,27 +1,54 @@
-"""Distributed engines: check that a launch got the engine it asked for, and move LM4LV's trainable parameters
-(adapters, task tokens, LoRA) between the form an engine trains them in and whole tensors, so checkpoints hold the
-trainable weights only, whole, under DDP, FSDP (v1 with `use_orig_params`, v2) and DeepSpeed ZeRO (stages 1-3).
+"""Distributed engines and LM4LV's parameters: whether an engine holds only a shard of a parameter, the whole values
+of DeepSpeed ZeRO-3 partitions, a check that a launch got the engine it asked for, and the moves of LM4LV's trainable
+parameters (adapters, task tokens, LoRA) between the form an engine trains them in and whole tensors, so checkpoints
+hold the trainable weights only, whole, under DDP, FSDP (v1 with `use_orig_params`, v2) and DeepSpeed ZeRO (stages
+1-3). The model code uses the first two (reading frozen parts, saving); the Trainer the rest.
 
 | engine | trainable parameters while training | made whole by |
 | --- | --- | --- |
 | DDP, ZeRO-1/2 | whole on every process | nothing |
 | FSDP1 (`use_orig_params`) | views of each process's flat shard | `FullyShardedDataParallel.summon_full_params` |
 | FSDP2 | `DTensor` shards | `DTensor.full_tensor()`; loading distributes the whole tensor |
-| ZeRO-3 | partitioned (`ds_id`; whole below `stage3_param_persistence_threshold`) | `zero.GatheredParameters` |
+| ZeRO-3 | partitioned (`ds_id`; whole below `stage3_param_persistence_threshold`) | `readable_parameters` |
+
+accelerate and DeepSpeed are imported only where an engine needs them, so the model code (also exported as remote
+code) loads without them.
 """
 
 import os
 from contextlib import contextmanager
 
 import torch
-from accelerate.utils import DistributedType
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-# engine -> (the environment variable `accelerate launch` sets when a config asks for it, its DistributedType)
-REQUESTED_ENGINES = {"FSDP": ("ACCELERATE_USE_FSDP", DistributedType.FSDP),
-                     "DeepSpeed": ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)}
+# engine -> (the environment variable `accelerate launch` sets when a config asks for it, accelerate's
+# `DistributedType` value)
+REQUESTED_ENGINES = {"FSDP": ("ACCELERATE_USE_FSDP", "FSDP"), "DeepSpeed": ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")}
 # prefixes FSDP1 and activation checkpointing put into parameter names of wrapped submodules
 WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def is_sharded(param) -> bool:
+    """Whether an engine holds only a shard of `param`: an FSDP2 `DTensor` (it has a device mesh) or a DeepSpeed
+    ZeRO-3 partition (`ds_id`)."""
+    return hasattr(param, "device_mesh") or hasattr(param, "ds_id")
+
+
+@contextmanager
+def readable_parameters(parameters, writeback: bool = False):
+    """Within the block, parameters that DeepSpeed ZeRO-3 partitioned hold their whole values (the others are left as
+    they are); with `writeback`, what the block writes into them is scattered back (rank 0's values: every process
+    must write the same), else they are read-only. A collective under ZeRO-3: every process must enter it. The one
+    ZeRO-3 gather: for the fits that read the frozen parts before training (text-initialised task tokens,
+    `in_adapter_init`, `out_adapter_init`) and for saving and loading the trainable weights."""
+    partitioned = [param for param in parameters if hasattr(param, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0 if writeback else None):
+        yield
 
 
 def check_distributed_engine(accelerator):
@@ -44,12 +71,7 @@ def check_distributed_engine(accelerator):
 
 
 def is_fsdp1(accelerator) -> bool:
-    return accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2
-
-
-def is_zero3(accelerator) -> bool:
-    return (accelerator.distributed_type == DistributedType.DEEPSPEED
-            and accelerator.state.deepspeed_plugin.zero_stage == 3)
+    return accelerator.distributed_type == "FSDP" and not accelerator.is_fsdp2
 
 
 @contextmanager
@@ -63,15 +85,9 @@ def whole_trainable_parameters(accelerator, model, writeback: bool):
 
         with FullyShardedDataParallel.summon_full_params(model, writeback=writeback):
             yield unwrapped
-    elif is_zero3(accelerator):
-        import deepspeed
-
-        trainable = [param for param in unwrapped.parameters() if param.requires_grad]
-        # every process reads the same values, so rank 0's are the ones scattered back
-        with deepspeed.zero.GatheredParameters(trainable, modifier_rank=0 if writeback else None):
+    else:  # ZeRO-3 partitions gathered (every process reads the same values); other engines' are whole
+        with readable_parameters([param for param in unwrapped.parameters() if param.requires_grad], writeback):
             yield unwrapped
-    else:
-        yield unwrapped
 
 
 def unwrapped_name(name: str) -> str:
@@ -105,5 +121,5 @@ def load_trainable_weights(accelerator, model, weights_file: str):
         unwrapped.load_trainable_weights(weights_file, place=place_whole_tensor)
 
 
-__all__ = ["check_distributed_engine", "gather_trainable_state_dict", "load_trainable_weights",
-           "whole_trainable_parameters"]
+__all__ = ["check_distributed_engine", "gather_trainable_state_dict", "is_sharded", "load_trainable_weights",
+           "readable_parameters", "whole_trainable_parameters"]

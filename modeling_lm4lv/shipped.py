@@ -14,8 +14,11 @@ import importlib.util
 import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging
 
 from .hub_files import write_folder_atomically
+
+logger = logging.get_logger(__name__)
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 DEFAULT_MODEL = "lm4lv-denoise-smollm2"  # what `lm4lv restore`, the app and the README use by default
@@ -78,7 +81,7 @@ def prepare_smollm2(cache_dir: str | None = None) -> str:
     if os.path.exists(os.path.join(target, "model.safetensors")):
         return target
     source = smollm2_gguf_folder()
-    print(f"Converting {SMOLLM2_GGUF} to safetensors (once) ...", flush=True)
+    logger.warning(f"Converting {SMOLLM2_GGUF} to safetensors into {target} (once) ...")
 
     def write(folder):
         dequantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
