@@ -74,12 +74,29 @@ def base_model_location(location: str | None, checkpoint: str | os.PathLike, wha
     return location
 
 
+def as_dtype(dtype) -> torch.dtype | None:
+    """A `torch.dtype` from a dtype or its name ("bfloat16", "torch.bfloat16"); None for anything else."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def trained_llm_dtype(config) -> torch.dtype | None:
     """The dtype the frozen LLM had in training, as the checkpoint's `text_config` records it (None if it does not)."""
-    recorded = getattr(config.text_config, "dtype", None)
-    if isinstance(recorded, str):
-        recorded = getattr(torch, recorded.removeprefix("torch."), None)
-    return recorded if isinstance(recorded, torch.dtype) else None
+    return as_dtype(getattr(config.text_config, "dtype", None))
+
+
+def llm_dtype_to_load(requested, config) -> torch.dtype | None:
+    """The one dtype rule of every loading path (`from_pretrained`, the pipeline, `lm4lv restore`, the app, the
+    evaluation): the frozen LLM in the dtype the user asks for, else (nothing asked, or `"auto"`, transformers'
+    default, which `pipeline()` passes) the dtype the checkpoint names (`trained_llm_dtype`), else the base model's
+    own (None)."""
+    if requested is None or requested == "auto":
+        return trained_llm_dtype(config)
+    dtype = as_dtype(requested)
+    if dtype is None:
+        raise ValueError(f"dtype must be a torch dtype, its name or 'auto', got {requested!r}")
+    return dtype
 
 
 def check_base_model_shapes(config, text_config, vision_config):
@@ -184,8 +201,9 @@ class TrainableCheckpointMixin:
         Args:
             pretrained_model_name_or_path: Local folder, Hub id, or the name of a model shipped inside the package
                 (`shipped.shipped_models()`).
-            dtype (`torch.dtype`, *optional*): Dtype of the frozen LLM; by default, for a trainable-only checkpoint,
-                the one it was trained with (`text_config.dtype`).
+            dtype (`torch.dtype`, its name or `"auto"`, *optional*): Dtype of the frozen LLM; by default (or
+                `"auto"`) the one the checkpoint names, the dtype it was trained with (`text_config.dtype`):
+                `llm_dtype_to_load`.
             llm (`str`, *optional*), vision (`str`, *optional*): Override the base model locations named in the
                 config (e.g. local copies of the Hub ids).
             kwargs: Passed to `PreTrainedModel.from_pretrained` for full checkpoints.
@@ -205,15 +223,16 @@ class TrainableCheckpointMixin:
                 f"{pretrained_model_name_or_path} holds trainable weights only, and its config names no base "
                 "LLM/vision module: pass llm=... and vision=..."
             )
-        dtype = kwargs.pop("dtype", None) or trained_llm_dtype(config)
-        model = cls.from_base_models(llm, vision, config=config, dtype=dtype)
+        model = cls.from_base_models(llm, vision, config=config, dtype=llm_dtype_to_load(kwargs.pop("dtype", None),
+                                                                                       config))
         model.load_trainable_weights(weights_file)
         return model
 
     @classmethod
     def from_full_checkpoint(cls, pretrained_model_name_or_path, weights_file: str, *model_args, **kwargs):
-        """`from_pretrained` of a full checkpoint (`save_full=True`), refusing missing or unexpected weights."""
-        dtype = kwargs.pop("dtype", None)
+        """`from_pretrained` of a full checkpoint (`save_full=True`), refusing missing or unexpected weights; the
+        frozen LLM in `llm_dtype_to_load`'s dtype, everything else in float32."""
+        requested = kwargs.pop("dtype", None)
         kwargs["use_safetensors"] = True
         check_floating_weights(weights_file)
         output_loading_info = kwargs.pop("output_loading_info", False)
@@ -228,6 +247,7 @@ class TrainableCheckpointMixin:
             )
         check_finite(model.trainable_state_dict(), weights_file)
         model.freeze_base_models()  # loading replaced the parameters, which reset requires_grad
+        dtype = llm_dtype_to_load(requested, model.config)
         if dtype is not None:  # the LLM only: trainables and the vision module stay float32, as in from_base_models
             model.language_model.to(dtype)
         return (model, info) if output_loading_info else model

@@ -173,3 +173,28 @@ def test_a_model_with_a_non_square_input_restores_in_tiles_of_that_shape(monkeyp
     assert set(seen) == {(16, 24)}
     with pytest.raises(ValueError, match=r"overlap must be an integer in \[0, 16\)"):
         restorer(random_picture(50, 37), overlap=16)
+
+
+def test_every_loading_path_runs_the_llm_in_the_dtype_the_checkpoint_names(base_model_dirs, tmp_path):
+    """A checkpoint trained with a bfloat16 LLM: `from_pretrained`, `pipeline(...)` (which passes dtype="auto") and
+    `lm4lv restore` all load it in bfloat16, and the pipeline and the command line restore a tile bit for bit alike;
+    asking for float32 is still honoured."""
+    from lm4lv.cli import main
+
+    llm, vision = base_model_dirs
+    torch.manual_seed(0)
+    model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_names=["denoise"], task_token_length=3,
+                                                           dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "ckpt")
+    LM4LVProcessor.from_config(model.config, tiny_tokenizer()).save_pretrained(tmp_path / "ckpt")
+    folder = str(tmp_path / "ckpt")
+    assert LM4LVForConditionalGeneration.from_pretrained(folder).language_model.dtype == torch.bfloat16
+    restorer = pipeline("image-restoration", model=folder)
+    assert restorer.model.language_model.dtype == torch.bfloat16
+    as_float32 = LM4LVForConditionalGeneration.from_pretrained(folder, dtype="float32")
+    assert as_float32.language_model.dtype == torch.float32
+    tile = random_picture(32, 32, seed=3)
+    tile.save(tmp_path / "tile.png")
+    main(["restore", str(tmp_path / "tile.png"), "-o", str(tmp_path / "restored.png"), "--model", folder])
+    from_cli = np.asarray(Image.open(tmp_path / "restored.png"))
+    assert np.array_equal(np.asarray(restorer(tile, task="denoise")), from_cli)
