@@ -191,10 +191,11 @@ class LM4LVExpertModel(VisionFeaturesMixin, PreTrainedModel):
 
     @torch.no_grad()
     def generate(self, pixel_values: torch.FloatTensor, input_ids: torch.LongTensor | None = None,
-                 attention_mask: torch.LongTensor | None = None,
-                 task_ids: torch.LongTensor | None = None) -> LM4LVGenerateOutput:
-        """Restore a batch in one pass; same output class as LM4LV's `generate`. The prompt's text inputs are
-        accepted so that the same batches serve every model, and not used (`sequences` is `input_ids`)."""
+                 attention_mask: torch.LongTensor | None = None, task_ids: torch.LongTensor | None = None,
+                 max_new_tokens: int | None = None) -> LM4LVGenerateOutput:
+        """Restore a batch in one pass; same output class as LM4LV's `generate`. The prompt's text inputs and
+        `max_new_tokens` are accepted so that the same calls serve every model, and not used (`sequences` is
+        `input_ids`; nothing is generated)."""
         features = self.restore_features(self.encode_images(pixel_values))
         return LM4LVGenerateOutput(
             sequences=input_ids,

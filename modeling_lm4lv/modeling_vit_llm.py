@@ -87,8 +87,10 @@ class LM4LVViTLLMModel(LM4LVForConditionalGeneration):
         attention_mask: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         task_ids: torch.LongTensor | None = None,
+        max_new_tokens: int | None = None,
     ) -> LM4LVGenerateOutput:
-        """Restore a prompt batch in one pass; `sequences` is the prompt (nothing is generated)."""
+        """Restore a prompt batch in one pass; `sequences` is the prompt (nothing is generated, so `max_new_tokens`,
+        accepted as LM4LV's `generate` takes it, has nothing to bound)."""
         if pixel_values is None:
             raise ValueError("The ViT-LLM pass needs pixel_values (the degraded images)")
         _, features = self.restore_features(input_ids, attention_mask, self.encode_images(pixel_values), task_ids)

@@ -25,12 +25,18 @@ from lm4lv.processing.processing_lm4lv import LM4LVProcessor
 RESTORATION_METHODS = ("lm4lv", "reconstruction")
 
 
+def image_budget(config) -> int:
+    """The generation budget of a restoration: `<Img>`, the visual tokens and `</Img>`, no text after them."""
+    return len(config.image_start_token_ids) + config.num_visual_tokens + len(config.image_end_token_ids)
+
+
 @torch.no_grad()
 def restore(model, processor, degraded: torch.Tensor, task: str) -> torch.Tensor:
     """LM4LV restoration of `(B, 3, H, W)` images in [0, 1] of the model's input size (KV-cached batched
-    generation); returns [0, 1] images. Refuses outputs that are not images (no image generated, non-finite)."""
+    generation of the answer's image, `image_budget`); returns [0, 1] images. Refuses outputs that are not images
+    (no image generated, non-finite)."""
     batch = processor(images=degraded, task=task).to(model.device)
-    generated = model.generate(**batch)
+    generated = model.generate(**batch, max_new_tokens=image_budget(model.config))
     if not generated.has_image.all():
         raise RuntimeError(f"{int((~generated.has_image).sum())} samples produced no image for task {task!r}")
     return processor.to_unit_range(generated.pixel_values)

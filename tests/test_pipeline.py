@@ -198,3 +198,13 @@ def test_every_loading_path_runs_the_llm_in_the_dtype_the_checkpoint_names(base_
     main(["restore", str(tmp_path / "tile.png"), "-o", str(tmp_path / "restored.png"), "--model", folder])
     from_cli = np.asarray(Image.open(tmp_path / "restored.png"))
     assert np.array_equal(np.asarray(restorer(tile, task="denoise")), from_cli)
+
+
+def test_restoring_generates_the_image_and_no_text_after_it(tiny):
+    from lm4lv.pipelines import restore
+
+    model, processor = tiny
+    degraded = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    full = model.generate(**processor(images=degraded, task="denoise"))  # the default budget: text after </Img>
+    assert full.sequences.shape[1] > processor(images=degraded, task="denoise")["input_ids"].shape[1] + 20
+    assert torch.equal(restore(model, processor, degraded, "denoise"), processor.to_unit_range(full.pixel_values))
