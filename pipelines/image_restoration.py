@@ -13,6 +13,7 @@ whole image, so they take only images of the model's input size.
 """
 
 import torch
+from tqdm.auto import tqdm
 from transformers.pipelines.base import ChunkPipeline
 
 from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
@@ -125,6 +126,48 @@ def restore_tiled(pixels: torch.Tensor, restore_tiles, tile, overlap: int = 8, b
     return blend_tiles(restored, boxes, padded_h, padded_w, overlap)[:, :height, :width]
 
 
+MEMORY_BUDGET_BYTES = 2**30  # what one batch of tiles may hold while generating: its KV cache and activations
+
+
+def tiles_per_batch(model, processor, budget: int = MEMORY_BUDGET_BYTES) -> int:
+    """How many tiles one `generate()` call takes within `budget` bytes: each tile's sequence (its prompt and
+    `image_budget`) holds a KV cache entry per layer and position, and the prefill's activations (the MLP's and a few
+    hidden-size tensors, float32) per position. Large batches keep the matrix units busy; at least 1, at most 1024."""
+    config, text = model.config, model.config.text_config
+    prompt = processor(images=torch.zeros(1, 3, *processor.image_size), task=config.task_names[0])["input_ids"]
+    positions = prompt.shape[1] + image_budget(config)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    element = torch.finfo(model.language_model.dtype).bits // 8
+    per_position = text.num_hidden_layers * 2 * kv_heads * head_dim * element
+    per_position += 4 * (getattr(text, "intermediate_size", 4 * text.hidden_size) + 4 * text.hidden_size)
+    return max(1, min(1024, budget // (positions * per_position)))
+
+
+class TileProgress:
+    """A restore's progress over its tiles: a tqdm bar (shown once the restore takes two seconds) or `callback(done,
+    total)`, for the tiles of every image of a call."""
+
+    def __init__(self, progress):
+        self.callback = progress if callable(progress) else None
+        self.bar = None if self.callback else tqdm(total=0, desc="Restoring", unit="tile", delay=2)
+        self.total = self.count = 0
+
+    def add(self, tiles: int):
+        self.total += tiles
+        if self.bar is not None:
+            self.bar.total = self.total
+
+    def done(self, tiles: int):
+        self.count += tiles
+        if self.callback:
+            self.callback(self.count, self.total)
+        else:
+            self.bar.update(tiles)
+            if self.count >= self.total:
+                self.bar.close()
+
+
 class LM4LVRestorationPipeline(ChunkPipeline):
     r"""
     Restore images with an LM4LV checkpoint: `pipeline("image-restoration", model=CHECKPOINT)` (after `import lm4lv`,
@@ -138,7 +181,10 @@ class LM4LVRestorationPipeline(ChunkPipeline):
         method (`str`, *optional*, defaults to `"lm4lv"`): `"lm4lv"`, or `"reconstruction"` for the MAE-r baseline
             (the vision module's encode + decode) through the same tiling.
         overlap (`int`, *optional*, defaults to 8): Pixels shared by neighbouring tiles, in `[0, tile)`.
-        batch_size (`int`, *optional*): Tiles per `generate()` call, across images.
+        batch_size (`int`, *optional*): Tiles per `generate()` call, across images; by default as many as fit in
+            `MEMORY_BUDGET_BYTES` (`tiles_per_batch`).
+        progress (`bool` or callable, *optional*, defaults to `False`): `True` shows a progress bar of the tiles
+            (tqdm, from two seconds on); a callable is called with `(tiles done, tiles so far)` after every batch.
     """
 
     _load_processor = False
@@ -153,11 +199,15 @@ class LM4LVRestorationPipeline(ChunkPipeline):
         # the image processor lets the base class batch tiles (they need no padding); the tokenizer stays with the
         # LM4LV processor, which pads prompts itself (LLMs without a pad token included)
         super().__init__(model=model, image_processor=self.restoration_processor.image_processor, **kwargs)
+        if self._batch_size is None:
+            self._batch_size = tiles_per_batch(self.model, self.restoration_processor)
+        self.progress = None  # the current call's TileProgress
 
-    def _sanitize_parameters(self, task=None, method=None, overlap=None, **kwargs):
+    def _sanitize_parameters(self, task=None, method=None, overlap=None, progress=None, **kwargs):
         if kwargs:
             raise TypeError(f"Unknown arguments for image restoration: {sorted(kwargs)}")
         preprocess, forward = {}, {}
+        self.progress = TileProgress(progress) if progress else None
         if task is not None:
             self.model.config.task_index(task)  # unknown task -> a clear ValueError naming the checkpoint's tasks
             preprocess["task"] = forward["task"] = task
@@ -189,6 +239,8 @@ class LM4LVRestorationPipeline(ChunkPipeline):
         if task in SPATIAL_TASKS and (height, width) != tile:
             raise ValueError(f"{task} acts on the whole image: give a {tile_w}x{tile_h} image (got {width}x{height})")
         tiles, boxes = cut_tiles(pixels, tile, overlap)
+        if self.progress:
+            self.progress.add(len(boxes))
         layout = torch.tensor([[height, width, max(height, tile_h), max(width, tile_w), overlap]])
         for index, (tile_pixels, (y, x)) in enumerate(zip(tiles, boxes)):
             yield {"pixel_values": tile_pixels[None], "box": torch.tensor([[y, x]]), "layout": layout,
@@ -200,6 +252,8 @@ class LM4LVRestorationPipeline(ChunkPipeline):
             restored = mae_reconstruct(self.model, tiles)
         else:
             restored = restore(self.model, self.restoration_processor, tiles, self.task_or_default(task))
+        if self.progress:
+            self.progress.done(len(tiles))
         return {"restored": restored, **model_inputs}
 
     def postprocess(self, tile_outputs):
@@ -209,4 +263,4 @@ class LM4LVRestorationPipeline(ChunkPipeline):
         return tensor_to_pil(output[:, :height, :width])
 
 
-__all__ = ["LM4LVRestorationPipeline", "mae_reconstruct", "restore", "restore_tiled"]
+__all__ = ["LM4LVRestorationPipeline", "mae_reconstruct", "restore", "restore_tiled", "tiles_per_batch"]

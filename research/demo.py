@@ -245,7 +245,7 @@ def score_table_3(sets: dict, summaries: dict, results: dict) -> dict:
 
 def restore_picture(summaries: dict, output_dir: str) -> dict:
     """The whole held-out picture restored tile by tile by MAE-r and the LM4LV rows; scores, and the PNG."""
-    pipelines = {name: LM4LVRestorationPipeline(*load_trained(summaries[name]), batch_size=16)
+    pipelines = {name: LM4LVRestorationPipeline(*load_trained(summaries[name]))
                  for name in LM4LV_ROWS if name in summaries}
     restorers = {MAE_R: functools.partial(pipelines[LM4LV], task="denoise", method="reconstruction",
                                             overlap=PICTURE_TILE_OVERLAP)}

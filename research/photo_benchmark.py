@@ -27,7 +27,7 @@ from PIL import Image
 from lm4lv import metrics
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
 from lm4lv.pipelines import restore, restore_tiled
-from lm4lv.pipelines.image_restoration import mae_reconstruct
+from lm4lv.pipelines.image_restoration import mae_reconstruct, tiles_per_batch
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.degradations import degrade, pil_to_tensor, tensor_to_pil
 from lm4lv.processing.visualization import image_grid
@@ -118,14 +118,15 @@ def cbm3d(image: Image.Image, sigma: int) -> Image.Image:
     return as_image(bm3d.bm3d_rgb(as_float(image), sigma / 255))
 
 
-def lm4lv_methods(model, processor, name: str, mae_name: str | None = None, batch_size: int = 64) -> list[Method]:
+def lm4lv_methods(model, processor, name: str, mae_name: str | None = None) -> list[Method]:
     """The rows of one LM4LV model: LM4LV itself (row `name`) and, with `mae_name`, its MAE's MAE-r and ceiling
     (rows `MAE-r (mae_name)`, `MAE ceiling (mae_name)`; models sharing an MAE need them once), each restoring tile by
-    tile as `lm4lv restore` does."""
+    tile as `lm4lv restore` does (its batches of tiles included)."""
+    batch_size = tiles_per_batch(model, processor)
+
     def tiled(function):
-        tile = processor.image_size[0]
         return lambda image, sigma: tensor_to_pil(
-            restore_tiled(pil_to_tensor(image), function, tile, TILE_OVERLAP, batch_size))
+            restore_tiled(pil_to_tensor(image), function, processor.image_size, TILE_OVERLAP, batch_size))
 
     methods = [Method(name, tiled(lambda tiles: restore(model, processor, tiles, "denoise")))]
     if mae_name is None:

@@ -83,7 +83,7 @@ def score_checkpoint(checkpoint: str, sets: dict, output_dir: str) -> dict:
     methods = restoration_methods(model, processor)
     scores = {name: scores_of(evaluate_restoration(sets[key], methods, grid_samples=0)[0])
               for key, name in SET_NAMES.items()}
-    pipe = LM4LVRestorationPipeline(model=model, processor=processor, batch_size=16)
+    pipe = LM4LVRestorationPipeline(model=model, processor=processor)
     restorers = {MAE_R: functools.partial(pipe, task="denoise", method="reconstruction", overlap=PICTURE_TILE_OVERLAP),
                  LM4LV: functools.partial(pipe, task="denoise", overlap=PICTURE_TILE_OVERLAP)}
     path = os.path.join(output_dir, f"picture_{os.path.basename(checkpoint.rstrip('/'))}.png")

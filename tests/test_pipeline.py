@@ -208,3 +208,20 @@ def test_restoring_generates_the_image_and_no_text_after_it(tiny):
     full = model.generate(**processor(images=degraded, task="denoise"))  # the default budget: text after </Img>
     assert full.sequences.shape[1] > processor(images=degraded, task="denoise")["input_ids"].shape[1] + 20
     assert torch.equal(restore(model, processor, degraded, "denoise"), processor.to_unit_range(full.pixel_values))
+
+
+def test_progress_counts_every_tile_of_a_call_and_batches_fit_the_memory_budget(tiny, monkeypatch):
+    from lm4lv.pipelines.image_restoration import tiles_per_batch
+
+    model, processor = tiny
+    monkeypatch.setattr(restoration_module, "restore", lambda model, processor, tiles, task: tiles)
+    restorer = LM4LVRestorationPipeline(model=model, processor=processor, batch_size=4)
+    reports = []
+    restorer([random_picture(70, 50), random_picture(32, 32)], progress=lambda done, total: reports.append(
+        (done, total)))
+    tiles = len(tile_starts(50, 32, 24)) * len(tile_starts(70, 32, 24)) + 1
+    assert reports[-1] == (tiles, tiles) and [done for done, _ in reports] == sorted({done for done, _ in reports})
+    assert restorer(random_picture(40, 40), progress=True).size == (40, 40)  # the tqdm bar
+    assert tiles_per_batch(model, processor, budget=2**20) < tiles_per_batch(model, processor, budget=2**24)
+    assert tiles_per_batch(model, processor, budget=1) == 1
+    assert LM4LVRestorationPipeline(model=model, processor=processor)._batch_size == tiles_per_batch(model, processor)

@@ -55,8 +55,7 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
     import gradio as gr
 
     model = load_restoration_model(model_path, llm=llm, vision=vision)
-    restorer = LM4LVRestorationPipeline(model=model, processor=LM4LVProcessor.from_pretrained(model_path),
-                                        batch_size=16)
+    restorer = LM4LVRestorationPipeline(model=model, processor=LM4LVProcessor.from_pretrained(model_path))
     tasks = list(model.config.task_names)
     tile = restorer.restoration_processor.image_size
 
@@ -74,8 +73,8 @@ def build_app(model_path: str, llm: str | None = None, vision: str | None = None
             clean, image = image, degrade(image, task, seed=0)
         progress(0.3, desc=MAE_R)
         reconstruction = restorer(image, task=task, method="reconstruction")
-        progress(0.5, desc="LM4LV generating")
-        restored = restorer(image, task=task)
+        restored = restorer(image, task=task, progress=lambda done, total: progress(
+            0.4 + 0.6 * done / total, desc=f"LM4LV generating: {done} of {total} tiles"))
         status = note + (scores_markdown({DEGRADED: image, MAE_R: reconstruction, LM4LV: restored}, clean)
                          if clean is not None else "No clean reference: tick *Degrade first* to see PSNR/SSIM.")
         return image, reconstruction, restored, status

@@ -76,7 +76,9 @@ def main(argv=None):
     parser.add_argument("--task", default="denoise", help="Task name the model was trained for (default: denoise).")
     parser.add_argument("--overlap", type=non_negative_int, default=8,
                         help="Pixels shared by neighbouring tiles (less than the model's input size).")
-    parser.add_argument("--batch_size", type=positive_int, default=16, help="Tiles per generate() call.")
+    parser.add_argument("--batch_size", type=positive_int, default=None,
+                        help="Tiles per generate() call (default: as many as fit in 1 GiB, the pipeline's "
+                             "MEMORY_BUDGET_BYTES).")
     parser.add_argument("--merge_lora", action="store_true",
                         help="Fold a checkpoint's LoRA adapters into the LLM before restoring (faster generation).")
     add_loading_arguments(parser)
@@ -91,7 +93,7 @@ def main(argv=None):
         model.merge_lora_adapters()
     restorer = LM4LVRestorationPipeline(model=model, processor=LM4LVProcessor.from_pretrained(args.model),
                                         batch_size=args.batch_size)
-    restored = restorer(image, task=args.task, overlap=args.overlap)
+    restored = restorer(image, task=args.task, overlap=args.overlap, progress=True)  # a bar from two seconds on
     write_atomically(args.output, restored.save)  # an existing output is replaced only by a complete image
     print(f"wrote {args.output} ({image.width}x{image.height})")
 
