@@ -363,8 +363,9 @@ def test_the_pretrained_runs_table_trend_and_card_results_read_the_scores():
 
     by_step = {"1000": scores(25.0), "2000": scores(25.5), "4000": scores(26.0)}
     table = learning_table(by_step).splitlines()
-    assert table[2] == f"| LM4LV, 1,000 steps | {1000 * BATCH_SIZE:,} | 25.00 / 0.5000 |"
-    assert table[-1].startswith("| MAE-r | - | 27.00")
+    assert table[0].startswith(f"| set | LM4LV, 1,000 steps ({1000 * BATCH_SIZE:,} samples) | LM4LV, 2,000 steps")
+    cells = "25.00 / 0.5000 | 25.50 / 0.5000 | 26.00 / 0.5000 | 24.00 / 0.4000 | 27.00 / 0.6000 | -"
+    assert table[2] == f"| {crops} | {cells} |"
     trend = log_trend(by_step)
     assert trend["db_per_doubling"] == pytest.approx(0.5)
     assert trend["samples_at_mae_r"] == pytest.approx(16000 * BATCH_SIZE)
