@@ -221,3 +221,23 @@ def test_train_refuses_a_dataset_without_images_naming_it_before_the_model_loads
     assert main(["train", "--llm", llm, "--vision", vision, "--dataset", str(dataset), "--output_dir",
                  str(tmp_path / "out"), "--max_steps", "1", "--use_cpu"]) == 1
     assert message.format(dataset=dataset) in capsys.readouterr().err
+
+
+def test_train_takes_the_generated_training_images(base_model_dirs, tmp_path, monkeypatch):
+    """`--training_images mix` trains on augmented crops and dead-leaves images made at the vision module's size."""
+    from lm4lv.trainers import training
+
+    seen = {}
+    original = training.training_images
+
+    def recorded(source, num_images, image_size, seed):
+        seen.update(source=source, num_images=num_images, image_size=image_size)
+        return original(source, num_images, image_size, seed)
+
+    monkeypatch.setattr(training, "training_images", recorded)
+    llm, vision = base_model_dirs
+    assert main(["train", "--llm", llm, "--vision", vision, "--training_images", "mix", "--num_training_images", "8",
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--per_device_train_batch_size", "2",
+                 "--use_cpu", "--report_to", "none", "--save_strategy", "no"]) == 0
+    assert seen == {"source": "mix", "num_images": 8, "image_size": 32}
+    assert (tmp_path / "out" / "model.safetensors").exists()
