@@ -241,3 +241,22 @@ def test_train_takes_the_generated_training_images(base_model_dirs, tmp_path, mo
                  "--use_cpu", "--report_to", "none", "--save_strategy", "no"]) == 0
     assert seen == {"source": "mix", "num_images": 8, "image_size": 32}
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_commands_help_imports_no_torch_and_the_command_restores(checkpoint_dir, tmp_path):
+    """As the `lm4lv` console script runs (argv[0] named lm4lv): `--help` and `restore --help` import no torch, and a
+    restore imports (and registers) what it needs."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nsys.argv = ['lm4lv', *sys.argv[1:]]\nfrom lm4lv.cli import main\n"
+              "try:\n    status = main(sys.argv[1:])\nexcept SystemExit as exit:\n    status = exit.code\n"
+              "print('torch imported:', 'torch' in sys.modules, 'status:', status)")
+    for command in (["--help"], ["restore", "--help"]):
+        run = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, check=True)
+        assert run.stdout.strip().endswith("torch imported: False status: 0"), run.stdout[-300:] + run.stderr
+    Image.new("RGB", (40, 36), (90, 120, 30)).save(tmp_path / "in.png")
+    restore = ["restore", "--model", checkpoint_dir, "--task", "denoise", str(tmp_path / "in.png"), "-o",
+               str(tmp_path / "out.png")]
+    run = subprocess.run([sys.executable, "-c", script, *restore], capture_output=True, text=True, check=True)
+    assert "status: 0" in run.stdout and Image.open(tmp_path / "out.png").size == (40, 36), run.stderr[-500:]

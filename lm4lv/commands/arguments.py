@@ -1,13 +1,9 @@
 """Argument types shared by the `lm4lv` commands: values and paths are checked by the parser (usage error, exit 2),
-before any model is loaded."""
+before any model is loaded. Building a parser imports nothing heavy (`lm4lv COMMAND --help` needs no torch): the
+checks import what they use when they run."""
 
 import argparse
 import os
-
-from lm4lv.modeling_lm4lv.hub_files import check_hub_location, looks_like_hub_id
-from lm4lv.modeling_lm4lv.shipped import resolve_model_location, shipped_models
-from lm4lv.trainers.evaluation import load_restoration_model
-from lm4lv.trainers.training import LLM_DTYPES
 
 
 def bounded_int(minimum: int, maximum: int | None = None):
@@ -71,6 +67,9 @@ def checkpoint_location(value: str) -> str:
     """An argparse type: an existing checkpoint folder, the name of a model shipped inside the package (its folder
     is returned), or a Hub id (`org/name`; a local-looking path that does not exist is refused here instead of being
     looked up on the Hub)."""
+    from lm4lv.modeling_lm4lv.hub_files import check_hub_location, looks_like_hub_id
+    from lm4lv.modeling_lm4lv.shipped import resolve_model_location, shipped_models
+
     value = resolve_model_location(value)
     if os.path.isdir(value):
         if not os.path.isfile(os.path.join(value, "config.json")):
@@ -85,18 +84,36 @@ def checkpoint_location(value: str) -> str:
     return value
 
 
+def llm_dtype_name(value: str) -> str:
+    """An argparse type: a dtype the frozen LLM may run in (`trainers.training.LLM_DTYPES`)."""
+    from lm4lv.trainers.training import LLM_DTYPES
+
+    if value not in LLM_DTYPES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(LLM_DTYPES)})")
+    return value
+
+
+def shipped_model_location() -> str:
+    """The folder of the denoiser shipped with the package, the restoring commands' default `--model`."""
+    from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL
+
+    return checkpoint_location(DEFAULT_MODEL)
+
+
 def add_loading_arguments(parser: argparse.ArgumentParser):
     """The command-line options of `load_restoration_model`, shared by the commands that load a trained model."""
     parser.add_argument("--llm", default=None, help="Override the base LLM location named in the checkpoint.")
     parser.add_argument("--vision", default=None, help="Override the vision module location.")
-    parser.add_argument("--llm_dtype", default=None, choices=LLM_DTYPES,
-                        help="Dtype of the frozen LLM (default: the one the checkpoint was trained with; trainables "
-                             "stay float32).")
+    parser.add_argument("--llm_dtype", default=None, type=llm_dtype_name, metavar="DTYPE",
+                        help="Dtype of the frozen LLM, one of trainers.training.LLM_DTYPES (default: the one the "
+                             "checkpoint names, the dtype it was trained with; trainables stay float32).")
     parser.add_argument("--device", default=None, type=device_name,
                         help="Where to run (default: cuda when available, else cpu).")
 
 
 def load_restoration_model_from_args(args: argparse.Namespace):
     """`load_restoration_model` with the options `add_loading_arguments` defined."""
+    from lm4lv.trainers.evaluation import load_restoration_model
+
     return load_restoration_model(args.model, llm=args.llm, vision=args.vision, llm_dtype=args.llm_dtype,
                                   device=args.device)

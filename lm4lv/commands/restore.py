@@ -9,7 +9,6 @@ import argparse
 import os
 
 from PIL import Image
-from transformers import AutoConfig
 
 from lm4lv.commands.arguments import (
     add_loading_arguments,
@@ -19,14 +18,8 @@ from lm4lv.commands.arguments import (
     load_restoration_model_from_args,
     non_negative_int,
     positive_int,
+    shipped_model_location,
 )
-from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
-from lm4lv.modeling_lm4lv.hub_files import write_atomically
-from lm4lv.modeling_lm4lv.shipped import DEFAULT_MODEL
-from lm4lv.pipelines import LM4LVRestorationPipeline
-from lm4lv.processing import LM4LVProcessor
-from lm4lv.processing.degradations import SPATIAL_TASKS
-from lm4lv.processing.images import load_rgb_image
 
 MAX_PIXELS = 8192 * 8192  # larger images are refused before they are decoded
 
@@ -54,6 +47,11 @@ def check_image_header(parser: argparse.ArgumentParser, path: str):
 def check_against_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace, image_size: tuple[int, int]):
     """Usage errors found from the checkpoint's config, before the model loads: an unknown task, an overlap of the
     tile size or more, a spatial task on an image (`(width, height)`) that is not of the model's input size."""
+    from transformers import AutoConfig
+
+    from lm4lv.modeling_lm4lv.configuration_lm4lv import image_size_pair
+    from lm4lv.processing.degradations import SPATIAL_TASKS
+
     config = AutoConfig.from_pretrained(args.model)
     if args.task not in config.task_names:
         parser.error(f"--task {args.task}: the checkpoint {args.model} was trained for {config.task_names}")
@@ -70,9 +68,9 @@ def main(argv=None):
     parser.add_argument("image", type=existing_file, help="Input image (any size, any common mode: converted to RGB).")
     parser.add_argument("-o", "--output", required=True, type=image_file_name,
                         help="Output image path (.png for lossless).")
-    parser.add_argument("--model", default=DEFAULT_MODEL, type=checkpoint_location,
-                        help=f"LM4LV checkpoint folder, Hub id, or the name of a model shipped with the package "
-                             f"(default: {DEFAULT_MODEL}, a denoiser).")
+    parser.add_argument("--model", default=None, type=checkpoint_location,
+                        help="LM4LV checkpoint folder, Hub id, or the name of a model shipped with the package "
+                             "(default: the denoiser shipped with it).")
     parser.add_argument("--task", default="denoise", help="Task name the model was trained for (default: denoise).")
     parser.add_argument("--overlap", type=non_negative_int, default=8,
                         help="Pixels shared by neighbouring tiles (less than the model's input size).")
@@ -83,6 +81,13 @@ def main(argv=None):
                         help="Fold a checkpoint's LoRA adapters into the LLM before restoring (faster generation).")
     add_loading_arguments(parser)
     args = parser.parse_args(argv)
+    # what restoring needs is imported once the arguments are read (`--help` imports none of it)
+    from lm4lv.modeling_lm4lv.hub_files import write_atomically
+    from lm4lv.pipelines import LM4LVRestorationPipeline
+    from lm4lv.processing import LM4LVProcessor
+    from lm4lv.processing.images import load_rgb_image
+
+    args.model = args.model or shipped_model_location()
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         parser.error(f"the output's folder does not exist: {os.path.dirname(os.path.abspath(args.output))}")
     check_image_header(parser, args.image)
