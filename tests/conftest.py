@@ -140,3 +140,25 @@ def base_model_dirs(tmp_path_factory):
     """Local folders of a tiny LLaMA (+ tokenizer) and a tiny MAE."""
     model, _ = build_tiny()
     return save_base_models(model, tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium (Debian's `chromium` and `chromium-driver`) driven by selenium; the test is skipped, saying
+    why, where either is missing."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (the dev extra)")
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("the browser tests need Chromium and its driver (Debian: apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    yield driver
+    driver.quit()
+

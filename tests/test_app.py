@@ -21,7 +21,7 @@ from lm4lv.processing import LM4LVProcessor
 from conftest import free_port, tiny_tokenizer
 
 pytest.importorskip("gradio", reason="the app needs the app extra: pip install -e '.[app]'")
-webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (the dev extra)")
+pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (the dev extra)")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
@@ -58,19 +58,6 @@ def app_url(base_model_dirs, tmp_path_factory):
     yield url
     server.terminate()
     server.wait(timeout=30)
-
-
-@pytest.fixture
-def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def wait_for(driver, condition, what: str):

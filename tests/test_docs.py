@@ -115,3 +115,22 @@ def test_no_shipped_file_or_committed_record_holds_a_machine_path():
     for path in paths:
         for number, line in enumerate(read(path).splitlines(), 1):
             assert not MACHINE_PATH.search(line), f"{os.path.relpath(path, REPOSITORY)}:{number}: {line.strip()}"
+
+
+def test_every_results_page_shows_its_pictures_in_a_browser(browser, tmp_path):
+    """The site built as the README builds it, opened in headless Chromium: every picture of every results page loads
+    (a broken image has no natural width)."""
+    import subprocess
+
+    site = tmp_path / "site"
+    command = readme_docs_command() + f" --site-dir {site}"
+    subprocess.run(command, shell=True, cwd=REPOSITORY, check=True, capture_output=True)
+    results = [name for name in docs_files() if name.startswith("results/") and name.endswith(".md")]
+    shown = 0
+    for page in results:
+        browser.get((site / page.removesuffix(".md") / "index.html").as_uri())
+        sizes = browser.execute_script(
+            "return Array.from(document.images).map(image => [image.getAttribute('src'), image.naturalWidth])")
+        assert all(width > 0 for _, width in sizes), f"{page}: broken pictures {[s for s, w in sizes if not w]}"
+        shown += len(sizes)
+    assert shown >= 5
