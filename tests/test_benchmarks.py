@@ -80,7 +80,9 @@ def test_gpu_benchmark_runs_on_tiny_shapes_on_the_cpu(tmp_path):
     assert all(row["samples_per_s"] > 0 for row in report["training"])
 
 
-def test_pipeline_benchmark_runs_on_a_tiny_checkpoint(base_model_dirs, tmp_path, capsys):
+def test_pipeline_benchmark_compares_two_checkouts_on_a_tiny_checkpoint(base_model_dirs, tmp_path, capsys):
+    """The documented comparison, with this checkout as its own baseline: every figure of both versions, their
+    ratios, and the frozen LLM's share of the restore against its work."""
     from lm4lv.modeling_lm4lv import LM4LVForConditionalGeneration
     from lm4lv.processing import LM4LVProcessor
 
@@ -91,10 +93,16 @@ def test_pipeline_benchmark_runs_on_a_tiny_checkpoint(base_model_dirs, tmp_path,
     model = LM4LVForConditionalGeneration.from_base_models(llm, vision, task_token_length=3)
     model.save_pretrained(tmp_path / "tiny")
     LM4LVProcessor.from_config(model.config, tiny_tokenizer()).save_pretrained(tmp_path / "tiny")
-    bench_pipeline.main(["--model", str(tmp_path / "tiny"), "--quick"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["1", "16"]
-    assert all(float(row.split("|")[3]) > 0 for row in rows)
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bench_pipeline.main(["--model", str(tmp_path / "tiny"), "--quick", "--baseline", repository, "--output",
+                         str(tmp_path / "figures.json")])
+    table = capsys.readouterr().out
+    assert f"| | lm4lv {lm4lv.__version__} | lm4lv {lm4lv.__version__} | ratio |" in table
+    for _, label in bench_pipeline.ROWS:
+        assert f"| {label} | " in table
+    baseline, this = json.load(open(tmp_path / "figures.json"))["versions"]
+    assert baseline["batch_size"] == 16 and this["batch_size"] > 16  # 0.3.0's restore default; the memory budget
+    assert all(version[key] > 0 for version in (baseline, this) for key in ("photo_s", "llm_s", "llm_gflop"))
 
 
 def test_image_folder_benchmark_runs(capsys):
