@@ -101,15 +101,18 @@ def score_checkpoint(checkpoint: str, sets: dict, output_dir: str) -> dict:
     degraded, clean = held_out_picture()
     unrestored = {metric: getattr(metrics, metric)(degraded, clean, crop_border=4) for metric in ("psnr", "ssim")}
     scores[PICTURE_NAME] = {INPUT: unrestored} | compare_on_picture(restorers, degraded, clean, path)
-    return scores | photo_scores(model, processor)
+    pictures = os.path.join(output_dir, f"photos_{os.path.basename(checkpoint.rstrip('/'))}")
+    return scores | photo_scores(model, processor, pictures)
 
 
-def photo_scores(model, processor) -> dict:
+def photo_scores(model, processor, pictures: str) -> dict:
     """`{"<photo>, sigma <s>": {method: {"psnr", "ssim"}}}` of Input, MAE-r, the MAE ceiling and LM4LV on the
-    held-out photos (`photo_benchmark`) at each of its noise levels."""
+    held-out photos (`photo_benchmark`) at each of its noise levels; their pictures go to the folder `pictures`."""
     mae = "checkpoint"
     rows = {INPUT: INPUT, f"{MAE_R} ({mae})": MAE_R, f"{CEILING} ({mae})": CEILING, LM4LV: LM4LV}
-    results = run_benchmark(lm4lv_methods(model, processor, LM4LV, mae_name=mae), held_out_photos(), PHOTO_SIGMAS)
+    os.makedirs(pictures, exist_ok=True)
+    results = run_benchmark(lm4lv_methods(model, processor, LM4LV, mae_name=mae), held_out_photos(), PHOTO_SIGMAS,
+                            pictures)
     return {photo_set_name(photo, sigma): {label: {metric: by_method[row][metric] for metric in ("psnr", "ssim")}
                                            for row, label in rows.items()}
             for sigma, by_photo in results.items() for photo, by_method in by_photo.items()}
