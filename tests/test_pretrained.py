@@ -75,9 +75,10 @@ def test_every_entry_point_loads_the_shipped_model_with_no_flags(offline_cache, 
     from lm4lv import LM4LVForConditionalGeneration, LM4LVProcessor
     from lm4lv.cli import main
     from lm4lv.commands.app import build_app
+    from lm4lv.modeling_lm4lv.checkpointing import trained_llm_dtype
 
     model = LM4LVForConditionalGeneration.from_pretrained(DEFAULT_MODEL)
-    assert model.language_model.dtype == torch.bfloat16  # as trained
+    assert model.language_model.dtype == trained_llm_dtype(model.config)  # as trained
     processor = LM4LVProcessor.from_pretrained(DEFAULT_MODEL)
     noisy = Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy())
     assert pipeline("image-restoration", model=FOLDER)(noisy, task="denoise").size == (48, 40)
