@@ -287,10 +287,32 @@ class DecodingRun:
         return pending.to(self.embed_dtype)
 
     def feed(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones; the new last hidden state."""
+        """Input embeddings `(batch, k, hidden)` through the LLM after the cached ones (of the first `batch` rows);
+        the new last hidden state."""
         past = self.length
         self.length += embeds.shape[1]
-        return self.backbone_at(embeds, self.positions[:, past : self.length])
+        return self.backbone_at(embeds, self.positions[: embeds.shape[0], past : self.length])
+
+    def feed_prompt(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """The prompt batch through the LLM; the last hidden states. The text every row starts with
+        (`shared_prefix_length`: the template before the first image) goes through once and its cache is repeated for
+        the batch."""
+        shared = self.shared_prefix_length(input_ids)
+        if shared:
+            self.feed(inputs_embeds[:1, :shared])
+            self.cache.batch_repeat_interleave(input_ids.shape[0])
+        return self.feed(inputs_embeds[:, shared:])
+
+    def shared_prefix_length(self, input_ids: torch.LongTensor) -> int:
+        """How many leading prompt positions every row shares: the same token ids, none of them an image or task
+        placeholder (whose embeddings differ by row). 0 where the prompt cannot be split: a single row, left
+        padding, or a static cache (whose call shape and CUDA graph stay fixed). One read of a count, per call."""
+        if self.static or self.full_mask is not None or input_ids.shape[0] == 1:
+            return 0
+        config = self.model.config
+        plain = (input_ids == input_ids[:1]).all(0)
+        plain &= ((input_ids != config.image_token_id) & (input_ids != config.task_token_id)).all(0)
+        return min(int(plain.long().cumprod(0).sum()), input_ids.shape[1] - 1)
 
     def backbone_at(self, embeds: torch.Tensor, position_ids: torch.LongTensor) -> torch.Tensor:
         """The LLM on `embeds` at `position_ids`, appending to the cache (whose mask covers the whole static cache,
@@ -369,7 +391,7 @@ class DecodingRun:
         visual_left = torch.where((text_tail == self.start_ids).all(-1), config.num_visual_tokens, 0)
         text_tail[visual_left > 0] = -1
         return GenerationState(
-            hidden=self.feed(inputs_embeds),
+            hidden=self.feed_prompt(input_ids, inputs_embeds),
             text_tail=text_tail,
             visual_left=visual_left,
             forced=torch.full((batch_size, len(self.end_ids)), -1, dtype=torch.long, device=device),

@@ -485,3 +485,24 @@ def test_static_cache_in_bfloat16_gives_the_same_images_within_a_tenth_of_a_db()
               for cache in ("dynamic", "static")}
     for dynamic, static, target in zip(images["dynamic"], images["static"], clean):
         assert abs(psnr(static, target) - psnr(dynamic, target)) < 0.1
+
+
+def test_an_unpadded_batch_runs_its_shared_prompt_prefix_once_with_the_same_result(monkeypatch):
+    """Rows with the same template: the text before the first image goes through the LLM once (batch 1) and its cache
+    is repeated; each row's generation equals the row's alone (no sharing at batch 1)."""
+    from lm4lv.modeling_lm4lv.decoding import DecodingRun
+
+    model, processor = build_tiny(task_names=("denoise", "rotate"))
+    batch = processor(images=random_images(3), task=["denoise", "rotate", "denoise"])
+    fed = []
+    original = DecodingRun.feed
+    monkeypatch.setattr(DecodingRun, "feed", lambda run, embeds: fed.append(tuple(embeds.shape[:2]))
+                        or original(run, embeds))
+    together = model.generate(**batch, max_new_tokens=30)
+    shared = next(i for i, token in enumerate(batch["input_ids"][0].tolist()) if token == model.config.image_token_id)
+    forced = len(model.config.image_start_token_ids)  # the forced <Img> goes with the prompt
+    assert fed[0] == (1, shared) and fed[1] == (3, batch["input_ids"].shape[1] + forced - shared)
+    for i, task in enumerate(["denoise", "rotate", "denoise"]):
+        alone = model.generate(**processor(images=random_images(3)[i : i + 1], task=task), max_new_tokens=30)
+        torch.testing.assert_close(together.visual_features[i], alone.visual_features[0], rtol=1e-5, atol=1e-5)
+        assert torch.equal(together.sequences[i], alone.sequences[0])
