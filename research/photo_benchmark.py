@@ -26,9 +26,10 @@ from PIL import Image
 
 from lm4lv import metrics
 from lm4lv.modeling_lm4lv.hub_files import write_atomically, write_text_atomically
-from lm4lv.pipelines import restore, restore_tiled
-from lm4lv.pipelines.image_restoration import mae_reconstruct, tiles_per_batch
+from lm4lv.pipelines import mae_reconstruct, restore, restore_tiled
+from lm4lv.pipelines.image_restoration import tiles_per_batch
 from lm4lv.processing import LM4LVProcessor
+from lm4lv.processing.data import CORPUS_DOWNSCALE
 from lm4lv.processing.degradations import degrade, pil_to_tensor, tensor_to_pil
 from lm4lv.processing.visualization import image_grid
 from lm4lv.trainers.evaluation import CLEAN, INPUT, LM4LV, MAE_R, load_restoration_model
@@ -40,7 +41,6 @@ HELD_OUT_PHOTOS = {
 }
 SIGMAS = (15, 25, 50)
 PICTURE_SIGMA = 25  # the sigma of the before/after pictures
-DOWNSCALE = 2  # the corpus's scale
 NOISE_SEED = 7
 CROP_BORDER = 4
 TILE_OVERLAP = 8  # as `lm4lv restore` tiles
@@ -49,7 +49,7 @@ CEILING = "MAE ceiling"  # the MAE's reconstruction of the clean photo: what dec
 NON_LOCAL_MEANS, WAVELET, CBM3D = "non-local means (scikit-image)", "wavelet (scikit-image)", "CBM3D (bm3d)"
 
 
-def held_out_photo(name: str, downscale: int = DOWNSCALE) -> Image.Image:
+def held_out_photo(name: str, downscale: int = CORPUS_DOWNSCALE) -> Image.Image:
     """One of `HELD_OUT_PHOTOS` as RGB, downscaled by `downscale` (bicubic)."""
     if name not in HELD_OUT_PHOTOS:
         raise ValueError(f"{name!r} is not a held-out photo; choose from {sorted(HELD_OUT_PHOTOS)}")
