@@ -95,3 +95,18 @@ def test_the_benchmark_scores_every_row_on_a_small_photo(tmp_path):
     table = benchmark_markdown(results).splitlines()
     assert table[0].startswith("| sigma 25 | china.jpg PSNR / SSIM | mean PSNR | s / MP | grid ratio |")
     assert table[2].startswith(f"| {INPUT} | {scores[INPUT]['psnr']:.2f} / ")
+
+
+def test_the_training_images_ablation_tables_every_source():
+    from lm4lv.processing.data import TRAINING_IMAGES
+    from lm4lv.research.training_images_ablation import SIGMA, ablation_markdown
+
+    photo = {INPUT: 21.0, MAE_R: 21.2, CEILING: 48.0}
+    vision = {source: {"validation crops": 50.0 + index, "china.jpg": photo, "flower.jpg": photo}
+              for index, source in enumerate(TRAINING_IMAGES)}
+    lm4lv = {source: {"china.jpg": 22.0, "flower.jpg": 23.5} for source in TRAINING_IMAGES}
+    lines = ablation_markdown(vision, lm4lv, 250).splitlines()
+    assert lines[0] == (f"| MAE trained on | validation crops | china.jpg: ceiling / MAE-r / input (sigma {SIGMA}) | "
+                        f"flower.jpg: ceiling / MAE-r / input (sigma {SIGMA}) |")
+    assert lines[2] == "| corpus | 50.00 | 48.00 / 21.20 / 21.00 | 48.00 / 21.20 / 21.00 |"
+    assert lines[-1] == "| mix | 22.00 | 23.50 |" and len(lines) == 2 + 4 + 1 + 2 + 4
