@@ -265,7 +265,8 @@ def benchmark_photos(summaries: dict, profile: Profile, output_dir: str) -> dict
         model = load_restoration_model(DEFAULT_MODEL)
         processor = LM4LVProcessor.from_pretrained(DEFAULT_MODEL, model_config=model.config)
         methods += lm4lv_methods(model, processor, SHIPPED_ROWS[1], mae_name=SHIPPED_MAE_ROW)
-    return run_benchmark(methods + classical_denoisers(), held_out_photos(), profile.photo_sigmas, output_dir)
+    photos = held_out_photos(profile.photo_size)
+    return run_benchmark(methods + classical_denoisers(), photos, profile.photo_sigmas, output_dir)
 
 
 def loss_curves(runs: dict, mae_r_feature_mse: float):

@@ -127,7 +127,7 @@ def photo_stage_seconds(profile: Profile, per_crop: dict, classical: float) -> t
     classical denoisers' time per megapixel, at each of the profile's noise levels."""
     names = {run.name for run in training_runs(profile)}
     models = sum(name in names for name in LM4LV_ROWS) + scores_shipped_model(profile)
-    photos = held_out_photos().values()
+    photos = held_out_photos(profile.photo_size).values()
     tile = DEMO_MAE_CONFIG["image_size"]
     tiles = sum(len(tile_boxes(photo.height, photo.width, tile, TILE_OVERLAP)) for photo in photos)
     megapixels = sum(photo.width * photo.height for photo in photos) / 1e6

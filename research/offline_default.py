@@ -66,6 +66,7 @@ class Profile:
     training_images: str = "mix"  # LM4LV's training images (`lm4lv.processing.data.training_images`)
     num_training_images: int = 20000
     photo_sigmas: tuple[int, ...] = (15, 25, 50)  # the noise levels of the held-out photo benchmark
+    photo_size: int | None = None  # the benchmark's photos: whole (None) or their centre, this many pixels a side
 
 
 # The paper's Table 2: five restoration tasks and two spatial ones
@@ -86,7 +87,8 @@ PROFILES = {
                     tasks=PAPER_TASKS),
     "smoke": Profile(lm4lv_steps=6, random_llm_steps=3, skip_connection_steps=3, warmup_steps=2, eval_samples=8,
                      tasks=("denoise", "rotate"), shipped_model_row=False,
-                     mae=VisionModuleRecipe(steps=20, num_images=128), num_training_images=64, photo_sigmas=(25,)),
+                     mae=VisionModuleRecipe(steps=20, num_images=128), num_training_images=64, photo_sigmas=(25,),
+                     photo_size=64),
     # One H100/H200-class GPU, <= 10 min from an empty cache, sized for 4,000 samples/s at batch 256 (the training
     # step's target is 5,000 in bfloat16): about 1 million training samples in all, the paper's batch 256. LM4LV's
     # 2,800 steps over seven tasks give each task about 400 steps' worth, the step count of every baseline (denoise;

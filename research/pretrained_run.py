@@ -8,7 +8,8 @@ of training images (augmented crops of the bundled photos and procedural dead-le
 ViT-MAE (trained on dead-leaves images alone), SmolLM2 frozen in float32, batch 8, for `STEPS` steps (cosine
 schedule over the whole run), a checkpoint every `SAVE_STEPS`; a rerun resumes from the newest checkpoint and skips
 the checkpoints already scored. Each checkpoint of `EVAL_STEPS` is scored as the demo scores its models: the
-64 held-out crops (sigma drawn from the training range, and fixed sigmas 10/25/50) and the whole held-out strip.
+64 held-out crops (sigma drawn from the training range, and fixed sigmas 10/25/50), the whole held-out strip, and
+the held-out photos (`photo_benchmark`: scikit-learn's two photos at sigma 15/25/50, never used for training).
 """
 
 import argparse
@@ -116,7 +117,6 @@ def photo_scores(model, processor, pictures: str) -> dict:
     return {photo_set_name(photo, sigma): {label: {metric: by_method[row][metric] for metric in ("psnr", "ssim")}
                                            for row, label in rows.items()}
             for sigma, by_photo in results.items() for photo, by_method in by_photo.items()}
-
 
 
 def learning_curve(scores_by_step: dict, set_names=CURVE_SETS):

@@ -189,7 +189,8 @@ def test_the_gpu_profile_runs_at_smoke_size_on_the_cpu(base_model_dirs, tmp_path
     gpu = PROFILES["gpu"]
     assert gpu.device_batches and gpu.table_3_steps > 0 and len(gpu.tasks) == 7 and gpu.batch_size == 256
     monkeypatch.setitem(PROFILES, "gpu", dataclasses.replace(
-        gpu, mae=PROFILES["smoke"].mae, num_training_images=64, lm4lv_steps=4, random_llm_steps=2,
+        gpu, mae=PROFILES["smoke"].mae, num_training_images=64, photo_sigmas=(25,),
+        photo_size=PROFILES["smoke"].photo_size, lm4lv_steps=4, random_llm_steps=2,
         skip_connection_steps=2, table_3_steps=2,
         batch_size=4, warmup_steps=1, eval_samples=4))
     run_demo("gpu", str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), llm=llm)

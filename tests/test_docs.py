@@ -52,7 +52,7 @@ def test_every_page_is_in_the_site_and_every_other_file_is_used():
 
 def test_every_image_a_page_shows_names_the_command_that_made_it():
     commands = ("lm4lv demo", "lm4lv degradations", "lm4lv ablate", "LM4LV_APP_SCREENSHOT",
-                "lm4lv.research.pretrained_run")
+                "lm4lv.research.pretrained_run", "lm4lv.research.photo_benchmark")
     for page, text in {**pages(), "README.md": read(os.path.join(REPOSITORY, "README.md"))}.items():
         for image in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text):
             assert any(command in text for command in commands), f"{page} shows {image} without its command"

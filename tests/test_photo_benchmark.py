@@ -17,6 +17,7 @@ from lm4lv.research.photo_benchmark import (
     classical_denoisers,
     grid_error_ratio,
     held_out_photo,
+    held_out_photos,
     lm4lv_methods,
     noisy_photo,
     run_benchmark,
@@ -79,6 +80,10 @@ def test_held_out_photos_are_scikit_learns_at_the_corpus_scale():
     assert held_out_photo("china.jpg").size == (320, 213)
     with pytest.raises(ValueError, match="not a held-out photo"):
         held_out_photo("astronaut.png")
+    centres = held_out_photos(64)  # the smoke profile's quick look: the centre of each photo
+    assert list(centres) == list(HELD_OUT_PHOTOS) and {photo.size for photo in centres.values()} == {(64, 64)}
+    whole = np.asarray(held_out_photo("china.jpg"))
+    assert np.array_equal(np.asarray(centres["china.jpg"]), whole[74:138, 128:192])
 
 
 def test_the_benchmark_scores_every_row_on_a_small_photo(tmp_path):
