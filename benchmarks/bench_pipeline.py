@@ -29,12 +29,13 @@ CONSOLE_SCRIPT = "import sys\nsys.argv[0] = 'lm4lv'\nfrom lm4lv.cli import main\
                  "except SystemExit:\n    pass\n"
 
 
-def help_seconds(arguments: list[str], repeats: int, environment: dict) -> float:
-    """The best wall time of `repeats` fresh processes running the console script with `arguments`."""
+def help_seconds(arguments: list[str], repeats: int, environment: dict, folder: str) -> float:
+    """The best wall time of `repeats` fresh processes running the console script with `arguments` in `folder` (`python
+    -c` puts the working folder first on the path: a checkout's own `lm4lv/` there would shadow the measured one)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, *arguments], env=environment, check=True,
+        subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, *arguments], env=environment, cwd=folder, check=True,
                        capture_output=True)
         times.append(time.perf_counter() - start)
     return min(times)
@@ -115,7 +116,8 @@ def version_run(arguments: list[str], install_from: str | None = None) -> dict:
         with open(output) as handle:
             figures = json.load(handle)
         repeats = figures.pop("repeats")
-        return figures | {name: help_seconds(command, repeats, environment) for name, command in HELP_COMMANDS.items()}
+        return figures | {name: help_seconds(command, repeats, environment, target)
+                          for name, command in HELP_COMMANDS.items()}
 
 
 ROWS = (("lm4lv --help", "lm4lv --help (s)"), ("lm4lv restore --help", "lm4lv restore --help (s)"),
