@@ -155,6 +155,7 @@ def run_benchmark(methods: list[Method], photos: dict, sigmas=SIGMAS, output_dir
     {photo: {method: {"psnr", "ssim", "seconds_per_megapixel", "grid_error_ratio"}}}}` (the input row has no time).
     With `output_dir`, the before/after pictures at `PICTURE_SIGMA` are written there (`photo_<name>.png`: the noisy
     photo, every method's restoration but the ceilings, which look like the clean photo, and the clean photo)."""
+    ceilings = {method.name for method in methods if method.clean_input}
     results = {}
     for sigma in sigmas:
         results[sigma] = {}
@@ -172,8 +173,7 @@ def run_benchmark(methods: list[Method], photos: dict, sigmas=SIGMAS, output_dir
                     "grid_error_ratio": grid_error_ratio(outputs[method.name], clean)}
             results[sigma][photo] = scores
             if output_dir and sigma == PICTURE_SIGMA:
-                shown = {name: output for name, output in outputs.items()
-                         if not any(method.clean_input and method.name == name for method in methods)}
+                shown = {name: output for name, output in outputs.items() if name not in ceilings}
                 write_picture(shown, scores, clean, os.path.join(output_dir, picture_name(photo)))
     return results
 
