@@ -59,9 +59,10 @@ setup(
         "timm": ["timm>=1.0"],
         "app": ["gradio>=5.0"],
         # the browser test drives the system's Chromium (Debian: chromium, chromium-driver) through selenium
-        "dev": ["pytest>=8.0", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6", "setuptools>=75",
-                "gradio>=5.0", "selenium>=4.20", "matplotlib>=3.8", "mkdocs>=1.6", "mkdocstrings[python]>=0.26",
-                "scikit-learn>=1.3", "PyWavelets>=1.5"],
+        # pytest-xdist runs the README's `pytest -n auto`
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "diffusers>=0.30", "gguf>=0.10", "ruff>=0.6",
+                "setuptools>=75", "gradio>=5.0", "selenium>=4.20", "matplotlib>=3.8", "mkdocs>=1.6",
+                "mkdocstrings[python]>=0.26", "scikit-learn>=1.3", "PyWavelets>=1.5"],
     },
     entry_points={"console_scripts": ["lm4lv=lm4lv.cli:main"]},
 )

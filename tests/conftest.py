@@ -19,6 +19,10 @@ from transformers import (
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from lm4lv.processing import LM4LVProcessor
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker, its subprocesses included
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 VOCAB_SIZE = 320
 CORPUS = [
     "### Human: <Img> </Img> ### Assistant: <Img> </Img> ###",

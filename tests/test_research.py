@@ -24,7 +24,7 @@ from lm4lv.modeling_lm4lv.modeling_vit_llm import prompt_part
 from lm4lv.processing import LM4LVProcessor
 from lm4lv.processing.data import bundled_corpus
 from lm4lv.processing.images import to_tensor
-from lm4lv.research.ablation import ABLATION_METHODS, run_ablation
+from lm4lv.research.ablation import ABLATION_METHODS, MULTI_TASK, run_ablation
 from lm4lv.trainers import LM4LVTrainingArguments
 from lm4lv.trainers.evaluation import load_restoration_model
 from lm4lv.trainers.mae_training import reconstruction_quality, train_vision_module
@@ -265,8 +265,8 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     autoencoder = tmp_path / "kl"
     DiffusersVisionModule(tiny_autoencoder_config()).save_pretrained(autoencoder)
     out = tmp_path / "ablation"
-    results = run_ablation(llm, vision, list(ABLATION_METHODS), ["identity", "rotate"], str(out), max_steps=2,
-                           eval_samples=2, autoencoder_kl=str(autoencoder))
+    results = run_ablation(llm, vision, list(ABLATION_METHODS), ["rotate"], str(out), max_steps=2, eval_samples=2,
+                           autoencoder_kl=str(autoencoder))
     table = (out / "ablation.md").read_text()
     for label, *_ in ABLATION_METHODS.values():
         assert f"| {label} |" in table
@@ -276,12 +276,21 @@ def test_run_ablation_writes_one_table_for_every_method(base_model_dirs, tmp_pat
     lm4lv, lora = saved["methods"]["LM4LV"], saved["methods"]["LoRA r=8"]
     assert lm4lv["trainable_parameters"] == 2 * 32 * 64 + 32 + 64 + 10 * 64
     assert lora["trainable_parameters"] > lm4lv["trainable_parameters"]
-    multi_task = saved["methods"].pop("LM4LV, one model for all tasks")
+    for entry in saved["methods"].values():
+        assert entry["tasks"]["rotate"]["steps"] == 2 and entry["tasks"]["rotate"]["psnr"]["count"] == 2
+    assert (out / "grid_rotate.png").exists()
+
+
+def test_the_multi_task_method_trains_one_model_on_every_task_and_scores_it_on_each(base_model_dirs, tmp_path):
+    llm, vision = base_model_dirs
+    out = tmp_path / "ablation"
+    run_ablation(llm, vision, ["lm4lv", MULTI_TASK], ["identity", "rotate"], str(out), max_steps=2, eval_samples=2)
+    saved = json.loads((out / "ablation.json").read_text())
+    lm4lv, multi_task = saved["methods"]["LM4LV"], saved["methods"]["LM4LV, one model for all tasks"]
     assert multi_task["tasks"]["identity"]["steps"] == multi_task["tasks"]["rotate"]["steps"] == 4  # 2 x 2 tasks
     assert multi_task["trainable_parameters"] == lm4lv["trainable_parameters"] + 10 * 64  # the second task's tokens
     assert multi_task["tasks"]["rotate"]["train_seconds"] == 0.0  # one model, trained once (at the first task)
-    for entry in saved["methods"].values():
-        assert entry["tasks"]["rotate"]["steps"] == 2 and entry["tasks"]["rotate"]["psnr"]["count"] == 2
+    assert lm4lv["tasks"]["identity"]["steps"] == lm4lv["tasks"]["rotate"]["steps"] == 2  # one model per task
     assert (out / "grid_identity.png").exists() and (out / "grid_rotate.png").exists()
 
 
