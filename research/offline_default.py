@@ -80,7 +80,8 @@ TABLE_3_TASKS = ("denoise", "rotate")
 # Sized from the speed measured on this project's 2-core development machine (AMD EPYC, AVX2; README, "Results of the
 # offline main job"), which varies by about a third from day to day: SmolLM2 with the recipe, 17 visual tokens,
 # batch 4: 1.36-2.0 s a step; the demo MAE, batch 64: 0.35-0.47 s a step; the evaluation 4-6 min (6.4 with seven
-# tasks). Default: <= 20 min from an empty cache at the faster speed; full: <= 2 h at the slower.
+# tasks). Default: about 18 min once the MAE is cached (training it first adds its 2,000 steps, 12 min idle);
+# full: <= 2 h at the slower speed.
 PROFILES = {
     "default": Profile(lm4lv_steps=260, random_llm_steps=50, skip_connection_steps=50),
     "full": Profile(lm4lv_steps=2000, random_llm_steps=200, skip_connection_steps=300,

@@ -2,7 +2,7 @@
 (`lm4lv.research.demo`: SmolLM2 and a small MAE trained here, LM4LV and its ablations, the paper's Table 2, a whole
 held-out picture; `report.md`, JSON, PNG grids and curves).
 
-    lm4lv demo                      # on a CPU: the default profile (<= 20 min on 2 CPU cores); on a GPU: gpu
+    lm4lv demo                      # on a CPU: the default profile (18 min on 2 CPU cores); on a GPU: gpu
     lm4lv demo --profile full       # longer training (<= 2 h on 2 CPU cores)
     lm4lv demo --profile gpu        # the paper's scale, Tables 2 and 3 (<= 10 min on one H100/H200-class GPU)
     lm4lv demo --profile gpu --estimate   # measure this machine's speed, project every stage's time, and exit
