@@ -19,7 +19,7 @@ from transformers import (
 from lm4lv.modeling_lm4lv import LM4LVConfig, LM4LVForConditionalGeneration
 from lm4lv.processing import LM4LVProcessor
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker, its subprocesses included
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n auto`: one thread per worker, its subprocesses included
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
